@@ -1,0 +1,160 @@
+"""Faces: detection, selection, crop and pixel normalisation — the one definition used everywhere.
+
+Distorted photos defeat MTCNN (over-exposed ones most of all), so detection retries on
+enhanced copies of the image, and, where the caller knows its images are face photos
+(FACECOM-style data sets), falls back to the box where faces usually are. Every face
+records which of these paths found it, so evaluation can score each path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from facenet_pytorch import MTCNN
+from PIL import Image, ImageFilter, ImageOps
+
+from models.errors import NoFaceFound, TooManyFaces
+
+CROP_SIZE = 160
+
+DetectionPath = Literal["direct", "equalized", "denoised", "darkened", "fallback", "whole-image"]
+
+
+def standardize(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8-range RGB → network input; the normalisation Sandberg's model was trained with."""
+    return (pixels.float() - 127.5) / 128.0
+
+
+def _darken(img: Image.Image) -> Image.Image:
+    # Over-exposed ("sunny") photos: a gamma > 1 pulls washed-out skin back into range.
+    lut = [round(255 * (v / 255) ** 2.2) for v in range(256)]
+    return ImageOps.autocontrast(img.point(lut * 3), cutoff=1)
+
+
+# Tried in order on images where plain detection finds nothing.
+ENHANCEMENTS: tuple[tuple[DetectionPath, Callable[[Image.Image], Image.Image]], ...] = (
+    ("equalized", ImageOps.equalize),
+    ("denoised", lambda img: img.filter(ImageFilter.MedianFilter(5))),
+    ("darkened", _darken),
+)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    margin: int = 32  # pixels of context around the box, in the 160-px crop (facenet-pytorch's convention)
+    min_face_size: int = 20
+    min_score: float = 0.90  # MTCNN's face probability for a detection to count as a face
+    # Where faces sit in FACECOM/LFW-style face photos (x1, y1, x2, y2 as fractions of the
+    # image): the median MTCNN box of clean photos of the validation identities.
+    fallback_box: tuple[float, float, float, float] = (0.32, 0.27, 0.70, 0.75)
+    retry_enhanced: bool = True
+    use_fallback: bool = False  # only for inputs known to be face photos
+
+
+@dataclass(frozen=True)
+class DetectedFace:
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in image pixels
+    score: float | None  # MTCNN probability; None for the fallback box
+    path: DetectionPath
+
+
+class FacePipeline:
+    """Detects faces with facenet-pytorch's MTCNN and turns them into normalised 160×160 crops."""
+
+    def __init__(self, config: PipelineConfig = PipelineConfig(), device: str | torch.device = "cpu") -> None:
+        self.config = config
+        # PIL input only: facenet-pytorch's numpy path needs cv2, which it does not depend on.
+        self._mtcnn = MTCNN(image_size=CROP_SIZE, min_face_size=config.min_face_size, keep_all=True, device=device)
+
+    # -- detection ---------------------------------------------------------------------
+    def _mtcnn_faces(self, images: Sequence[Image.Image], path: DetectionPath) -> list[list[DetectedFace]]:
+        boxes, probs = self._mtcnn.detect(list(images))
+        found = []
+        for img_boxes, img_probs in zip(boxes, probs):
+            faces = []
+            if img_boxes is not None:
+                for box, prob in zip(img_boxes, img_probs):
+                    if prob is not None and prob >= self.config.min_score:
+                        faces.append(DetectedFace(tuple(float(v) for v in box), float(prob), path))
+            found.append(faces)
+        return found
+
+    def detect_all(self, img: Image.Image) -> list[DetectedFace]:
+        """Every face in the image, after the enhancement retries if plain detection finds none."""
+        return self.detect_batch([img])[0]
+
+    def detect_batch(self, images: Sequence[Image.Image]) -> list[list[DetectedFace]]:
+        """`detect_all` for many images; same-sized images share one MTCNN pass."""
+        results: list[list[DetectedFace]] = [[] for _ in images]
+        for indices in _group_by_size(images):
+            for i, faces in zip(indices, self._mtcnn_faces([images[i] for i in indices], "direct")):
+                results[i] = faces
+        for path, enhance in ENHANCEMENTS if self.config.retry_enhanced else ():
+            todo = [i for i, faces in enumerate(results) if not faces]
+            for indices in _group_by_size([images[i] for i in todo]):
+                batch = [enhance(images[todo[i]]) for i in indices]
+                for i, faces in zip(indices, self._mtcnn_faces(batch, path)):
+                    results[todo[i]] = faces
+        if self.config.use_fallback:
+            for i, faces in enumerate(results):
+                if not faces:
+                    results[i] = [self.fallback(images[i])]
+        return results
+
+    def fallback(self, img: Image.Image) -> DetectedFace:
+        w, h = img.size
+        x1, y1, x2, y2 = self.config.fallback_box
+        return DetectedFace((x1 * w, y1 * h, x2 * w, y2 * h), None, "fallback")
+
+    @staticmethod
+    def primary(img: Image.Image, faces: Sequence[DetectedFace], source: str = "image") -> DetectedFace:
+        """The subject of a photo: among faces at least half the largest, the one nearest the centre."""
+        if not faces:
+            raise NoFaceFound(source, "no face found")
+        largest = max(_area(f.box) for f in faces)
+        cx, cy = img.size[0] / 2, img.size[1] / 2
+        big = [f for f in faces if _area(f.box) >= 0.5 * largest]
+        return min(big, key=lambda f: ((f.box[0] + f.box[2]) / 2 - cx) ** 2 + ((f.box[1] + f.box[3]) / 2 - cy) ** 2)
+
+    @staticmethod
+    def single(faces: Sequence[DetectedFace], source: str = "image") -> DetectedFace:
+        """Exactly one face, as enrolment requires."""
+        if not faces:
+            raise NoFaceFound(source, "no face found")
+        if len(faces) > 1:
+            raise TooManyFaces(source, f"{len(faces)} faces found; enrol photos showing one person")
+        return faces[0]
+
+    # -- crop and normalise ------------------------------------------------------------
+    def crop(self, img: Image.Image, box: Sequence[float]) -> torch.Tensor:
+        """uint8 3×160×160 crop of `box` widened by the margin, clamped to the image."""
+        margin = self.config.margin
+        x1, y1, x2, y2 = box
+        pad_x = margin * (x2 - x1) / (CROP_SIZE - margin) / 2
+        pad_y = margin * (y2 - y1) / (CROP_SIZE - margin) / 2
+        w, h = img.size
+        region = (
+            int(max(x1 - pad_x, 0)),
+            int(max(y1 - pad_y, 0)),
+            int(min(x2 + pad_x, w)),
+            int(min(y2 + pad_y, h)),
+        )
+        if region[2] - region[0] < 2 or region[3] - region[1] < 2:
+            raise NoFaceFound("image", f"face box {tuple(round(v) for v in box)} is degenerate")
+        face = img.crop(region).resize((CROP_SIZE, CROP_SIZE), Image.Resampling.BILINEAR)
+        return torch.from_numpy(np.asarray(face, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def _area(box: Sequence[float]) -> float:
+    return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
+
+
+def _group_by_size(images: Sequence[Image.Image]) -> list[list[int]]:
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, img in enumerate(images):
+        groups.setdefault(img.size, []).append(i)
+    return list(groups.values())
