@@ -1,0 +1,1 @@
+"""Gallery-retrieval evaluation: clean photos form the gallery, distorted photos are the queries."""

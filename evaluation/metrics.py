@@ -1,0 +1,120 @@
+"""Retrieval and verification metrics over L2-normalised embeddings (cosine = dot product)."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.metrics import f1_score
+
+
+def templates(embeddings: np.ndarray, labels: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """One template per identity: the L2-normalised mean of its embeddings."""
+    names = sorted(set(labels))
+    index = {n: i for i, n in enumerate(names)}
+    sums = np.zeros((len(names), embeddings.shape[1]), dtype=np.float64)
+    np.add.at(sums, [index[label] for label in labels], embeddings)
+    return _normalise(sums).astype(np.float32), names
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def top1(similarity: np.ndarray, gallery_names: Sequence[str], query_labels: Sequence[str]) -> np.ndarray:
+    """Boolean per query: does the most similar gallery entry carry the query's label?"""
+    best = np.asarray(gallery_names)[similarity.argmax(axis=1)]
+    return best == np.asarray(query_labels)
+
+
+def tar_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float) -> tuple[float, float]:
+    """(TAR, threshold): the threshold lets through at most `far` of impostor pairs."""
+    if len(impostor) == 0 or len(genuine) == 0:
+        return float("nan"), float("nan")
+    ordered = np.sort(impostor)[::-1]
+    k = int(np.floor(far * len(ordered)))  # impostors allowed above the threshold
+    threshold = float(ordered[k]) if k < len(ordered) else float(ordered[-1])
+    return float(np.mean(genuine > threshold)), threshold
+
+
+def verification(genuine: np.ndarray, impostor: np.ndarray, fars: Sequence[float] = (1e-2, 1e-3)) -> dict:
+    out = {"n_genuine": int(len(genuine)), "n_impostor": int(len(impostor))}
+    for far in fars:
+        tar, thr = tar_at_far(genuine, impostor, far)
+        out[f"tar@far={far:g}"] = tar
+        out[f"threshold@far={far:g}"] = thr
+    return out
+
+
+def retrieval_report(
+    gallery: np.ndarray,
+    gallery_labels: Sequence[str],
+    gallery_sources: Sequence[str],
+    queries: np.ndarray,
+    query_labels: Sequence[str],
+    query_kinds: Sequence[str],
+    query_sources: Sequence[str],
+) -> dict:
+    """The whole evaluation from embeddings: top-1 overall and per kind, macro-F1, verification,
+    and top-1 with each query's own source photo left out of the gallery."""
+    tmpl, names = templates(gallery, gallery_labels)
+    sim = queries @ tmpl.T
+    hits = top1(sim, names, query_labels)
+    predicted = np.asarray(names)[sim.argmax(axis=1)]
+    per_kind: dict[str, list[bool]] = defaultdict(list)
+    for kind, hit in zip(query_kinds, hits):
+        per_kind[kind].append(bool(hit))
+
+    name_index = {n: i for i, n in enumerate(names)}
+    own = np.array([name_index[label] for label in query_labels])
+    genuine = sim[np.arange(len(own)), own]
+    impostor_mask = np.ones_like(sim, dtype=bool)
+    impostor_mask[np.arange(len(own)), own] = False
+
+    return {
+        "top1": float(hits.mean()) if len(hits) else float("nan"),
+        "per_distortion": {k: float(np.mean(v)) for k, v in sorted(per_kind.items())},
+        "n_queries": int(len(query_labels)),
+        "n_identities": len(names),
+        "macro_f1": float(f1_score(query_labels, predicted, labels=names, average="macro", zero_division=0)),
+        "verification": verification(genuine, sim[impostor_mask]),
+        "source_left_out": source_left_out(gallery, gallery_labels, gallery_sources, queries, query_labels, query_sources),
+        "clean_verification": clean_verification(gallery, gallery_labels),
+    }
+
+
+def source_left_out(
+    gallery: np.ndarray,
+    gallery_labels: Sequence[str],
+    gallery_sources: Sequence[str],
+    queries: np.ndarray,
+    query_labels: Sequence[str],
+    query_sources: Sequence[str],
+) -> dict:
+    """Top-1 when the query's own clean photo is not in the gallery: recognising the person,
+    not the photo. Only identities with 2+ clean photos can be scored this way."""
+    labels = np.asarray(gallery_labels)
+    sources = np.asarray(gallery_sources)
+    counts = Counter(gallery_labels)
+    tmpl, names = templates(gallery, gallery_labels)
+    sums = {n: gallery[labels == n].sum(axis=0) for n in names}
+    hits = []
+    for q, label, source in zip(queries, query_labels, query_sources):
+        if counts[label] < 2:
+            continue
+        own = gallery[(labels == label) & (sources == source)].sum(axis=0)
+        reduced = tmpl.copy()
+        i = names.index(label)
+        reduced[i] = _normalise((sums[label] - own)[None])[0]
+        hits.append(names[int(np.argmax(reduced @ q))] == label)
+    return {"top1": float(np.mean(hits)) if hits else float("nan"), "n_queries": len(hits)}
+
+
+def clean_verification(gallery: np.ndarray, gallery_labels: Sequence[str]) -> dict:
+    """Clean-vs-clean pairs: guards against fine-tuning that forgets ordinary photos."""
+    labels = np.asarray(gallery_labels)
+    sim = gallery @ gallery.T
+    upper = np.triu(np.ones_like(sim, dtype=bool), k=1)
+    same = labels[:, None] == labels[None, :]
+    return verification(sim[upper & same], sim[upper & ~same])
