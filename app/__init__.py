@@ -1,0 +1,1 @@
+"""The face-identification service and the `faceid` command line."""

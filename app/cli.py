@@ -1,0 +1,112 @@
+"""`faceid`: one command for weights, evaluation, training, export, the gallery and the service.
+
+Subcommands import their heavy dependencies only when run, so `faceid --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from models.errors import FaceIdError
+
+
+def _weights(args: argparse.Namespace) -> int:
+    from models.weights import ensure_pretrained
+
+    path = ensure_pretrained(args.name, offline=args.offline)
+    note = json.loads(path.with_suffix(".json").read_text())
+    print(f"{args.name}: {path}\n  source: {note['source']}\n  sha256: {note['sha256']}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from evaluation.facecom import read_split, scan
+    from evaluation.run import embed_samples, report_from_embeddings
+    from models.backbone import load_backbone
+    from models.embedder import Embedder
+    from models.faces import FacePipeline, PipelineConfig
+
+    identities = read_split(args.split) if args.split else None
+    samples = scan(args.data, identities)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    backbone = load_backbone(args.weights, device)
+    config = PipelineConfig(use_fallback=not args.no_fallback, retry_enhanced=not args.no_retry)
+    pipeline = FacePipeline(config, device)
+    embeddings, faces = embed_samples(samples, pipeline, Embedder(backbone.net, device), backbone.model_id, args.cache)
+    report = report_from_embeddings(samples, embeddings, faces)
+    report["weights"] = backbone.source
+    report["model_id"] = backbone.model_id
+    report["pipeline"] = {"use_fallback": config.use_fallback, "retry_enhanced": config.retry_enhanced}
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(json.dumps(report, indent=2))
+    if args.plots:
+        from evaluation.plots import write_all
+
+        write_all(report, embeddings, [s.identity for s in samples], [s.is_clean for s in samples], args.plots)
+    per = ", ".join(f"{k} {v:.3f}" for k, v in report["per_distortion"].items())
+    print(f"top-1 {report['top1']:.4f} over {report['n_queries']} queries, {report['n_identities']} identities")
+    print(f"per distortion: {per}")
+    print(f"source left out: {report['source_left_out']['top1']:.4f} ({report['source_left_out']['n_queries']} queries)")
+    print(f"report: {args.report}")
+    return 0
+
+
+def _split(args: argparse.Namespace) -> int:
+    from evaluation.facecom import split_identities, write_split
+
+    ids = split_identities(args.data, args.n_val, args.seed)
+    write_split(args.out, ids, f"{len(ids)} validation identities, seed {args.seed}, from {args.data.name}")
+    print(f"wrote {len(ids)} identities to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from evaluation.facecom import DEFAULT_VAL_SPLIT
+
+    parser = argparse.ArgumentParser(prog="faceid", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("weights", help="obtain pretrained FaceNet weights into models/pretrained/")
+    p.add_argument("--name", default="casia-webface", choices=["casia-webface", "vggface2"])
+    p.add_argument("--offline", action="store_true", help="skip the download; convert the shipped graph")
+    p.set_defaults(func=_weights)
+
+    p = sub.add_parser("evaluate", help="gallery-retrieval evaluation of a backbone on a FACECOM-layout folder")
+    p.add_argument("--data", type=Path, required=True, help="folder of <id>/*.jpg and <id>/distortion/*.jpg")
+    p.add_argument("--weights", default=None, help="pretrained name, weights file or model folder (default: the service's)")
+    p.add_argument("--split", type=Path, default=None, help=f"evaluate only these identities (e.g. {DEFAULT_VAL_SPLIT.name})")
+    p.add_argument("--report", type=Path, default=Path("reports/evaluation.json"))
+    p.add_argument("--plots", type=Path, default=None, help="folder for PNG plots")
+    p.add_argument("--cache", type=Path, default=Path(".cache"))
+    p.add_argument("--no-fallback", action="store_true", help="no fallback box for images without a detected face")
+    p.add_argument("--no-retry", action="store_true", help="no detection retries on enhanced copies")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("split", help="write a seeded list of validation identities")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--n-val", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=DEFAULT_VAL_SPLIT)
+    p.set_defaults(func=_split)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (FaceIdError, ValueError) as exc:  # LayoutError is a ValueError
+        print(f"faceid {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

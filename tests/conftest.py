@@ -1,0 +1,57 @@
+"""Small real fixtures: two photos from insightface's package and what the tests build from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageEnhance, ImageFilter
+
+from models.faces import FacePipeline, PipelineConfig
+from models.images import load_image
+
+FIXTURES = Path(__file__).parent / "fixtures"
+GROUP = FIXTURES / "group.jpg"
+PORTRAIT = FIXTURES / "portrait.png"
+
+
+@pytest.fixture(scope="session")
+def pipeline() -> FacePipeline:
+    return FacePipeline(PipelineConfig())
+
+
+@pytest.fixture(scope="session")
+def group_faces(pipeline: FacePipeline) -> list[Image.Image]:
+    """One loosely cropped photo of each of the six people in the group photo, left to right."""
+    img = load_image(GROUP)
+    faces = sorted(pipeline.detect_all(img), key=lambda f: f.box[0])
+    photos = []
+    for face in faces:
+        x1, y1, x2, y2 = face.box
+        w, h = x2 - x1, y2 - y1
+        photos.append(img.crop((int(x1 - w), int(y1 - 0.8 * h), int(x2 + w), int(y2 + 1.2 * h))).resize((224, 224)))
+    return photos
+
+
+DISTORTIONS = {
+    "blurred": lambda im: im.filter(ImageFilter.GaussianBlur(2)),
+    "lowlight": lambda im: ImageEnhance.Brightness(im).enhance(0.35),
+    "resized": lambda im: im.resize((56, 56)).resize(im.size),
+}
+
+
+@pytest.fixture(scope="session")
+def facecom_dir(tmp_path_factory: pytest.TempPathFactory, group_faces: list[Image.Image]) -> Path:
+    """A FACECOM-layout folder: six identities, one clean photo each (two for the first), three distortions."""
+    root = tmp_path_factory.mktemp("facecom")
+    for i, photo in enumerate(group_faces):
+        person = root / f"person_{i}"
+        (person / "distortion").mkdir(parents=True)
+        cleans = {f"person_{i}_0001": photo}
+        if i == 0:
+            cleans[f"person_{i}_0002"] = photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT).rotate(4)
+        for stem, clean in cleans.items():
+            clean.save(person / f"{stem}.jpg", quality=92)
+            for kind, distort in DISTORTIONS.items():
+                distort(clean).save(person / "distortion" / f"{stem}_{kind}.jpg", quality=92)
+    return root

@@ -1,0 +1,80 @@
+"""The converted pretrained backbone: equal to OpenCV's reading of the same graph, and a working face model."""
+
+import numpy as np
+import pytest
+import torch
+
+from models.backbone import load_backbone, load_state
+from models.embedder import Embedder
+from models.errors import WeightsError
+from models.faces import standardize
+from models.images import load_image
+from tests.conftest import DISTORTIONS, PORTRAIT
+
+cv2 = pytest.importorskip("cv2")
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return load_backbone("casia-webface")
+
+
+def test_converted_backbone_matches_opencv(backbone, pipeline):
+    from models.convert_sandberg import graph_path
+
+    img = load_image(PORTRAIT)
+    crop = pipeline.crop(img, pipeline.single(pipeline.detect_all(img)).box)
+    x = standardize(crop)[None].numpy()
+    net = cv2.dnn.readNetFromTensorflow(str(graph_path()))
+    net.setInput(x)
+    reference = net.forward()
+    with torch.inference_mode():
+        ours = backbone.net(torch.from_numpy(x)).numpy()
+    assert ours.shape == (1, 512)
+    assert np.abs(ours - reference).max() < 1e-4
+
+
+def test_same_person_is_closer_than_other_people(backbone, pipeline, group_faces):
+    """Each person's distorted photo is nearer their clean photo than anyone else's."""
+    embedder = Embedder(backbone.net)
+
+    def embed(photos):
+        crops = [pipeline.crop(p, pipeline.primary(p, pipeline.detect_all(p)).box) for p in photos]
+        return embedder.embed(torch.stack(crops))
+
+    clean = embed(group_faces)
+    for kind, distort in DISTORTIONS.items():
+        sim = embed([distort(p) for p in group_faces]) @ clean.T
+        assert np.all(np.diag(sim) > sim.max(axis=1, where=~np.eye(len(sim), dtype=bool), initial=-1)), kind
+
+
+def test_embeddings_are_unit_norm(backbone):
+    vectors = Embedder(backbone.net).embed(torch.randint(0, 255, (3, 3, 160, 160), dtype=torch.uint8))
+    assert vectors.shape == (3, 512)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_corrupt_weights_file_is_refused(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(WeightsError, match="bad.pt"):
+        load_backbone(str(bad))
+
+
+def test_wrong_state_dict_is_refused(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"layer.weight": torch.zeros(3, 3)}, path)
+    with pytest.raises(WeightsError, match="not an InceptionResnetV1"):
+        load_backbone(str(path))
+
+
+def test_sha256_mismatch_is_refused(tmp_path):
+    path = tmp_path / "w.pt"
+    torch.save({"a": torch.zeros(1)}, path)
+    with pytest.raises(WeightsError, match="sha256"):
+        load_state(path, expected_sha256="0" * 64)
+
+
+def test_unknown_source_names_the_choices():
+    with pytest.raises(WeightsError, match="casia-webface"):
+        load_backbone("no-such-model")

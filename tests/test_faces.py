@@ -1,0 +1,55 @@
+import pytest
+import torch
+from PIL import Image
+
+from models.errors import NoFaceFound, TooManyFaces
+from models.faces import CROP_SIZE, DetectedFace, FacePipeline, PipelineConfig, standardize
+from models.images import load_image
+from tests.conftest import GROUP, PORTRAIT
+
+
+def test_group_photo_has_six_faces(pipeline):
+    faces = pipeline.detect_all(load_image(GROUP))
+    assert len(faces) == 6
+    assert all(f.path == "direct" and f.score >= 0.9 for f in faces)
+
+
+def test_enrolment_refuses_several_faces(pipeline):
+    with pytest.raises(TooManyFaces, match="6 faces"):
+        pipeline.single(pipeline.detect_all(load_image(GROUP)), "group.jpg")
+
+
+def test_blank_image_has_no_face(pipeline):
+    blank = Image.new("RGB", (200, 200), (120, 120, 120))
+    faces = pipeline.detect_all(blank)
+    assert faces == []
+    with pytest.raises(NoFaceFound):
+        pipeline.primary(blank, faces)
+
+
+def test_fallback_box_only_when_enabled():
+    blank = Image.new("RGB", (200, 100), (120, 120, 120))
+    faces = FacePipeline(PipelineConfig(use_fallback=True)).detect_all(blank)
+    assert [f.path for f in faces] == ["fallback"]
+    x1, y1, x2, y2 = faces[0].box
+    assert 0 <= x1 < x2 <= 200 and 0 <= y1 < y2 <= 100
+
+
+def test_primary_prefers_the_central_face():
+    img = Image.new("RGB", (300, 300))
+    edge = DetectedFace((0, 0, 100, 100), 0.99, "direct")
+    centre = DetectedFace((110, 110, 190, 190), 0.95, "direct")  # smaller but over half the size
+    tiny = DetectedFace((140, 140, 160, 160), 0.99, "direct")
+    assert FacePipeline.primary(img, [edge, centre, tiny]) == centre
+
+
+def test_crop_is_uint8_160(pipeline):
+    img = load_image(PORTRAIT)
+    face = pipeline.single(pipeline.detect_all(img))
+    crop = pipeline.crop(img, face.box)
+    assert crop.shape == (3, CROP_SIZE, CROP_SIZE) and crop.dtype == torch.uint8
+
+
+def test_standardize_maps_pixel_range_to_unit_interval():
+    out = standardize(torch.tensor([0, 127.5, 255]))
+    assert torch.allclose(out, torch.tensor([-127.5 / 128, 0.0, 127.5 / 128]))
