@@ -26,17 +26,19 @@ def _weights(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from evaluation.facecom import read_split, scan
+    from dataclasses import replace
+
+    from evaluation.facecom import DATASET_PIPELINE, read_split, scan
     from evaluation.run import embed_samples, report_from_embeddings
     from models.backbone import load_backbone
     from models.embedder import Embedder
-    from models.faces import FacePipeline, PipelineConfig
+    from models.faces import FacePipeline
 
     identities = read_split(args.split) if args.split else None
     samples = scan(args.data, identities)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     backbone = load_backbone(args.weights, device)
-    config = PipelineConfig(use_fallback=not args.no_fallback, retry_enhanced=not args.no_retry)
+    config = replace(DATASET_PIPELINE, use_fallback=not args.no_fallback, retry_enhanced=not args.no_retry)
     pipeline = FacePipeline(config, device)
     embeddings, faces = embed_samples(samples, pipeline, Embedder(backbone.net, device), backbone.model_id, args.cache)
     report = report_from_embeddings(samples, embeddings, faces)
@@ -63,6 +65,28 @@ def _split(args: argparse.Namespace) -> int:
     ids = split_identities(args.data, args.n_val, args.seed)
     write_split(args.out, ids, f"{len(ids)} validation identities, seed {args.seed}, from {args.data.name}")
     print(f"wrote {len(ids)} identities to {args.out}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.config import load_config
+    from training.loop import fit
+    from training.stages import STAGES
+
+    overrides = list(args.set or [])
+    if args.init:
+        overrides.append(f"init={args.init}")
+    config = load_config(args.config, [f"stage={args.stage}", *overrides])
+    best = fit(STAGES[args.stage](config), resume=args.resume)
+    print(f"best checkpoint: {best}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from training.export import export
+
+    out = export(args.ckpt, args.out, half=not args.fp32)
+    print(f"exported {args.ckpt} to {out}")
     return 0
 
 
@@ -95,6 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=DEFAULT_VAL_SPLIT)
     p.set_defaults(func=_split)
+
+    p = sub.add_parser("train", help="fine-tune the backbone: stage1 (ArcFace) or stage2 (contrastive)")
+    p.add_argument("stage", choices=["stage1", "stage2"])
+    p.add_argument("--config", type=Path, default=None, help="YAML config (training/configs/<stage>.yaml)")
+    p.add_argument("--init", default=None, help="backbone to start from; stage2: the stage-1 checkpoint")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue from <out_dir>/last.pt")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("export", help="export a checkpoint's backbone with a model card")
+    p.add_argument("--ckpt", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="folder, e.g. models/facecom-ft")
+    p.add_argument("--fp32", action="store_true", help="keep float32 (default float16)")
+    p.set_defaults(func=_export)
     return parser
 
 
@@ -103,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (FaceIdError, ValueError) as exc:  # LayoutError is a ValueError
+    except (FaceIdError, ValueError, FileNotFoundError) as exc:  # LayoutError is a ValueError
         print(f"faceid {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

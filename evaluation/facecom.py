@@ -6,10 +6,15 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.faces import PipelineConfig
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 CLEAN = "clean"
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 DEFAULT_VAL_SPLIT = SPLITS_DIR / "facecom_val_identities.txt"
+# FACECOM images are face photos, so the fallback box applies where MTCNN finds nothing.
+# Training and evaluation both use this configuration.
+DATASET_PIPELINE = PipelineConfig(use_fallback=True)
 
 
 class LayoutError(ValueError):

@@ -1,0 +1,104 @@
+"""Training on tiny fixtures: the loss falls, resume reproduces the state, export round-trips."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from evaluation.facecom import write_split
+from models.backbone import load_backbone
+from models.embedder import Embedder
+from training.checkpoint import load_checkpoint
+from training.config import load_config
+from training.data import LabelMap
+from training.export import export
+from training.loop import fit
+from training.stages import build_stage1, build_stage2
+
+
+@pytest.fixture()
+def config_for(facecom_dir, tmp_path):
+    split = tmp_path / "val.txt"
+    write_split(split, ["person_4", "person_5"], "test split")
+
+    def make(stage, out, **extra):
+        sets = [f"data={facecom_dir}", f"val_split={split}", f"out_dir={tmp_path / out}", f"cache_dir={tmp_path / 'cache'}",
+                "batch_size=8", "epochs=3", "lr=0.01", "warmup_epochs=0", "patience=10", "device=cpu", f"stage={stage}"]
+        return load_config(None, sets + [f"{k}={v}" for k, v in extra.items()])
+
+    return make
+
+
+def test_stage1_loss_falls_and_best_checkpoint_is_kept(config_for):
+    config = config_for("stage1", "s1")
+    best = fit(build_stage1(config))
+    history = json.loads((config.out_dir / "history.json").read_text())
+    assert len(history) == 3
+    assert history[-1]["loss"] < history[0]["loss"]
+    state = load_checkpoint(best)
+    assert state["label_map"] == [f"person_{i}" for i in range(4)]  # validation people never trained on
+    for key in ("backbone", "head", "optimizer", "scheduler", "scaler", "epoch", "config"):
+        assert key in state
+    assert (config.out_dir / "history.png").is_file()
+
+
+def test_resume_reproduces_an_uninterrupted_run(config_for):
+    straight = config_for("stage1", "straight", epochs=2)
+    fit(build_stage1(straight))
+    resumed = config_for("stage1", "resumed", epochs=2)
+    interrupted = build_stage1(resumed)
+    batches = interrupted.batches
+
+    def crash_in_second_epoch(epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt  # the run dies after epoch 1 was checkpointed
+        return batches(epoch)
+
+    interrupted.batches = crash_in_second_epoch
+    with pytest.raises(KeyboardInterrupt):
+        fit(interrupted)
+    fit(build_stage1(resumed), resume=True)
+    a = load_checkpoint(straight.out_dir / "last.pt")
+    b = load_checkpoint(resumed.out_dir / "last.pt")
+    assert a["epoch"] == b["epoch"] == 1
+    for key in a["backbone"]:
+        assert torch.equal(a["backbone"][key], b["backbone"][key]), key
+    assert torch.equal(a["head"]["weight"], b["head"]["weight"])
+
+
+def test_stage2_reuses_the_stage1_label_map_and_trains(config_for):
+    s1 = config_for("stage1", "s1", epochs=1)
+    best = fit(build_stage1(s1))
+    s2 = config_for("stage2", "s2", epochs=2, init=str(best), batch_size=4)
+    run = build_stage2(s2)
+    assert run.label_map == LabelMap(tuple(load_checkpoint(best)["label_map"]))
+    fit(run)
+    assert len(json.loads((s2.out_dir / "history.json").read_text())) == 2
+
+
+def test_export_then_load_gives_identical_embeddings(config_for, tmp_path):
+    config = config_for("stage1", "s1", epochs=1)
+    best = fit(build_stage1(config))
+    crops = torch.randint(0, 255, (4, 3, 160, 160), dtype=torch.uint8)
+    from models.backbone import build_backbone
+
+    trained = build_backbone(load_checkpoint(best)["backbone"])
+    expected = Embedder(trained).embed(crops)
+    exact = load_backbone(str(export(best, tmp_path / "fp32", half=False)))
+    assert np.array_equal(Embedder(exact.net).embed(crops), expected)
+    half = load_backbone(str(export(best, tmp_path / "fp16")))
+    assert np.abs(Embedder(half.net).embed(crops) - expected).max() < 5e-3
+    card = json.loads((tmp_path / "fp16" / "model_card.json").read_text())
+    assert card["dtype"] == "float16" and card["n_training_identities"] == 4 and "per_distortion" in card["validation"]
+
+
+def test_config_rejects_unknown_keys_and_coerces_values(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("epochs: 4\nlr: 0.5\n")
+    config = load_config(cfg, ["augment=false", "batch_size=16"])
+    assert (config.epochs, config.lr, config.augment, config.batch_size) == (4, 0.5, False, 16)
+    with pytest.raises(ValueError, match="unknown config key 'lrr'"):
+        load_config(None, ["lrr=1"])
+    with pytest.raises(ValueError, match="boolean"):
+        load_config(None, ["augment=maybe"])

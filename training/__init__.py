@@ -1,0 +1,1 @@
+"""Offline fine-tuning of the FaceNet backbone: ArcFace stage, contrastive stage, export."""

@@ -1,0 +1,84 @@
+"""Typed training configs: YAML files with defaults that reproduce the shipped model, plus CLI overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class TrainConfig:
+    stage: str = "stage1"  # "stage1" (ArcFace) or "stage2" (contrastive)
+    data: Path = Path("../shared/data/facecom-train")
+    val_split: Path = Path("evaluation/splits/facecom_val_identities.txt")
+    out_dir: Path = Path("runs/stage1")
+    init: str = "casia-webface"  # weights source for the backbone: pretrained name, file or checkpoint
+    first_trainable: str = "repeat_3"  # layers before this are frozen (and their features cached)
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    backbone_lr_mult: float = 0.1  # pretrained layers move slower than the new head
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    grad_clip: float = 5.0
+    patience: int = 3  # epochs without a better validation top-1 before stopping
+    seed: int = 0
+    amp: bool = True  # only takes effect on CUDA
+    augment: bool = True  # only where the trunk is trained (features are not cached)
+    # Stage 1: ArcFace
+    arc_s: float = 32.0
+    arc_m: float = 0.4
+    # Stage 2: contrastive
+    margin: float = 1.0
+    ids_per_batch: int = 64
+    cache_dir: Path = Path(".cache")
+    device: str = "auto"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def resolved_device(self) -> str:
+        import torch
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
+
+
+def _coerce(value: str, current: Any) -> Any:
+    if isinstance(current, bool):
+        if value.lower() not in {"true", "false", "1", "0", "yes", "no"}:
+            raise ValueError(f"expected a boolean, got {value!r}")
+        return value.lower() in {"true", "1", "yes"}
+    if isinstance(current, Path):
+        return Path(value)
+    return type(current)(value)
+
+
+def load_config(path: Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config (unknown keys are an error) and apply `key=value` overrides."""
+    config = TrainConfig()
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"{path}: cannot read config ({exc})") from exc
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} is not key=value")
+        values[key] = value
+    for key, value in values.items():
+        if key not in names:
+            raise ValueError(f"unknown config key {key!r}; known: {', '.join(sorted(names))}")
+        current = getattr(config, key)
+        setattr(config, key, _coerce(str(value), current) if not isinstance(current, dict) else value)
+    return config
+
+
+def as_dict(config: TrainConfig) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()}

@@ -1,0 +1,92 @@
+"""Training data: identity split, the one label mapping, face crops, and cached trunk features."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from facenet_pytorch import InceptionResnetV1
+from tqdm import tqdm
+
+from evaluation.crops import face_crops
+from evaluation.facecom import DATASET_PIPELINE, Sample, read_split, scan
+from models.faces import FacePipeline, standardize
+from training.split_backbone import trunk
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """Training identity → class index; built once, saved in every checkpoint, reused everywhere."""
+
+    identities: tuple[str, ...]
+
+    @classmethod
+    def from_samples(cls, samples: list[Sample]) -> LabelMap:
+        return cls(tuple(sorted({s.identity for s in samples})))
+
+    def __len__(self) -> int:
+        return len(self.identities)
+
+    def labels(self, samples: list[Sample]) -> torch.Tensor:
+        index = {name: i for i, name in enumerate(self.identities)}
+        unknown = {s.identity for s in samples} - index.keys()
+        if unknown:
+            raise ValueError(f"identities outside the label map, e.g. {sorted(unknown)[:3]}")
+        return torch.tensor([index[s.identity] for s in samples])
+
+
+def split_samples(data: Path, val_split: Path) -> tuple[list[Sample], list[Sample]]:
+    """(train, validation) samples; the validation identities are never trained on."""
+    val_ids = read_split(val_split)
+    samples = scan(data)
+    train = [s for s in samples if s.identity not in val_ids]
+    val = [s for s in samples if s.identity in val_ids]
+    if not val:
+        raise ValueError(f"{val_split}: none of its identities are in {data}")
+    return train, val
+
+
+def load_crops(samples: list[Sample], cache_dir: Path, device: str = "cpu") -> torch.Tensor:
+    """uint8 crops from the shared pipeline (detections cached on disk)."""
+    crops, _ = face_crops([s.path for s in samples], FacePipeline(DATASET_PIPELINE, device), cache_dir)
+    return crops
+
+
+def _trunk_key(net: InceptionResnetV1, first_trainable: str, crops: torch.Tensor) -> str:
+    digest = hashlib.sha1(first_trainable.encode())
+    for name, tensor in net.state_dict().items():
+        if name.split(".")[0] in _frozen_names(first_trainable):
+            digest.update(tensor.cpu().numpy().tobytes())
+    digest.update(crops[:: max(1, len(crops) // 64)].numpy().tobytes())
+    digest.update(str(tuple(crops.shape)).encode())
+    return digest.hexdigest()[:16]
+
+
+def _frozen_names(first_trainable: str) -> set[str]:
+    from training.split_backbone import STAGES
+
+    return set(STAGES[: STAGES.index(first_trainable)])
+
+
+@torch.inference_mode()
+def trunk_features(
+    net: InceptionResnetV1, crops: torch.Tensor, first_trainable: str, cache_dir: Path, device: str, batch_size: int = 64
+) -> torch.Tensor:
+    """The frozen trunk's output for every crop, fp16, cached on disk by trunk weights and inputs."""
+    path = Path(cache_dir) / "trunk" / f"{_trunk_key(net, first_trainable, crops)}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    net.eval()
+    out = []
+    for start in tqdm(range(0, len(crops), batch_size), desc=f"trunk→{first_trainable}"):
+        x = standardize(crops[start : start + batch_size].to(device))
+        out.append(trunk(net, x, first_trainable).half().cpu())
+    features = torch.cat(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(features, path)
+    return features

@@ -1,0 +1,97 @@
+"""The two fine-tuning stages: ArcFace classification, then clean↔distorted contrastive learning."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterator
+
+import torch
+from torch.nn import functional as F
+
+from models.backbone import build_backbone, load_state, resolve_weights
+from training.arcface import ArcMarginHead
+from training.checkpoint import load_checkpoint
+from training.config import TrainConfig
+from training.contrastive import ContrastiveLoss, hardest_negatives
+from training.data import LabelMap, load_crops, split_samples
+from training.inputs import FaceInputs, set_train_mode
+from training.loop import Batch, Run, seed_everything
+from training.split_backbone import freeze_trunk
+
+log = logging.getLogger(__name__)
+
+
+def _common(config: TrainConfig, label_map: LabelMap | None = None):
+    seed_everything(config.seed)
+    device = config.resolved_device()
+    train, val = split_samples(config.data, config.val_split)
+    label_map = label_map or LabelMap.from_samples(train)
+    path, expected = resolve_weights(config.init)
+    net = build_backbone(load_state(path, expected)).to(device)
+    trainable = freeze_trunk(net, config.first_trainable)
+    make = lambda samples, augment: FaceInputs(  # noqa: E731
+        net, load_crops(samples, config.cache_dir, device), config.first_trainable, config.cache_dir, device, augment
+    )
+    return device, train, val, label_map, net, trainable, make(train, config.augment), make(val, False)
+
+
+def build_stage1(config: TrainConfig) -> Run:
+    """Backbone + ArcFace head over all training photos, clean and distorted."""
+    device, train, val, label_map, net, trainable, train_in, val_in = _common(config)
+    labels = label_map.labels(train)
+    head = ArcMarginHead(512, len(label_map), s=config.arc_s, m=config.arc_m).to(device)
+    steps = len(train) // config.batch_size
+
+    def batches(epoch: int) -> Iterator[Batch]:
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed + epoch))
+        for s in range(steps):
+            idx = order[s * config.batch_size : (s + 1) * config.batch_size]
+            yield {"idx": idx, "labels": labels[idx]}
+
+    def loss(batch: Batch) -> torch.Tensor:
+        logits = head(train_in.embed(batch["idx"], train=True), batch["labels"].to(device))
+        return F.cross_entropy(logits, batch["labels"].to(device))
+
+    def train_modes() -> None:
+        set_train_mode(net)
+        head.train()
+
+    return Run(config, net, head, label_map, loss, batches, steps, val_in.embed_all, val, trainable, train_modes)
+
+
+def build_stage2(config: TrainConfig) -> Run:
+    """(clean anchor, distorted positive of the same person, hardest in-batch negative of another)."""
+    label_map = None
+    if config.init.endswith(".pt") and "label_map" in (ckpt := load_checkpoint(config.init)):
+        label_map = LabelMap(tuple(ckpt["label_map"]))  # the stage-1 mapping, never rebuilt
+    device, train, val, label_map, net, trainable, train_in, val_in = _common(config, label_map)
+    labels = label_map.labels(train)
+    clean_of = defaultdict(list)
+    for i, s in enumerate(train):
+        if s.is_clean:
+            clean_of[s.identity].append(i)
+    distorted = torch.tensor([i for i, s in enumerate(train) if not s.is_clean])
+    criterion = ContrastiveLoss(config.margin)
+    steps = len(distorted) // config.batch_size
+
+    def batches(epoch: int) -> Iterator[Batch]:
+        g = torch.Generator().manual_seed(config.seed + epoch)
+        order = distorted[torch.randperm(len(distorted), generator=g)]
+        for s in range(steps):
+            pos = order[s * config.batch_size : (s + 1) * config.batch_size]
+            anchors = torch.tensor([
+                (c := clean_of[train[int(p)].identity])[int(torch.randint(len(c), (1,), generator=g))] for p in pos
+            ])
+            yield {"anchor": anchors, "positive": pos, "labels": labels[pos]}
+
+    def loss(batch: Batch) -> torch.Tensor:
+        a = train_in.embed(batch["anchor"], train=True)
+        p = train_in.embed(batch["positive"], train=True)
+        lab = batch["labels"].to(device)
+        return criterion(a, p, hardest_negatives(a, p, lab, lab))
+
+    return Run(config, net, None, label_map, loss, batches, steps, val_in.embed_all, val, trainable, lambda: set_train_mode(net))
+
+
+STAGES = {"stage1": build_stage1, "stage2": build_stage2}
