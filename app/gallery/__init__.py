@@ -1,0 +1,1 @@
+"""The gallery: a durable SQLite store (source of truth) and a FAISS index rebuilt from it."""

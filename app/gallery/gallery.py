@@ -1,0 +1,107 @@
+"""The gallery: store first (durable), index second (rebuilt from the store at start-up)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app.gallery.index import FaceIndex
+from app.gallery.store import NewFace, Person, Store
+
+STORE_FILE = "gallery.sqlite3"
+REBUILD_MASKED_FRACTION = 0.2  # HNSW: rebuild once a fifth of the graph is deleted faces
+
+
+class ModelMismatch(RuntimeError):
+    """The store holds embeddings made by another backbone; they must not be mixed."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    person_id: str
+    name: str | None
+    similarity: float
+
+
+class Gallery:
+    def __init__(self, data_dir: Path, model_id: str, index_kind: str = "flat", hnsw_m: int = 32, ef_search: int = 128) -> None:
+        self.store = Store(Path(data_dir) / STORE_FILE)
+        self.model_id = model_id
+        self._index_args = (index_kind, hnsw_m, ef_search)
+        self._lock = threading.RLock()  # FAISS tolerates concurrent searches, not a search during add/remove
+        self._person_of: dict[int, str] = {}
+        self.mismatch: str | None = None
+        self.index = FaceIndex(*self._index_args)
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        """Rebuild the index from the store, refusing embeddings from another model."""
+        others = {m: n for m, n in self.store.model_ids().items() if m != self.model_id}
+        if others:
+            found = ", ".join(f"{n} faces from {m}" for m, n in others.items())
+            self.mismatch = (
+                f"the gallery holds {found}, but the service runs {self.model_id}; "
+                "re-embed it with: faceid gallery reembed --data-dir <FACEID_DATA_DIR>"
+            )
+        else:
+            self.mismatch = None
+        ids, vectors, persons = self.store.embeddings()
+        index = FaceIndex(*self._index_args)
+        if not others:
+            index.add(ids, vectors)
+        with self._lock:
+            self.index = index
+            self._person_of = dict(zip(ids.tolist(), persons)) if not others else {}
+
+    def check_usable(self) -> None:
+        if self.mismatch:
+            raise ModelMismatch(self.mismatch)
+
+    @property
+    def in_sync(self) -> bool:
+        _, faces = self.store.counts()
+        return self.mismatch is None and self.index.size == faces
+
+    def enroll(self, person_id: str, name: str | None, faces: list[NewFace]) -> tuple[Person, int, bool]:
+        self.check_usable()
+        with self._lock:  # store and index change together, as seen by searches
+            person, ids, created = self.store.add_faces(person_id, name, faces, self.model_id)
+            self.index.add(np.array(ids, dtype=np.int64), np.stack([f.embedding for f in faces]))
+            self._person_of.update({i: person_id for i in ids})
+        return person, len(ids), created
+
+    def delete(self, person_id: str) -> bool:
+        with self._lock:
+            ids = self.store.delete_person(person_id)
+            if ids is None:
+                return False
+            self.index.remove(ids)
+            for i in ids:
+                self._person_of.pop(i, None)
+            needs_rebuild = self.index.masked > REBUILD_MASKED_FRACTION * max(1, self.index.size)
+        if needs_rebuild:
+            self.rebuild()
+        return True
+
+    def search(self, queries: np.ndarray, top_k: int) -> list[list[Candidate]]:
+        """Per query, the top_k persons by their best-matching face, most similar first."""
+        self.check_usable()
+        with self._lock:
+            # Fetch extra faces: several of one person's faces may crowd the top.
+            sims, ids = self.index.search(queries, min(self.index.size, top_k * 8) or 1)
+            person_of = self._person_of
+            results = []
+            for row_sims, row_ids in zip(sims, ids):
+                best: dict[str, float] = {}
+                for sim, face_id in zip(row_sims, row_ids):
+                    if face_id >= 0 and (p := person_of.get(int(face_id))) is not None and p not in best:
+                        best[p] = float(sim)
+                results.append(sorted(best.items(), key=lambda kv: -kv[1])[:top_k])
+        names = self.store.names({p for row in results for p, _ in row})
+        return [[Candidate(p, names.get(p), s) for p, s in row] for row in results]
+
+    def close(self) -> None:
+        self.store.close()
