@@ -90,6 +90,32 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def _gallery_import(args: argparse.Namespace) -> int:
+    from app.gallery.bulk import import_folder
+
+    added, skipped, refused = import_folder(args.dir, args.batch)
+    print(f"enrolled {added} faces; {skipped} already there; {len(refused)} refused")
+    for line in refused[:20]:
+        print(f"  refused {line}")
+    return 0
+
+
+def _gallery_reembed(args: argparse.Namespace) -> int:
+    from app.gallery.bulk import reembed
+
+    print(f"re-embedded {reembed()} faces")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from evaluation.facecom import DEFAULT_VAL_SPLIT
 
@@ -133,6 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="folder, e.g. models/facecom-ft")
     p.add_argument("--fp32", action="store_true", help="keep float32 (default float16)")
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("serve", help="start the HTTP service (settings from FACEID_* variables)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("gallery", help="bulk operations on the service's gallery (FACEID_DATA_DIR)")
+    gsub = p.add_subparsers(dest="gallery_command", required=True, metavar="ACTION")
+    g = gsub.add_parser("import", help="enrol the clean photos of a FACECOM-layout folder (resumable)")
+    g.add_argument("dir", type=Path)
+    g.add_argument("--batch", type=int, default=32, help="images per detection/embedding batch")
+    g.set_defaults(func=_gallery_import)
+    g = gsub.add_parser("reembed", help="re-embed every stored face with the configured model")
+    g.set_defaults(func=_gallery_reembed)
     return parser
 
 

@@ -22,6 +22,23 @@ def default_weights() -> str:
     return str(SHIPPED_MODEL) if (SHIPPED_MODEL / MODEL_CARD).is_file() else "casia-webface"
 
 
+# Cosine thresholds at FAR 1e-3 on clean-vs-distorted pairs of the validation identities
+# (`faceid evaluate`, verification["threshold@far=0.001"]); exported models carry their own.
+# Only measured values belong here; other backbones fall back to casia-webface's.
+PRETRAINED_THRESHOLDS = {"casia-webface": 0.523}
+
+
+def model_threshold(source: str) -> float:
+    """The default 'unknown' threshold for a backbone: from its model card, else the table above."""
+    card_path = Path(source) / MODEL_CARD
+    if card_path.is_file():
+        card = json.loads(card_path.read_text())
+        threshold = (card.get("validation") or {}).get("verification", {}).get("threshold@far=0.001")
+        if threshold is not None:
+            return float(threshold)
+    return PRETRAINED_THRESHOLDS.get(source, PRETRAINED_THRESHOLDS["casia-webface"])
+
+
 @dataclass(frozen=True)
 class Backbone:
     net: InceptionResnetV1

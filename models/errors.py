@@ -16,6 +16,10 @@ class InvalidImage(FaceIdError):
     """Bytes that are not a decodable image of a supported format."""
 
 
+class UnsupportedFormat(InvalidImage):
+    """A real image in a format the service does not accept."""
+
+
 class ImageTooLarge(FaceIdError):
     """An image with more pixels than allowed (decompression bombs included)."""
 

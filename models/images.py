@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from models.errors import ImageTooLarge, InvalidImage
+from models.errors import ImageTooLarge, InvalidImage, UnsupportedFormat
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "MPO"})
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -28,7 +28,7 @@ def decode_image(data: bytes, source: str = "image", max_pixels: int = DEFAULT_M
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             if img.format not in SUPPORTED_FORMATS:
-                raise InvalidImage(source, f"unsupported image format {img.format!r}")
+                raise UnsupportedFormat(source, f"unsupported image format {img.format!r}; send JPEG, PNG, WebP, BMP, TIFF or GIF")
             width, height = img.size
             if width * height > max_pixels:
                 raise ImageTooLarge(source, f"{width}x{height} pixels exceeds the limit of {max_pixels}")

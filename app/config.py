@@ -1,0 +1,50 @@
+"""Service settings: typed, from FACEID_* environment variables, validated once at start-up."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FACEID_", env_file=None, extra="ignore")
+
+    weights: str | None = Field(None, description="backbone: pretrained name, weights file or model folder (default: the shipped model)")
+    data_dir: Path = Field(Path("data"), description="where the gallery store lives; created if missing")
+    api_key: SecretStr | None = Field(None, description="required in X-API-Key when set; unset means no auth")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threshold: float | None = Field(None, ge=-1.0, le=1.0, description="cosine below which a face is unknown (default: the model's FAR 1e-3 threshold)")
+    top_k: int = Field(5, ge=1, le=100)
+    max_faces: int = Field(10, ge=1, le=100)
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_pixels: int = Field(40_000_000, ge=10_000)
+    max_images_per_enroll: int = Field(20, ge=1)
+    batch_size: int = Field(32, ge=1, le=512, description="faces per embedder batch")
+    index: Literal["flat", "hnsw"] = Field("flat", description="hnsw: approximate search for large galleries")
+    hnsw_m: int = Field(32, ge=4, le=128)
+    hnsw_ef_search: int = Field(128, ge=8)
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("FACEID_API_KEY must be at least 16 characters")
+        return value
+
+    def resolved_device(self) -> str:
+        import torch
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("FACEID_DEVICE=cuda but no CUDA device is available")
+        return self.device
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,47 @@
+"""Typed dependencies: routes read like sentences and tests swap parts with dependency_overrides."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader
+
+from app.config import Settings
+from app.engine import Engine
+from app.gallery.gallery import Gallery
+from app.metrics import Metrics
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_engine(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+def get_gallery(request: Request) -> Gallery:
+    return request.app.state.gallery
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+GalleryDep = Annotated[Gallery, Depends(get_gallery)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+def require_api_key(settings: SettingsDep, key: Annotated[str | None, Security(_api_key_header)]) -> None:
+    """Required whenever FACEID_API_KEY is set; compared in constant time."""
+    if settings.api_key is None:
+        return
+    expected = settings.api_key.get_secret_value().encode()
+    if key is None or not hmac.compare_digest(key.encode(), expected):
+        raise HTTPException(status_code=401, detail="missing or wrong X-API-Key", headers={"WWW-Authenticate": "APIKey"})

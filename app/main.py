@@ -1,0 +1,57 @@
+"""The FastAPI application: heavy state is built in the lifespan and hung on app.state."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from app import errors, metrics
+from app.config import Settings, get_settings
+from app.engine import Engine
+from app.gallery.gallery import Gallery
+from app.routes import health, identify, persons
+from models.backbone import load_backbone, model_threshold
+
+log = logging.getLogger("faceid")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        s = settings or get_settings()
+        device = s.resolved_device()
+        backbone = await run_in_threadpool(load_backbone, s.weights, device)
+        if s.threshold is None:  # the evaluated FAR-1e-3 threshold of this model
+            s = s.model_copy(update={"threshold": model_threshold(backbone.source)})
+        engine = Engine(backbone, device, s.batch_size, s.max_pixels)
+        engine.on_batch = app.state.metrics.batch.observe
+        gallery = await run_in_threadpool(Gallery, s.data_dir, backbone.model_id, s.index, s.hnsw_m, s.hnsw_ef_search)
+        if gallery.mismatch:
+            log.error("gallery not usable: %s", gallery.mismatch)
+        app.state.settings, app.state.engine, app.state.gallery = s, engine, gallery
+        await engine.start()
+        persons_n, faces_n = gallery.store.counts()
+        log.info("ready: model %s on %s, %d persons, %d faces, %s index, threshold %.3f",
+                 backbone.model_id, device, persons_n, faces_n, s.index, s.threshold)
+        try:
+            yield
+        finally:
+            await engine.stop()
+            gallery.close()
+
+    app = FastAPI(
+        title="faceid",
+        summary="Face identification that holds up on blurred, foggy, dark, noisy, rainy, small and over-exposed photos.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics.Metrics()
+    metrics.install(app, app.state.metrics)
+    errors.install(app)
+    for module in (health, identify, persons):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,60 @@
+"""Identification: who is in this photo (or behind this embedding)?"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+
+from app.deps import EngineDep, GalleryDep, SettingsDep, require_api_key
+from app.gallery.gallery import Candidate
+from app.routes.uploads import read_limited
+from app.schemas import EmbeddingQuery, EmbeddingResult, FaceResult, IdentifyResponse, Match
+from models.errors import NoFaceFound
+
+router = APIRouter(tags=["identify"], dependencies=[Depends(require_api_key)])
+
+
+def _answer(candidates: list[Candidate], threshold: float) -> tuple[Match | None, list[Match]]:
+    matches = [Match(person_id=c.person_id, name=c.name, similarity=round(c.similarity, 6)) for c in candidates]
+    best = matches[0] if matches and matches[0].similarity >= threshold else None
+    return best, matches
+
+
+@router.post("/identify", response_model=IdentifyResponse, summary="Identify every face in a photo")
+async def identify(
+    engine: EngineDep,
+    gallery: GalleryDep,
+    settings: SettingsDep,
+    image: Annotated[UploadFile, File(description="a photo")],
+    top_k: Annotated[int | None, Form(ge=1, le=100)] = None,
+    threshold: Annotated[float | None, Form(ge=-1.0, le=1.0)] = None,
+    max_faces: Annotated[int | None, Form(ge=1, le=100)] = None,
+) -> IdentifyResponse:
+    gallery.check_usable()
+    source = image.filename or "image"
+    data = await read_limited(image, settings.max_upload_bytes)
+    _, faces = await engine.detect(data, source)
+    if not faces:
+        raise NoFaceFound(source, "no face found")
+    # Largest faces first: with a cap, the people in front are the ones answered.
+    faces = sorted(faces, key=lambda f: -(f.face.box[2] - f.face.box[0]) * (f.face.box[3] - f.face.box[1]))
+    faces = faces[: max_faces or settings.max_faces]
+    vectors = await engine.embed([f.crop for f in faces])
+    thr = settings.threshold if threshold is None else threshold
+    results = []
+    for face, candidates in zip(faces, gallery.search(vectors, top_k or settings.top_k)):
+        match, cands = _answer(candidates, thr)
+        results.append(FaceResult(box=[round(v, 1) for v in face.face.box], detection_score=face.face.score, match=match, candidates=cands))
+    return IdentifyResponse(faces=results, threshold=thr, model_id=gallery.model_id)
+
+
+@router.post("/identify/embedding", response_model=EmbeddingResult, summary="Identify a precomputed 512-d embedding")
+async def identify_embedding(gallery: GalleryDep, settings: SettingsDep, query: EmbeddingQuery) -> EmbeddingResult:
+    vector = np.asarray(query.embedding, dtype=np.float32)
+    vector /= np.linalg.norm(vector)
+    thr = settings.threshold if query.threshold is None else query.threshold
+    (candidates,) = gallery.search(vector[None], query.top_k or settings.top_k)
+    match, cands = _answer(candidates, thr)
+    return EmbeddingResult(match=match, candidates=cands, threshold=thr, model_id=gallery.model_id)
