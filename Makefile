@@ -26,6 +26,7 @@ test: weights
 
 bench: weights
 	$(BIN)/python benchmarks/embed.py
+	$(BIN)/python benchmarks/service.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,80 @@
+"""Throughput of each pipeline step on this machine: decode, detect, embed, at batch 1 and 32.
+
+    .venv/bin/python benchmarks/embed.py [--data DIR] [--out reports/bench_embed.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from models.backbone import load_backbone
+from models.embedder import Embedder
+from models.faces import FacePipeline, PipelineConfig
+from models.images import decode_image
+
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
+
+
+def images(data: Path, n: int) -> list[tuple[str, bytes]]:
+    files = sorted(data.glob("*/*.jpg"))[:n] if data.is_dir() else []
+    if not files:  # no data set here: the fixture photos, repeated
+        files = [FIXTURES / "portrait.png"] * n
+    return [(str(p), p.read_bytes()) for p in files]
+
+
+def rate(n: int, seconds: float) -> float:
+    return round(n / seconds, 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/facecom-train"))
+    parser.add_argument("--n", type=int, default=128)
+    parser.add_argument("--weights", default="casia-webface")
+    parser.add_argument("--out", type=Path, default=Path("reports/bench_embed.json"))
+    args = parser.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    raw = images(args.data, args.n)
+    pipeline = FacePipeline(PipelineConfig(use_fallback=True), device)
+    backbone = load_backbone(args.weights, device)
+    results: dict = {"device": device, "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+                     "n_images": len(raw), "image_size": None}
+
+    start = time.perf_counter()
+    decoded = [decode_image(data, name) for name, data in raw]
+    results["decode_images_per_s"] = rate(len(decoded), time.perf_counter() - start)
+    results["image_size"] = list(decoded[0].size)
+
+    pipeline.detect_all(decoded[0])  # warm-up
+    for batch in (1, 32):
+        start = time.perf_counter()
+        faces = []
+        for i in range(0, len(decoded), batch):
+            faces += pipeline.detect_batch(decoded[i : i + batch])
+        results[f"detect_batch{batch}_images_per_s"] = rate(len(decoded), time.perf_counter() - start)
+    crops = torch.stack([pipeline.crop(img, pipeline.primary(img, f).box) for img, f in zip(decoded, faces)])
+
+    for batch in (1, 32):
+        embedder = Embedder(backbone.net, device, batch_size=batch)
+        embedder.embed(crops[:batch])  # warm-up
+        start = time.perf_counter()
+        embedder.embed(crops)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        results[f"embed_batch{batch}_faces_per_s"] = rate(len(crops), time.perf_counter() - start)
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    for key, value in results.items():
+        print(f"{key:32s} {value}")
+    print(f"report: {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Service benchmark on loopback: identify latency/throughput under 1, 4 and 16 concurrent
+clients, enrolment throughput, and search time vs gallery size, flat vs HNSW, with recall@1.
+
+    .venv/bin/python benchmarks/service.py [--data DIR] [--out reports/bench_service.json]
+
+Starts its own `faceid serve` on a free loopback port with a temporary gallery; every loop
+is bounded in count and stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from app.gallery.index import FaceIndex
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    ms = np.asarray(values) * 1000
+    return {f"p{q}": round(float(np.percentile(ms, q)), 1) for q in (50, 95, 99)}
+
+
+def start_server(data_dir: Path, weights: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = os.environ | {"FACEID_DATA_DIR": str(data_dir), "FACEID_WEIGHTS": weights}
+    faceid = Path(sys.executable).with_name("faceid")
+    proc = subprocess.Popen([str(faceid), "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("server did not become ready")
+
+
+def http_benchmarks(data: Path, weights: str, n_persons: int, n_requests: int) -> dict:
+    people = sorted(d for d in data.iterdir() if d.is_dir())[:n_persons]
+    clean = [(p.name, sorted(p.glob("*.jpg"))[0]) for p in people]
+    queries = [next(iter(sorted((p / "distortion").glob("*_blurred.jpg"))), None) for p in people]
+    queries = [q for q in queries if q is not None]
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, base = start_server(Path(tmp), weights)
+        try:
+            with httpx.Client(base_url=base, timeout=120) as http:
+                start = time.perf_counter()
+                for person, path in clean:
+                    http.post("/enroll", data={"person_id": person}, files=[("images", (path.name, path.read_bytes(), "image/jpeg"))])
+                out["enroll_images_per_s"] = round(len(clean) / (time.perf_counter() - start), 2)
+
+            def one(i: int) -> tuple[float, int]:
+                path = queries[i % len(queries)]
+                t = time.perf_counter()
+                r = httpx.post(f"{base}/identify", files={"image": (path.name, path.read_bytes(), "image/jpeg")}, timeout=120)
+                return time.perf_counter() - t, r.status_code
+
+            for clients in (1, 4, 16):
+                start = time.perf_counter()
+                with ThreadPoolExecutor(clients) as pool:
+                    results = list(pool.map(one, range(n_requests)))
+                wall = time.perf_counter() - start
+                out[f"identify_{clients}_clients"] = {
+                    **percentiles([t for t, _ in results]), "requests_per_s": round(n_requests / wall, 2),
+                    "non_200": sum(1 for _, code in results if code != 200),
+                }
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    return out
+
+
+def search_benchmarks(sizes: list[int], n_queries: int, seed: int = 0) -> dict:
+    """Synthetic unit vectors; queries are noisy copies of gallery entries (like a new photo)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for size in sizes:
+        gallery = rng.standard_normal((size, 512), dtype=np.float32)
+        gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
+        targets = rng.integers(0, size, n_queries)
+        queries = gallery[targets] + 0.08 * rng.standard_normal((n_queries, 512), dtype=np.float32)
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+        row = {}
+        truth = None
+        for kind in ("flat", "hnsw"):
+            index = FaceIndex(kind)
+            start = time.perf_counter()
+            index.add(np.arange(size, dtype=np.int64), gallery)
+            build = time.perf_counter() - start
+            index.search(queries[:1], 1)
+            times = []
+            found = []
+            for q in queries:
+                t = time.perf_counter()
+                _, ids = index.search(q[None], 1)
+                times.append(time.perf_counter() - t)
+                found.append(ids[0, 0])
+            found = np.array(found)
+            truth = found if kind == "flat" else truth
+            row[kind] = {"build_s": round(build, 2), **{f"search_{k}_ms": v for k, v in percentiles(times).items()},
+                         "recall@1_vs_flat": round(float(np.mean(found == truth)), 4)}
+        out[str(size)] = row
+        print(f"gallery {size:>8}: {json.dumps(row)}", flush=True)
+        del gallery
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/facecom-train"))
+    parser.add_argument("--weights", default=None, help="default: the service's default model")
+    parser.add_argument("--persons", type=int, default=100)
+    parser.add_argument("--requests", type=int, default=64)
+    parser.add_argument("--sizes", default="1000,100000,1000000")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=Path("reports/bench_service.json"))
+    args = parser.parse_args()
+    from models.backbone import default_weights
+
+    report = {"http": http_benchmarks(args.data, args.weights or default_weights(), args.persons, args.requests)}
+    print(json.dumps(report["http"], indent=2), flush=True)
+    report["search"] = search_benchmarks([int(s) for s in args.sizes.split(",")], args.queries)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"report: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
