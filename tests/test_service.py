@@ -121,6 +121,12 @@ def test_upload_over_the_byte_limit_is_413(tmp_path, group_faces):
     assert r.status_code == 413 and "big.jpg" in r.json()["detail"]
 
 
+def test_oversized_body_is_refused_before_parsing(tmp_path):
+    with TestClient(create_app(settings(tmp_path, max_upload_bytes=2048, max_images_per_enroll=1))) as c:
+        r = c.post("/identify", content=b"x" * (2048 + (1 << 20) + 1), headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 413 and "larger than" in r.json()["detail"]
+
+
 def test_missing_fields_are_422(client, group_faces):
     assert client.post("/identify").status_code == 422
     r = client.post("/enroll", files=[("images", ("a.jpg", jpeg(group_faces[0]), "image/jpeg"))])
