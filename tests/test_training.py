@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from evaluation.facecom import write_split
-from models.backbone import load_backbone
+from models.backbone import PRETRAINED_THRESHOLDS, load_backbone, model_threshold
 from models.embedder import Embedder
 from training.checkpoint import load_checkpoint
 from training.config import load_config
@@ -91,6 +91,9 @@ def test_export_then_load_gives_identical_embeddings(config_for, tmp_path):
     assert np.abs(Embedder(half.net).embed(crops) - expected).max() < 5e-3
     card = json.loads((tmp_path / "fp16" / "model_card.json").read_text())
     assert card["dtype"] == "float16" and card["n_training_identities"] == 4 and "per_distortion" in card["validation"]
+    # The service's default "unknown" threshold comes from the card's validation figures.
+    assert model_threshold(str(tmp_path / "fp16")) == card["validation"]["verification"]["threshold@far=0.001"]
+    assert model_threshold("casia-webface") == PRETRAINED_THRESHOLDS["casia-webface"]
 
 
 def test_config_rejects_unknown_keys_and_coerces_values(tmp_path):
