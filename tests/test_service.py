@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageFilter
 
 from app.config import Settings
-from app.gallery.store import NewFace, Store
+from app.gallery.store import Store
 from app.main import create_app
 from tests.conftest import GROUP
 from tests.test_images import _png_header_only
@@ -231,3 +231,24 @@ def test_concurrent_enrol_and_identify(client, group_faces):
     assert codes == [200] * 12
     ready = client.get("/readyz").json()
     assert ready["faces"] == 7 and ready["index_size"] == 7
+
+
+def test_gallery_import_enrols_a_folder_and_resumes(facecom_dir, tmp_path, monkeypatch, capsys):
+    from app.cli import main
+    from app.config import get_settings
+
+    monkeypatch.setenv("FACEID_DATA_DIR", str(tmp_path / "gallery"))
+    monkeypatch.setenv("FACEID_WEIGHTS", "casia-webface")
+    get_settings.cache_clear()
+    try:
+        assert main(["gallery", "import", str(facecom_dir), "--batch", "4"]) == 0
+        assert "enrolled 7 faces; 0 already there" in capsys.readouterr().out
+        assert main(["gallery", "import", str(facecom_dir)]) == 0  # a rerun stores nothing twice
+        assert "enrolled 0 faces; 7 already there" in capsys.readouterr().out
+    finally:
+        get_settings.cache_clear()
+    with TestClient(create_app(settings(tmp_path))) as c:
+        assert c.get("/persons").json()["total"] == 6
+        assert c.get("/persons/person_0").json()["n_faces"] == 2
+        r = identify(c, (facecom_dir / "person_3" / "distortion" / "person_3_0001_blurred.jpg").read_bytes())
+        assert r.json()["faces"][0]["match"]["person_id"] == "person_3"

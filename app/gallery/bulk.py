@@ -11,9 +11,8 @@ from tqdm import tqdm
 
 from app.config import get_settings
 from app.engine import FaceCrop
-from app.gallery.gallery import Gallery
+from app.gallery.gallery import STORE_FILE, Gallery
 from app.gallery.store import NewFace, Store
-from app.gallery.gallery import STORE_FILE
 from evaluation.facecom import scan
 from models.backbone import load_backbone
 from models.embedder import Embedder
