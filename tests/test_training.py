@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from evaluation.facecom import write_split
-from models.backbone import PRETRAINED_THRESHOLDS, load_backbone, model_threshold
+from models.backbone import PRETRAINED_THRESHOLDS, build_backbone, load_backbone, load_state, model_threshold, resolve_weights
 from models.embedder import Embedder
 from training.checkpoint import load_checkpoint
 from training.config import load_config
@@ -34,8 +34,8 @@ def test_stage1_loss_falls_and_best_checkpoint_is_kept(config_for):
     config = config_for("stage1", "s1")
     best = fit(build_stage1(config))
     history = json.loads((config.out_dir / "history.json").read_text())
-    assert len(history) == 3
-    assert history[-1]["loss"] < history[0]["loss"]
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3]  # epoch 0: the starting weights, validated
+    assert history[-1]["loss"] < history[1]["loss"]
     state = load_checkpoint(best)
     assert state["label_map"] == [f"person_{i}" for i in range(4)]  # validation people never trained on
     for key in ("backbone", "head", "optimizer", "scheduler", "scaler", "epoch", "config"):
@@ -74,15 +74,25 @@ def test_stage2_reuses_the_stage1_label_map_and_trains(config_for):
     run = build_stage2(s2)
     assert run.label_map == LabelMap(tuple(load_checkpoint(best)["label_map"]))
     fit(run)
-    assert len(json.loads((s2.out_dir / "history.json").read_text())) == 2
+    assert len(json.loads((s2.out_dir / "history.json").read_text())) == 3
+
+
+def test_best_is_never_an_epoch_that_forgot_clean_photos(config_for):
+    """With no clean-verification drop allowed at all, and a bar above the start, no trained
+    epoch qualifies: best.pt must be the untouched starting weights."""
+    config = config_for("stage1", "guarded", epochs=2, max_clean_drop=-2.0)
+    best = load_checkpoint(fit(build_stage1(config)))
+    assert best["epoch"] == -1
+    history = json.loads((config.out_dir / "history.json").read_text())
+    assert [h.get("eligible") for h in history] == [None, False, False]
+    start = build_backbone(load_state(*resolve_weights("casia-webface"))).state_dict()
+    assert all(torch.equal(best["backbone"][k], start[k]) for k in start)
 
 
 def test_export_then_load_gives_identical_embeddings(config_for, tmp_path):
     config = config_for("stage1", "s1", epochs=1)
     best = fit(build_stage1(config))
     crops = torch.randint(0, 255, (4, 3, 160, 160), dtype=torch.uint8)
-    from models.backbone import build_backbone
-
     trained = build_backbone(load_checkpoint(best)["backbone"])
     expected = Embedder(trained).embed(crops)
     exact = load_backbone(str(export(best, tmp_path / "fp32", half=False)))

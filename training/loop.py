@@ -34,6 +34,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def clean_tar(report: dict) -> float:
+    return report["clean_verification"]["tar@far=0.001"]
+
+
 def validation_score(report: dict) -> float:
     """Best-checkpoint criterion: the standard top-1 and the source-left-out top-1 weigh equally,
     so a model cannot win by matching backgrounds of the gallery photo."""
@@ -96,17 +100,36 @@ def fit(run: Run, resume: bool = False) -> Path:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     out = Path(c.out_dir)
     start_epoch, best, stale = 0, -1.0, 0
+
+    def state(epoch: int, report: dict) -> dict:
+        return {
+            "backbone": run.net.state_dict(), "head": run.head.state_dict() if run.head is not None else {},
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "epoch": epoch, "step": (epoch + 1) * run.steps_per_epoch, "best": best, "stale": stale,
+            "baseline_clean_tar": baseline_clean, "history": run.history, "label_map": list(run.label_map.identities),
+            "config": as_dict(c), "val_report": report, "rng": torch.get_rng_state(),
+        }
+
     if resume:
-        state = load_checkpoint(out / "last.pt")
-        run.net.load_state_dict(state["backbone"])
+        saved = load_checkpoint(out / "last.pt")
+        run.net.load_state_dict(saved["backbone"])
         if run.head is not None:
-            run.head.load_state_dict(state["head"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start_epoch, best, stale, run.history = state["epoch"] + 1, state["best"], state["stale"], state["history"]
-        torch.set_rng_state(state["rng"])
+            run.head.load_state_dict(saved["head"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        start_epoch, best, stale, run.history = saved["epoch"] + 1, saved["best"], saved["stale"], saved["history"]
+        baseline_clean = saved["baseline_clean_tar"]
+        torch.set_rng_state(saved["rng"])
         log.info("resumed %s at epoch %d", out / "last.pt", start_epoch)
+    else:
+        # Epoch 0 is the starting weights: the run never keeps anything worse than its start,
+        # and clean-photo verification may not fall more than max_clean_drop below it.
+        report = validate(run)
+        baseline_clean, best = clean_tar(report), validation_score(report)
+        run.history.append(_entry(0, None, report))
+        log.info("epoch 0 (start): %s", json.dumps(run.history[-1]))
+        save_checkpoint(out / "best.pt", **state(-1, report))
 
     for epoch in range(start_epoch, c.epochs):
         run.train_modes()
@@ -127,31 +150,28 @@ def fit(run: Run, resume: bool = False) -> Path:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         report = validate(run)
         score = validation_score(report)
-        entry = {
-            "epoch": epoch + 1, "loss": float(np.mean(losses)), "val_top1": report["top1"],
-            "val_source_left_out": report["source_left_out"]["top1"], "val_per_distortion": report["per_distortion"],
-            "val_clean_tar@far=1e-3": report["clean_verification"]["tar@far=0.001"], "score": score,
-        }
-        run.history.append(entry)
-        log.info("epoch %d: %s", epoch + 1, json.dumps(entry))
-        improved = score > best
+        eligible = clean_tar(report) >= baseline_clean - c.max_clean_drop
+        run.history.append(_entry(epoch + 1, float(np.mean(losses)), report) | {"eligible": eligible})
+        log.info("epoch %d: %s", epoch + 1, json.dumps(run.history[-1]))
+        improved = eligible and score > best
         best, stale = (score, 0) if improved else (best, stale + 1)
-        state = {
-            "backbone": run.net.state_dict(), "head": run.head.state_dict() if run.head is not None else {},
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "epoch": epoch, "step": (epoch + 1) * run.steps_per_epoch, "best": best, "stale": stale,
-            "history": run.history, "label_map": list(run.label_map.identities), "config": as_dict(c),
-            "val_report": report, "rng": torch.get_rng_state(),
-        }
-        save_checkpoint(out / "last.pt", **state)
+        save_checkpoint(out / "last.pt", **state(epoch, report))
         if improved:
-            save_checkpoint(out / "best.pt", **state)
+            save_checkpoint(out / "best.pt", **state(epoch, report))
         plot_history(run.history, out / "history.png")
         (out / "history.json").write_text(json.dumps(run.history, indent=2))
         if stale >= c.patience:
             log.info("early stop: no better validation score for %d epochs", stale)
             break
     return out / "best.pt"
+
+
+def _entry(epoch: int, loss: float | None, report: dict) -> dict:
+    return {
+        "epoch": epoch, "loss": loss, "val_top1": report["top1"], "val_source_left_out": report["source_left_out"]["top1"],
+        "val_per_distortion": report["per_distortion"], "val_clean_tar@far=1e-3": clean_tar(report),
+        "score": validation_score(report),
+    }
 
 
 def plot_history(history: list[dict], path: Path) -> None:
@@ -161,8 +181,9 @@ def plot_history(history: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     epochs = [h["epoch"] for h in history]
+    trained = [h for h in history if h["loss"] is not None]  # epoch 0 is the start: no loss
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.plot(epochs, [h["loss"] for h in history], "o-", color="#c44e52", label="train loss")
+    ax.plot([h["epoch"] for h in trained], [h["loss"] for h in trained], "o-", color="#c44e52", label="train loss")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax2 = ax.twinx()
