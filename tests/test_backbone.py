@@ -1,5 +1,7 @@
 """The converted pretrained backbone: equal to OpenCV's reading of the same graph, and a working face model."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -78,3 +80,16 @@ def test_sha256_mismatch_is_refused(tmp_path):
 def test_unknown_source_names_the_choices():
     with pytest.raises(WeightsError, match="casia-webface"):
         load_backbone("no-such-model")
+
+
+def test_default_weights_are_the_shipped_model_when_present():
+    from models.backbone import SHIPPED_MODEL, default_weights, model_threshold
+
+    if not (SHIPPED_MODEL / "model_card.json").is_file():
+        assert default_weights() == "casia-webface"
+        return
+    backbone = load_backbone()  # what `faceid serve` and `faceid evaluate` use without --weights
+    assert backbone.model_id.startswith("facecom-ft@") and default_weights() == str(SHIPPED_MODEL)
+    card = json.loads((SHIPPED_MODEL / "model_card.json").read_text())
+    assert model_threshold(default_weights()) == card["validation"]["verification"]["threshold@far=0.001"]
+    assert card["validation"]["top1"] > 0.8  # the card records what it was shipped for

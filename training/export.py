@@ -42,7 +42,8 @@ def export(ckpt: Path, out: Path, half: bool = True, extra: dict | None = None) 
         "config": state.get("config"),
         "n_training_identities": len(state.get("label_map", [])),
         "validation": {k: report.get(k) for k in ("top1", "per_distortion", "source_left_out", "verification", "clean_verification", "n_queries", "n_identities")},
-        "history": state.get("history"),
+        # The whole run, not just the epochs up to the one kept (history.json sits beside best.pt).
+        "history": json.loads(run_history.read_text()) if (run_history := Path(ckpt).parent / "history.json").is_file() else state.get("history"),
         "git_commit": _git_commit(),
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **(extra or {}),
