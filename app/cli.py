@@ -24,19 +24,17 @@ def _weights(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import torch
-
     from dataclasses import replace
 
     from evaluation.facecom import DATASET_PIPELINE, read_split, scan
     from evaluation.run import embed_samples, report_from_embeddings
-    from models.backbone import load_backbone
+    from models.backbone import load_backbone, resolve_device
     from models.embedder import Embedder
     from models.faces import FacePipeline
 
     identities = read_split(args.split) if args.split else None
     samples = scan(args.data, identities)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device)
     backbone = load_backbone(args.weights, device)
     config = replace(DATASET_PIPELINE, use_fallback=not args.no_fallback, retry_enhanced=not args.no_retry)
     pipeline = FacePipeline(config, device)
@@ -137,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, default=Path(".cache"))
     p.add_argument("--no-fallback", action="store_true", help="no fallback box for images without a detected face")
     p.add_argument("--no-retry", action="store_true", help="no detection retries on enhanced copies")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("split", help="write a seeded list of validation identities")

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.gallery.index import DEFAULT_EF_SEARCH, DEFAULT_HNSW_M
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACEID_", env_file=None, extra="ignore")
@@ -25,8 +27,8 @@ class Settings(BaseSettings):
     max_images_per_enroll: int = Field(20, ge=1)
     batch_size: int = Field(32, ge=1, le=512, description="faces per embedder batch")
     index: Literal["flat", "hnsw"] = Field("flat", description="hnsw: approximate search for large galleries")
-    hnsw_m: int = Field(32, ge=4, le=128)
-    hnsw_ef_search: int = Field(128, ge=8)
+    hnsw_m: int = Field(DEFAULT_HNSW_M, ge=4, le=128)
+    hnsw_ef_search: int = Field(DEFAULT_EF_SEARCH, ge=8, description="HNSW search breadth: recall against speed")
 
     @field_validator("api_key")
     @classmethod
@@ -36,13 +38,9 @@ class Settings(BaseSettings):
         return value
 
     def resolved_device(self) -> str:
-        import torch
+        from models.backbone import resolve_device
 
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("FACEID_DEVICE=cuda but no CUDA device is available")
-        return self.device
+        return resolve_device(self.device)
 
 
 @lru_cache

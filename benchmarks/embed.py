@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from models.backbone import load_backbone
+from models.backbone import load_backbone, resolve_device
 from models.embedder import Embedder
 from models.faces import FacePipeline, PipelineConfig
 from models.images import decode_image
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--weights", default="casia-webface")
     parser.add_argument("--out", type=Path, default=Path("reports/bench_embed.json"))
     args = parser.parse_args()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device("auto")
     raw = images(args.data, args.n)
     pipeline = FacePipeline(PipelineConfig(use_fallback=True), device)
     backbone = load_backbone(args.weights, device)

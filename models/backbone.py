@@ -17,6 +17,17 @@ BACKBONE_FILE = "backbone.pt"
 SHIPPED_MODEL = Path(__file__).resolve().parent / "facecom-ft"
 
 
+def resolve_device(choice: str = "auto") -> str:
+    """"auto" → CUDA when present, else CPU; asking for CUDA without one is an error."""
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA device is available")
+    if choice not in {"cpu", "cuda"}:
+        raise ValueError(f"unknown device {choice!r}; choose auto, cpu or cuda")
+    return choice
+
+
 def default_weights() -> str:
     """The shipped fine-tuned model when present, else the pretrained CASIA-WebFace backbone."""
     return str(SHIPPED_MODEL) if (SHIPPED_MODEL / MODEL_CARD).is_file() else "casia-webface"

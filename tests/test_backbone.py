@@ -93,3 +93,15 @@ def test_default_weights_are_the_shipped_model_when_present():
     card = json.loads((SHIPPED_MODEL / "model_card.json").read_text())
     assert model_threshold(default_weights()) == card["validation"]["verification"]["threshold@far=0.001"]
     assert card["validation"]["top1"] > 0.8  # the card records what it was shipped for
+
+
+def test_device_choice():
+    from models.backbone import resolve_device
+
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="choose auto, cpu or cuda"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            resolve_device("cuda")

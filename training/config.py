@@ -43,11 +43,9 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved_device(self) -> str:
-        import torch
+        from models.backbone import resolve_device
 
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return self.device
+        return resolve_device(self.device)
 
 
 def _coerce(value: str, current: Any) -> Any:

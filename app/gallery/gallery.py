@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.gallery.index import FaceIndex
+from app.gallery.index import DEFAULT_EF_SEARCH, DEFAULT_HNSW_M, FaceIndex
 from app.gallery.store import NewFace, Person, Store
 
 STORE_FILE = "gallery.sqlite3"
@@ -27,7 +27,7 @@ class Candidate:
 
 
 class Gallery:
-    def __init__(self, data_dir: Path, model_id: str, index_kind: str = "flat", hnsw_m: int = 32, ef_search: int = 128) -> None:
+    def __init__(self, data_dir: Path, model_id: str, index_kind: str = "flat", hnsw_m: int = DEFAULT_HNSW_M, ef_search: int = DEFAULT_EF_SEARCH) -> None:
         self.store = Store(Path(data_dir) / STORE_FILE)
         self.model_id = model_id
         self._index_args = (index_kind, hnsw_m, ef_search)
