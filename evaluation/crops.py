@@ -57,10 +57,12 @@ def face_crops(
     cache_dir: Path = DEFAULT_CACHE_DIR,
     batch_size: int = 32,
     progress: bool = True,
+    keys: Sequence[str] | None = None,
 ) -> tuple[torch.Tensor, list[DetectedFace]]:
-    """uint8 crops N×3×160×160 of each image's primary face, and the face each came from."""
+    """uint8 crops N×3×160×160 of each image's primary face, and the face each came from.
+    `keys` are the files' content keys when the caller already has them."""
     cache = DetectionCache(cache_dir, pipeline)
-    keys = [content_key(p) for p in paths]
+    keys = list(keys) if keys is not None else [content_key(p) for p in paths]
     todo = [i for i, k in enumerate(keys) if k not in cache.entries]
     for start in tqdm(range(0, len(todo), batch_size), desc="detect", disable=not progress or not todo):
         chunk = todo[start : start + batch_size]

@@ -78,10 +78,10 @@ def embed_samples(
     progress: bool = True,
 ) -> tuple[np.ndarray, list[DetectedFace]]:
     paths = [s.path for s in samples]
-    crops, faces = face_crops(paths, pipeline, cache_dir, progress=progress)
+    keys = [content_key(p) for p in paths]
+    crops, faces = face_crops(paths, pipeline, cache_dir, progress=progress, keys=keys)
     cache = EmbeddingCache(cache_dir, pipeline, model_id)
     stored = cache.load()
-    keys = [content_key(p) for p in paths]
     missing = [i for i, k in enumerate(keys) if k not in stored]
     if missing:
         vectors = embedder.embed(crops[missing], progress=progress)

@@ -31,7 +31,8 @@ def import_folder(root, batch: int = 32) -> tuple[int, int, list[str]]:
     gallery.check_usable()
     pipeline = FacePipeline(PipelineConfig(), device)
     embedder = Embedder(backbone.net, device, settings.batch_size)
-    todo = [s for s in scan(root) if s.is_clean and not gallery.store.has_source(s.identity, s.path.name)]
+    clean = [s for s in scan(root) if s.is_clean]
+    todo = [s for s in clean if not gallery.store.has_source(s.identity, s.path.name)]
     added, refused = 0, []
     try:
         for start in tqdm(range(0, len(todo), batch), desc="import"):
@@ -52,8 +53,7 @@ def import_folder(root, batch: int = 32) -> tuple[int, int, list[str]]:
                 added += 1
     finally:
         gallery.close()
-    skipped = sum(1 for s in scan(root) if s.is_clean) - len(todo)
-    return added, skipped, refused
+    return added, len(clean) - len(todo), refused
 
 
 def reembed() -> int:
