@@ -29,6 +29,7 @@ async def readyz(gallery: GalleryDep) -> JSONResponse:
 
 @router.get("/metrics", summary="Prometheus metrics")
 async def metrics(metrics: MetricsDep, gallery: GalleryDep) -> Response:
+    # Gallery size is read from the store when scraped, the only time the gauges are seen.
     persons, faces = gallery.store.counts()
     metrics.persons.set(persons)
     metrics.faces.set(faces)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
 
-from app.deps import EngineDep, GalleryDep, MetricsDep, SettingsDep, require_api_key
+from app.deps import EngineDep, GalleryDep, SettingsDep, require_api_key
 from app.errors import PersonNotFound
 from app.gallery.store import NewFace, Person
 from app.routes.uploads import read_limited
@@ -25,7 +25,6 @@ async def enroll(
     engine: EngineDep,
     gallery: GalleryDep,
     settings: SettingsDep,
-    metrics: MetricsDep,
     person_id: Annotated[str, Form(pattern=PERSON_ID_PATTERN, description="your id for the person")],
     images: Annotated[list[UploadFile], File(description="photos showing exactly one face each")],
     name: Annotated[str | None, Form(max_length=256)] = None,
@@ -45,9 +44,6 @@ async def enroll(
     vectors = await engine.embed([c.crop for c in crops])
     new = [NewFace(source, vector, crop.png()) for source, vector, crop in zip(sources, vectors, crops)]
     person, added, created = gallery.enroll(person_id, name, new)
-    persons, faces = gallery.store.counts()
-    metrics.persons.set(persons)
-    metrics.faces.set(faces)
     return EnrollResponse(person=public(person), faces_added=added, created=created)
 
 
@@ -70,9 +66,6 @@ async def get_person(gallery: GalleryDep, person_id: str) -> PersonPublic:
 
 
 @router.delete("/persons/{person_id}", status_code=204, summary="Delete a person and all their faces")
-async def delete_person(gallery: GalleryDep, metrics: MetricsDep, person_id: str) -> None:
+async def delete_person(gallery: GalleryDep, person_id: str) -> None:
     if not gallery.delete(person_id):
         raise PersonNotFound(person_id)
-    persons, faces = gallery.store.counts()
-    metrics.persons.set(persons)
-    metrics.faces.set(faces)
