@@ -14,7 +14,7 @@ from tqdm import tqdm
 from evaluation.crops import face_crops
 from evaluation.facecom import DATASET_PIPELINE, Sample, read_split, scan
 from models.faces import FacePipeline, standardize
-from training.split_backbone import trunk
+from training.split_backbone import frozen_stages, trunk
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +59,13 @@ def load_crops(samples: list[Sample], cache_dir: Path, device: str = "cpu") -> t
 
 def _trunk_key(net: InceptionResnetV1, first_trainable: str, crops: torch.Tensor) -> str:
     digest = hashlib.sha1(first_trainable.encode())
+    frozen = set(frozen_stages(first_trainable))
     for name, tensor in net.state_dict().items():
-        if name.split(".")[0] in _frozen_names(first_trainable):
+        if name.split(".")[0] in frozen:
             digest.update(tensor.cpu().numpy().tobytes())
     digest.update(crops[:: max(1, len(crops) // 64)].numpy().tobytes())
     digest.update(str(tuple(crops.shape)).encode())
     return digest.hexdigest()[:16]
-
-
-def _frozen_names(first_trainable: str) -> set[str]:
-    from training.split_backbone import STAGES
-
-    return set(STAGES[: STAGES.index(first_trainable)])
 
 
 @torch.inference_mode()

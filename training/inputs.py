@@ -16,7 +16,7 @@ from torch import nn
 from models.faces import standardize
 from training.augment import build_augment, synthetic_distortion
 from training.data import trunk_features
-from training.split_backbone import STAGES, tail
+from training.split_backbone import frozen_stages, tail
 
 
 class FaceInputs:
@@ -24,7 +24,7 @@ class FaceInputs:
         self, net: InceptionResnetV1, crops: torch.Tensor, first_trainable: str, cache_dir: Path, device: str, augment: bool
     ) -> None:
         self.net, self.first_trainable, self.device = net, first_trainable, device
-        self.cached = first_trainable != STAGES[0]
+        self.cached = bool(frozen_stages(first_trainable))
         self.data = trunk_features(net, crops, first_trainable, cache_dir, device) if self.cached else crops
         self.augment = build_augment() if augment and not self.cached else None
 

@@ -24,8 +24,13 @@ def _check(first_trainable: str) -> int:
     return STAGES.index(first_trainable)
 
 
+def frozen_stages(first_trainable: str) -> tuple[str, ...]:
+    """The stages before the cut: frozen, and computed once when features are cached."""
+    return STAGES[: _check(first_trainable)]
+
+
 def trunk(net: InceptionResnetV1, x: torch.Tensor, first_trainable: str) -> torch.Tensor:
-    for name in STAGES[: _check(first_trainable)]:
+    for name in frozen_stages(first_trainable):
         x = getattr(net, name)(x)
     return x
 
@@ -42,13 +47,12 @@ def tail(net: InceptionResnetV1, x: torch.Tensor, first_trainable: str) -> torch
 
 def freeze_trunk(net: InceptionResnetV1, first_trainable: str) -> list[nn.Parameter]:
     """Freeze everything before the cut; return the trainable parameters."""
-    cut = _check(first_trainable)
-    frozen = {f"{name}." for name in STAGES[:cut]}
+    frozen = {f"{name}." for name in frozen_stages(first_trainable)}
     trainable = []
     for name, param in net.named_parameters():
         param.requires_grad = not any(name.startswith(prefix) for prefix in frozen)
         if param.requires_grad:
             trainable.append(param)
-    for name in STAGES[:cut]:
+    for name in frozen_stages(first_trainable):
         getattr(net, name).eval()  # frozen batch-norm statistics stay pretrained
     return trainable
