@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +37,8 @@ class TrainConfig:
     arc_m: float = 0.4
     # Stage 2: contrastive
     margin: float = 1.0
-    ids_per_batch: int = 64
     cache_dir: Path = Path(".cache")
     device: str = "auto"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved_device(self) -> str:
         from models.backbone import resolve_device
@@ -76,8 +74,7 @@ def load_config(path: Path | None, overrides: list[str] | None = None) -> TrainC
     for key, value in values.items():
         if key not in names:
             raise ValueError(f"unknown config key {key!r}; known: {', '.join(sorted(names))}")
-        current = getattr(config, key)
-        setattr(config, key, _coerce(str(value), current) if not isinstance(current, dict) else value)
+        setattr(config, key, _coerce(str(value), getattr(config, key)))
     return config
 
 
