@@ -37,14 +37,17 @@ def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def _identity_dirs(root: Path) -> list[Path]:
+    return sorted(d for d in Path(root).iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
 def scan(root: Path, identities: set[str] | None = None) -> list[Sample]:
     """Every image under `root`, clean first within each identity; raises LayoutError naming the problem."""
     root = Path(root)
     if not root.is_dir():
         raise LayoutError(f"{root}: not a folder")
     samples: list[Sample] = []
-    id_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    for id_dir in id_dirs:
+    for id_dir in _identity_dirs(root):
         if identities is not None and id_dir.name not in identities:
             continue
         clean = _images(id_dir)
@@ -65,7 +68,7 @@ def scan(root: Path, identities: set[str] | None = None) -> list[Sample]:
 
 def split_identities(root: Path, n_val: int, seed: int = 0) -> list[str]:
     """A seeded choice of validation identities: people the model is never trained on."""
-    ids = sorted(d.name for d in Path(root).iterdir() if d.is_dir() and not d.name.startswith("."))
+    ids = [d.name for d in _identity_dirs(root)]
     if n_val >= len(ids):
         raise LayoutError(f"{root}: {len(ids)} identities, cannot hold out {n_val}")
     return sorted(random.Random(seed).sample(ids, n_val))

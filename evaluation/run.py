@@ -26,11 +26,11 @@ def report_from_embeddings(samples: Sequence[Sample], embeddings: np.ndarray, fa
         embeddings[queries], pick(queries, "identity"), pick(queries, "kind"), pick(queries, "source"),
     )
     if faces is not None:
-        report["detection"] = detection_report(samples, faces, embeddings, report)
+        report["detection"] = detection_report(samples, faces, embeddings)
     return report
 
 
-def detection_report(samples: Sequence[Sample], faces: Sequence[DetectedFace], embeddings: np.ndarray, report: dict) -> dict:
+def detection_report(samples: Sequence[Sample], faces: Sequence[DetectedFace], embeddings: np.ndarray) -> dict:
     """How often each detection path was taken, and what queries found by each path score."""
     counts = Counter(f.path for f in faces)
     clean = np.array([s.is_clean for s in samples])
