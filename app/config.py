@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -38,11 +37,8 @@ class Settings(BaseSettings):
         return value
 
     def resolved_device(self) -> str:
-        from models.backbone import resolve_device
+        from core.backbone import (
+            resolve_device,  # torch: only when a model is about to load
+        )
 
         return resolve_device(self.device)
-
-
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()

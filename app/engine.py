@@ -1,9 +1,11 @@
-"""Pixels → faces → embeddings for the service: the shared pipeline plus request batching.
+"""Pixels → faces → embeddings for the service and its bulk commands, assembled in one place.
 
-Model work runs in worker threads, never on the event loop. Embedding requests that arrive
-together are merged into one forward pass (up to `batch_size` faces), which is where a GPU
-gains most; detection stays per image, serialised by a lock so concurrent requests do not
-oversubscribe the CPU threads torch already uses.
+`Engine.from_settings` builds the pipeline from the service's settings; `/enroll`,
+`/identify` and `faceid gallery import` all go through it, so they detect, choose and crop
+faces the same way. Model work runs in worker threads, never on the event loop. Embedding
+requests that arrive together are merged into one forward pass (up to `batch_size` faces),
+which is where a GPU gains most; detection stays per image, serialised by a lock so
+concurrent requests do not oversubscribe the CPU threads torch already uses.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,10 +21,12 @@ import torch
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from models.backbone import Backbone
-from models.embedder import Embedder
-from models.faces import DetectedFace, FacePipeline, PipelineConfig
-from models.images import decode_image
+from app.config import Settings
+from core.backbone import Backbone, load_backbone, model_threshold
+from core.constants import EMBEDDING_DIM
+from core.embedder import Embedder
+from core.faces import SERVICE_PIPELINE, DetectedFace, FacePipeline, PipelineConfig
+from core.images import decode_image
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,7 @@ class FaceCrop:
 
 class Engine:
     def __init__(self, backbone: Backbone, device: str, batch_size: int, max_pixels: int,
-                 pipeline_config: PipelineConfig = PipelineConfig()) -> None:
+                 pipeline_config: PipelineConfig = SERVICE_PIPELINE) -> None:
         self.backbone = backbone
         self.pipeline = FacePipeline(pipeline_config, device)
         self.embedder = Embedder(backbone.net, device, batch_size)
@@ -47,17 +52,57 @@ class Engine:
         self._worker: asyncio.Task | None = None
         self.on_batch = lambda size: None  # metrics hook
 
-    # -- detection (blocking; call from a worker thread) ---------------------------------
-    def faces(self, data: bytes, source: str) -> tuple[Image.Image, list[FaceCrop]]:
-        img = decode_image(data, source, self.max_pixels)
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Engine:
+        device = settings.resolved_device()
+        return cls(load_backbone(settings.weights, device), device, settings.batch_size, settings.max_pixels)
+
+    @property
+    def model_id(self) -> str:
+        return self.backbone.model_id
+
+    def default_threshold(self) -> float:
+        """The model's evaluated FAR-1e-3 threshold (its card, or the pretrained table)."""
+        return model_threshold(self.backbone.source)
+
+    # -- blocking API: worker threads and the command line -------------------------------
+    def decode(self, data: bytes, source: str) -> Image.Image:
+        return decode_image(data, source, self.max_pixels)
+
+    def detect_images(self, images: Sequence[Image.Image]) -> list[list[FaceCrop]]:
+        """Every face of each image, cropped; same-sized images share detection passes."""
         with self._model_lock:
-            faces = self.pipeline.detect_all(img)
-        return img, [FaceCrop(f, self.pipeline.crop(img, f.box)) for f in faces]
+            found = self.pipeline.detect_batch(images)
+        return [[FaceCrop(f, self.pipeline.crop(img, f.box)) for f in faces] for img, faces in zip(images, found)]
 
-    async def detect(self, data: bytes, source: str) -> tuple[Image.Image, list[FaceCrop]]:
-        return await run_in_threadpool(self.faces, data, source)
+    def detect_blocking(self, data: bytes, source: str) -> list[FaceCrop]:
+        return self.detect_images([self.decode(data, source)])[0]
 
-    # -- embedding, batched across requests ------------------------------------------------
+    @staticmethod
+    def subject(faces: Sequence[FaceCrop], source: str) -> FaceCrop:
+        """The face an enrolment photo stands for; the one rule for /enroll and bulk import."""
+        chosen = FacePipeline.single([f.face for f in faces], source)
+        return next(f for f in faces if f.face is chosen)
+
+    def single_face(self, data: bytes, source: str) -> FaceCrop:
+        return self.subject(self.detect_blocking(data, source), source)
+
+    def embed_blocking(self, crops: torch.Tensor | Sequence[torch.Tensor]) -> np.ndarray:
+        """uint8 crops (N×3×160×160, or a list of 3×160×160) → N×512 unit embeddings."""
+        if not isinstance(crops, torch.Tensor):
+            if not crops:
+                return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+            crops = torch.stack(list(crops))
+        with self._model_lock:
+            return self.embedder.embed(crops)
+
+    # -- async API: the routes -------------------------------------------------------------
+    async def detect(self, data: bytes, source: str) -> list[FaceCrop]:
+        return await run_in_threadpool(self.detect_blocking, data, source)
+
+    async def enrolment_face(self, data: bytes, source: str) -> FaceCrop:
+        return await run_in_threadpool(self.single_face, data, source)
+
     async def start(self) -> None:
         self._queue = asyncio.Queue()
         self._worker = asyncio.create_task(self._run())
@@ -71,17 +116,12 @@ class Engine:
                 pass
 
     async def embed(self, crops: list[torch.Tensor]) -> np.ndarray:
-        if not crops:
-            return np.zeros((0, 512), dtype=np.float32)
-        if self._queue is None:  # not started (CLI use): embed directly
-            return await run_in_threadpool(self._embed_now, torch.stack(crops))
+        """Embeddings of `crops`, merged with other requests' crops into shared batches."""
+        if not crops or self._queue is None:  # nothing to do, or not started: embed directly
+            return await run_in_threadpool(self.embed_blocking, crops)
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         await self._queue.put((torch.stack(crops), future))
         return await future
-
-    def _embed_now(self, batch: torch.Tensor) -> np.ndarray:
-        with self._model_lock:
-            return self.embedder.embed(batch)
 
     async def _run(self) -> None:
         assert self._queue is not None
@@ -92,7 +132,7 @@ class Engine:
                 jobs.append(self._queue.get_nowait())
                 size += len(jobs[-1][0])
             try:
-                vectors = await run_in_threadpool(self._embed_now, torch.cat([crops for crops, _ in jobs]))
+                vectors = await run_in_threadpool(self.embed_blocking, torch.cat([crops for crops, _ in jobs]))
                 self.on_batch(size)
             except Exception as exc:  # hand the failure to every waiting request
                 for _, future in jobs:

@@ -8,7 +8,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from app.gallery.gallery import ModelMismatch
-from models.errors import FaceIdError, ImageTooLarge, InvalidImage, NoFaceFound, TooManyFaces, UnsupportedFormat
+from core.errors import (
+    FaceIdError,
+    ImageTooLarge,
+    InvalidImage,
+    NoFaceFound,
+    TooManyFaces,
+    UnsupportedFormat,
+)
 
 log = logging.getLogger(__name__)
 

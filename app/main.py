@@ -11,11 +11,10 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from app import errors, metrics
-from app.config import Settings, get_settings
+from app.config import Settings
 from app.engine import Engine
 from app.gallery.gallery import Gallery
 from app.routes import health, identify, persons
-from models.backbone import load_backbone, model_threshold
 
 log = logging.getLogger("faceid")
 MULTIPART_OVERHEAD = 1 << 20  # form fields and part headers beside the images
@@ -24,21 +23,19 @@ MULTIPART_OVERHEAD = 1 << 20  # form fields and part headers beside the images
 def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        s = settings or get_settings()
-        device = s.resolved_device()
-        backbone = await run_in_threadpool(load_backbone, s.weights, device)
+        s = settings or Settings()
+        engine = await run_in_threadpool(Engine.from_settings, s)
         if s.threshold is None:  # the evaluated FAR-1e-3 threshold of this model
-            s = s.model_copy(update={"threshold": model_threshold(backbone.source)})
-        engine = Engine(backbone, device, s.batch_size, s.max_pixels)
+            s = s.model_copy(update={"threshold": engine.default_threshold()})
         engine.on_batch = app.state.metrics.batch.observe
-        gallery = await run_in_threadpool(Gallery, s.data_dir, backbone.model_id, s.index, s.hnsw_m, s.hnsw_ef_search)
+        gallery = await run_in_threadpool(Gallery.from_settings, s, engine.model_id)
         if gallery.mismatch:
             log.error("gallery not usable: %s", gallery.mismatch)
         app.state.settings, app.state.engine, app.state.gallery = s, engine, gallery
         await engine.start()
         persons_n, faces_n = gallery.store.counts()
         log.info("ready: model %s on %s, %d persons, %d faces, %s index, threshold %.3f",
-                 backbone.model_id, device, persons_n, faces_n, s.index, s.threshold)
+                 engine.model_id, engine.embedder.device, persons_n, faces_n, s.index, s.threshold)
         try:
             yield
         finally:

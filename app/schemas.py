@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, field_validator
 
+from core.constants import EMBEDDING_DIM
+
 PERSON_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$"
 
 
@@ -47,7 +49,7 @@ class IdentifyResponse(BaseModel):
 
 
 class EmbeddingQuery(BaseModel):
-    embedding: list[float] = Field(min_length=512, max_length=512)
+    embedding: list[float] = Field(min_length=EMBEDDING_DIM, max_length=EMBEDDING_DIM)
     top_k: int | None = Field(None, ge=1, le=100)
     threshold: float | None = Field(None, ge=-1.0, le=1.0)
 
@@ -78,7 +80,3 @@ class Ready(BaseModel):
     index_size: int
     index: str
     detail: str | None = None
-
-
-class ErrorBody(BaseModel):
-    detail: str

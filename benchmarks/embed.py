@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from models.backbone import load_backbone, resolve_device
-from models.embedder import Embedder
-from models.faces import FacePipeline, PipelineConfig
-from models.images import decode_image
+from core.backbone import load_backbone, resolve_device
+from core.embedder import Embedder
+from core.faces import FacePipeline, PipelineConfig
+from core.images import decode_image
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 

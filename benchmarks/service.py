@@ -134,7 +134,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--out", type=Path, default=Path("reports/bench_service.json"))
     args = parser.parse_args()
-    from models.backbone import default_weights
+    from core.backbone import default_weights
 
     report = {"http": http_benchmarks(args.data, args.weights or default_weights(), args.persons, args.requests)}
     print(json.dumps(report["http"], indent=2), flush=True)

@@ -39,12 +39,23 @@ def tar_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float) -> tuple[f
 
 
 def verification(genuine: np.ndarray, impostor: np.ndarray, fars: Sequence[float] = (1e-2, 1e-3)) -> dict:
+    """{n_genuine, n_impostor, tar@far=F, threshold@far=F}; read it with `tar_at` and `threshold_at`."""
     out = {"n_genuine": int(len(genuine)), "n_impostor": int(len(impostor))}
     for far in fars:
-        tar, thr = tar_at_far(genuine, impostor, far)
-        out[f"tar@far={far:g}"] = tar
-        out[f"threshold@far={far:g}"] = thr
+        out[_key("tar", far)], out[_key("threshold", far)] = tar_at_far(genuine, impostor, far)
     return out
+
+
+def _key(what: str, far: float) -> str:
+    return f"{what}@far={far:g}"
+
+
+def tar_at(verification: dict, far: float) -> float:
+    return float(verification[_key("tar", far)])
+
+
+def threshold_at(verification: dict, far: float) -> float:
+    return float(verification[_key("threshold", far)])
 
 
 def retrieval_report(

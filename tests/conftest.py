@@ -1,18 +1,42 @@
-"""Small real fixtures: two photos from insightface's package and what the tests build from them."""
+"""Small real fixtures (two photos from insightface's package and what the tests build from
+them), and the helpers several test modules share."""
 
 from __future__ import annotations
 
+import io
+import socket
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageEnhance, ImageFilter
 
-from models.faces import FacePipeline, PipelineConfig
-from models.images import load_image
+from core.faces import FacePipeline, PipelineConfig
+from core.images import load_image
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GROUP = FIXTURES / "group.jpg"
 PORTRAIT = FIXTURES / "portrait.png"
+
+
+def jpeg(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", **({"quality": 92} | kw))
+    return buf.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims a huge size: a decompression bomb that must not be decoded."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))  # noqa: E731
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
 
 
 @pytest.fixture(scope="session")

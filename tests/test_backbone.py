@@ -1,19 +1,16 @@
 """The converted pretrained backbone: equal to OpenCV's reading of the same graph, and a working face model."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
 
-from models.backbone import load_backbone, load_state
-from models.embedder import Embedder
-from models.errors import WeightsError
-from models.faces import standardize
-from models.images import load_image
+from core.backbone import load_backbone, load_state
+from core.embedder import Embedder
+from core.errors import WeightsError
+from core.faces import standardize
+from core.images import load_image
+from core.model_card import ModelCard
 from tests.conftest import DISTORTIONS, PORTRAIT
-
-cv2 = pytest.importorskip("cv2")
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +19,8 @@ def backbone():
 
 
 def test_converted_backbone_matches_opencv(backbone, pipeline):
-    from models.convert_sandberg import graph_path
+    cv2 = pytest.importorskip("cv2")  # the `convert` extra; only this test needs it
+    from core.convert_sandberg import graph_path
 
     img = load_image(PORTRAIT)
     crop = pipeline.crop(img, pipeline.single(pipeline.detect_all(img)).box)
@@ -82,21 +80,29 @@ def test_unknown_source_names_the_choices():
         load_backbone("no-such-model")
 
 
-def test_default_weights_are_the_shipped_model_when_present():
-    from models.backbone import SHIPPED_MODEL, default_weights, model_threshold
+def test_default_weights_are_the_shipped_model():
+    from core.backbone import default_weights, model_threshold
+    from core.paths import shipped_model
 
-    if not (SHIPPED_MODEL / "model_card.json").is_file():
-        assert default_weights() == "casia-webface"
-        return
     backbone = load_backbone()  # what `faceid serve` and `faceid evaluate` use without --weights
-    assert backbone.model_id.startswith("facecom-ft@") and default_weights() == str(SHIPPED_MODEL)
-    card = json.loads((SHIPPED_MODEL / "model_card.json").read_text())
-    assert model_threshold(default_weights()) == card["validation"]["verification"]["threshold@far=0.001"]
-    assert card["validation"]["top1"] > 0.8  # the card records what it was shipped for
+    assert backbone.model_id.startswith("facecom-ft@") and default_weights() == str(shipped_model())
+    card = ModelCard.read(shipped_model())
+    assert model_threshold(default_weights()) == card.threshold
+    assert card.threshold == card.validation["verification"]["threshold@far=0.001"]  # taken from its evaluation
+    assert card.validation["top1"] > 0.8  # the card records what it was shipped for
+
+
+def test_models_dir_follows_its_setting(tmp_path, monkeypatch):
+    from core.backbone import default_weights
+    from core.paths import MODELS_ENV, pretrained_dir
+
+    monkeypatch.setenv(MODELS_ENV, str(tmp_path))
+    assert default_weights() == "casia-webface"  # no shipped model there
+    assert pretrained_dir() == tmp_path / "pretrained"
 
 
 def test_device_choice():
-    from models.backbone import resolve_device
+    from core.backbone import resolve_device
 
     assert resolve_device("cpu") == "cpu"
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")

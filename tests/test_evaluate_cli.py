@@ -3,9 +3,9 @@
 import json
 import shutil
 
-from app.cli import main
-from evaluation.crops import DetectionCache, face_crops
-from models.faces import FacePipeline, PipelineConfig
+from core.crop_cache import DetectionCache, face_crops
+from core.faces import FacePipeline, PipelineConfig
+from faceid.cli import main
 
 
 def test_evaluate_writes_report_and_plots(facecom_dir, tmp_path, capsys):

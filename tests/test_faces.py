@@ -2,9 +2,15 @@ import pytest
 import torch
 from PIL import Image
 
-from models.errors import NoFaceFound, TooManyFaces
-from models.faces import CROP_SIZE, DetectedFace, FacePipeline, PipelineConfig, standardize
-from models.images import load_image
+from core.errors import NoFaceFound, TooManyFaces
+from core.faces import (
+    CROP_SIZE,
+    DetectedFace,
+    FacePipeline,
+    PipelineConfig,
+    standardize,
+)
+from core.images import load_image
 from tests.conftest import GROUP, PORTRAIT
 
 

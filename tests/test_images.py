@@ -1,23 +1,13 @@
-import io
-import struct
-import zlib
-
 import pytest
 from PIL import Image
 
-from models.errors import ImageTooLarge, InvalidImage
-from models.images import decode_image, load_image
-from tests.conftest import PORTRAIT
-
-
-def _jpeg(img: Image.Image, **kw) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", **kw)
-    return buf.getvalue()
+from core.errors import ImageTooLarge, InvalidImage
+from core.images import decode_image, load_image
+from tests.conftest import PORTRAIT, jpeg, png_header_only
 
 
 def test_decodes_to_rgb():
-    img = decode_image(_jpeg(Image.new("L", (40, 30), 128)))
+    img = decode_image(jpeg(Image.new("L", (40, 30), 128)))
     assert img.mode == "RGB" and img.size == (40, 30)
 
 
@@ -28,28 +18,21 @@ def test_non_images_are_refused(data):
 
 
 def test_truncated_jpeg_is_refused():
-    data = _jpeg(Image.new("RGB", (200, 200), (200, 10, 10)))
+    data = jpeg(Image.new("RGB", (200, 200), (200, 10, 10)))
     with pytest.raises(InvalidImage, match="upload.jpg"):
         decode_image(data[: len(data) // 2], source="upload.jpg")
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims a huge size: a decompression bomb that must not be decoded."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))  # noqa: E731
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
-
-
 def test_decompression_bomb_is_refused_before_decoding():
     with pytest.raises(ImageTooLarge, match="exceeds"):
-        decode_image(_png_header_only(50_000, 50_000), max_pixels=10_000_000)
+        decode_image(png_header_only(50_000, 50_000), max_pixels=10_000_000)
 
 
 def test_exif_orientation_is_applied():
     img = Image.new("RGB", (60, 20), "white")
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise on display
-    rotated = decode_image(_jpeg(img, exif=exif.tobytes()))
+    rotated = decode_image(jpeg(img, exif=exif.tobytes()))
     assert rotated.size == (20, 60)
 
 

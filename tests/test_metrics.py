@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from evaluation.metrics import retrieval_report, source_left_out, tar_at_far, templates, top1
+from evaluation.metrics import (
+    retrieval_report,
+    source_left_out,
+    tar_at_far,
+    templates,
+    top1,
+)
 
 
 def unit(*v):

@@ -1,7 +1,6 @@
 """`faceid serve` as a real uvicorn process, talked to over HTTP on loopback."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -10,15 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.test_service import jpeg
+from tests.conftest import free_port, jpeg
 
 FACEID = Path(sys.executable).with_name("faceid")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()

@@ -13,16 +13,9 @@ from PIL import Image, ImageFilter
 from app.config import Settings
 from app.gallery.store import Store
 from app.main import create_app
-from tests.conftest import GROUP
-from tests.test_images import _png_header_only
+from tests.conftest import GROUP, jpeg, png_header_only
 
 KEY = "k" * 24
-
-
-def jpeg(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=92)
-    return buf.getvalue()
 
 
 def settings(tmp_path, **kw) -> Settings:
@@ -98,7 +91,7 @@ def test_enrolling_an_existing_person_adds_faces(client, group_faces):
         (b"definitely not an image", 400, "not an image"),
         (b"", 400, "empty"),
         (jpeg(Image.new("RGB", (100, 100)))[:300], 400, "corrupt"),
-        (_png_header_only(60_000, 60_000), 413, "exceeds"),
+        (png_header_only(60_000, 60_000), 413, "exceeds"),
         (jpeg(Image.new("RGB", (200, 200), (90, 90, 90))), 422, "no face"),
     ],
 )
@@ -181,16 +174,13 @@ def test_gallery_of_another_model_is_refused_until_reembedded(tmp_path, group_fa
     store.close()
     with TestClient(create_app(settings(tmp_path))) as c:
         r = c.get("/readyz")
-        assert r.status_code == 503 and "faceid gallery reembed" in r.json()["detail"]
+        detail = r.json()["detail"]
+        assert r.status_code == 503 and f"faceid gallery reembed --data-dir {tmp_path / 'gallery'}" in detail
         assert identify(c, jpeg(group_faces[0])).status_code == 503
-    monkeypatch.setenv("FACEID_DATA_DIR", str(tmp_path / "gallery"))
     monkeypatch.setenv("FACEID_WEIGHTS", "casia-webface")
-    from app.cli import main
-    from app.config import get_settings
+    from faceid.cli import main
 
-    get_settings.cache_clear()
-    assert main(["gallery", "reembed"]) == 0
-    get_settings.cache_clear()
+    assert main(["gallery", "reembed", "--data-dir", str(tmp_path / "gallery")]) == 0
     with TestClient(create_app(settings(tmp_path))) as c:
         assert c.get("/readyz").status_code == 200
         assert identify(c, jpeg(group_faces[0])).json()["faces"][0]["match"]["person_id"] == "p0"
@@ -234,19 +224,14 @@ def test_concurrent_enrol_and_identify(client, group_faces):
 
 
 def test_gallery_import_enrols_a_folder_and_resumes(facecom_dir, tmp_path, monkeypatch, capsys):
-    from app.cli import main
-    from app.config import get_settings
+    from faceid.cli import main
 
     monkeypatch.setenv("FACEID_DATA_DIR", str(tmp_path / "gallery"))
     monkeypatch.setenv("FACEID_WEIGHTS", "casia-webface")
-    get_settings.cache_clear()
-    try:
-        assert main(["gallery", "import", str(facecom_dir), "--batch", "4"]) == 0
-        assert "enrolled 7 faces; 0 already there" in capsys.readouterr().out
-        assert main(["gallery", "import", str(facecom_dir)]) == 0  # a rerun stores nothing twice
-        assert "enrolled 0 faces; 7 already there" in capsys.readouterr().out
-    finally:
-        get_settings.cache_clear()
+    assert main(["gallery", "import", str(facecom_dir), "--batch", "4"]) == 0
+    assert "enrolled 7 faces; 0 already there" in capsys.readouterr().out
+    assert main(["gallery", "import", str(facecom_dir)]) == 0  # a rerun stores nothing twice
+    assert "enrolled 0 faces; 7 already there" in capsys.readouterr().out
     with TestClient(create_app(settings(tmp_path))) as c:
         assert c.get("/persons").json()["total"] == 6
         assert c.get("/persons/person_0").json()["n_faces"] == 2

@@ -6,9 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.facecom import write_split
-from models.backbone import PRETRAINED_THRESHOLDS, build_backbone, load_backbone, load_state, model_threshold, resolve_weights
-from models.embedder import Embedder
+from core.backbone import (
+    PRETRAINED_THRESHOLDS,
+    build_backbone,
+    load_backbone,
+    load_state,
+    model_threshold,
+    resolve_weights,
+)
+from core.dataset import write_split
+from core.embedder import Embedder
+from core.model_card import ModelCard
+from evaluation.metrics import threshold_at
 from training.checkpoint import load_checkpoint
 from training.config import load_config
 from training.data import LabelMap
@@ -99,10 +108,11 @@ def test_export_then_load_gives_identical_embeddings(config_for, tmp_path):
     assert np.array_equal(Embedder(exact.net).embed(crops), expected)
     half = load_backbone(str(export(best, tmp_path / "fp16")))
     assert np.abs(Embedder(half.net).embed(crops) - expected).max() < 5e-3
-    card = json.loads((tmp_path / "fp16" / "model_card.json").read_text())
-    assert card["dtype"] == "float16" and card["n_training_identities"] == 4 and "per_distortion" in card["validation"]
+    card = ModelCard.read(tmp_path / "fp16")
+    assert card.dtype == "float16" and card.n_training_identities == 4 and "per_distortion" in card.validation
     # The service's default "unknown" threshold comes from the card's validation figures.
-    assert model_threshold(str(tmp_path / "fp16")) == card["validation"]["verification"]["threshold@far=0.001"]
+    assert card.threshold == threshold_at(card.validation["verification"], 1e-3)
+    assert model_threshold(str(tmp_path / "fp16")) == card.threshold
     assert model_threshold("casia-webface") == PRETRAINED_THRESHOLDS["casia-webface"]
 
 

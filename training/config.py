@@ -9,12 +9,16 @@ from typing import Any
 
 import yaml
 
+from core.dataset import DEFAULT_VAL_SPLIT
+
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+
 
 @dataclass
 class TrainConfig:
     stage: str = "stage1"  # "stage1" (ArcFace) or "stage2" (contrastive)
     data: Path = Path("../shared/data/facecom-train")
-    val_split: Path = Path("evaluation/splits/facecom_val_identities.txt")
+    val_split: Path = DEFAULT_VAL_SPLIT
     out_dir: Path = Path("runs/stage1")
     init: str = "casia-webface"  # weights source for the backbone: pretrained name, file or checkpoint
     first_trainable: str = "repeat_3"  # layers before this are frozen (and their features cached)
@@ -41,7 +45,7 @@ class TrainConfig:
     device: str = "auto"
 
     def resolved_device(self) -> str:
-        from models.backbone import resolve_device
+        from core.backbone import resolve_device
 
         return resolve_device(self.device)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,12 +10,10 @@ import torch
 from facenet_pytorch import InceptionResnetV1
 from tqdm import tqdm
 
-from evaluation.crops import face_crops
-from evaluation.facecom import DATASET_PIPELINE, Sample, read_split, scan
-from models.faces import FacePipeline, standardize
+from core.crop_cache import face_crops
+from core.dataset import Sample, read_split, scan
+from core.faces import DATASET_PIPELINE, FacePipeline, standardize
 from training.split_backbone import frozen_stages, trunk
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

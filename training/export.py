@@ -1,4 +1,4 @@
-"""Export a trained backbone (fp16) with a model card that the loader and the service read."""
+"""Export a trained backbone (fp16 by default) with the model card the loader and the service read."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from pathlib import Path
 
 import torch
 
-from models.backbone import BACKBONE_FILE, MODEL_CARD
-from models.weights import sha256_of
+from core.model_card import BACKBONE_FILE, DEFAULT_FAR, ModelCard
+from core.weights import sha256_of
+from evaluation.metrics import threshold_at
 from training.checkpoint import load_checkpoint
+
+REPORT_KEYS = ("top1", "per_distortion", "source_left_out", "verification", "clean_verification", "n_queries", "n_identities")
 
 
 def _git_commit() -> str | None:
@@ -22,7 +25,7 @@ def _git_commit() -> str | None:
         return None
 
 
-def export(ckpt: Path, out: Path, half: bool = True, extra: dict | None = None) -> Path:
+def export(ckpt: Path, out: Path, half: bool = True) -> Path:
     state = load_checkpoint(ckpt)
     backbone = {k: (v.half() if half and v.is_floating_point() else v) for k, v in state["backbone"].items()}
     out.mkdir(parents=True, exist_ok=True)
@@ -31,22 +34,22 @@ def export(ckpt: Path, out: Path, half: bool = True, extra: dict | None = None) 
     torch.save(backbone, tmp)
     tmp.replace(weights)
     report = state.get("val_report", {})
-    card = {
-        "name": out.name,
-        "architecture": "facenet-pytorch InceptionResnetV1, 512-d, L2-normalised",
-        "weights_file": BACKBONE_FILE,
-        "dtype": "float16" if half else "float32",
-        "sha256": sha256_of(weights),
-        "checkpoint": str(ckpt),
-        "epoch": state.get("epoch", -1) + 1,
-        "config": state.get("config"),
-        "n_training_identities": len(state.get("label_map", [])),
-        "validation": {k: report.get(k) for k in ("top1", "per_distortion", "source_left_out", "verification", "clean_verification", "n_queries", "n_identities")},
-        # The whole run, not just the epochs up to the one kept (history.json sits beside best.pt).
-        "history": json.loads(run_history.read_text()) if (run_history := Path(ckpt).parent / "history.json").is_file() else state.get("history"),
-        "git_commit": _git_commit(),
-        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **(extra or {}),
-    }
-    (out / MODEL_CARD).write_text(json.dumps(card, indent=2))
+    # The whole run, not just the epochs up to the one kept (history.json sits beside best.pt).
+    run_history = Path(ckpt).parent / "history.json"
+    card = ModelCard(
+        name=out.name,
+        sha256=sha256_of(weights),
+        threshold=threshold_at(report["verification"], DEFAULT_FAR) if "verification" in report else None,
+        weights_file=BACKBONE_FILE,
+        dtype="float16" if half else "float32",
+        checkpoint=str(ckpt),
+        epoch=state.get("epoch", -1) + 1,
+        n_training_identities=len(state.get("label_map", [])),
+        config=state.get("config"),
+        validation={k: report.get(k) for k in REPORT_KEYS},
+        history=json.loads(run_history.read_text()) if run_history.is_file() else state.get("history", []),
+        git_commit=_git_commit(),
+        exported_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    card.write(out)
     return out

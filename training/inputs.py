@@ -13,7 +13,7 @@ import torch
 from facenet_pytorch import InceptionResnetV1
 from torch import nn
 
-from models.faces import standardize
+from core.faces import standardize
 from training.augment import build_augment, synthetic_distortion
 from training.data import trunk_features
 from training.split_backbone import frozen_stages, tail

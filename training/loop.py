@@ -16,8 +16,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from evaluation.facecom import Sample
-from evaluation.run import report_from_embeddings
+from core.dataset import Sample
+from evaluation.metrics import tar_at
+from evaluation.report import report_from_embeddings
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import TrainConfig, as_dict
 from training.data import LabelMap
@@ -35,7 +36,7 @@ def seed_everything(seed: int) -> None:
 
 
 def clean_tar(report: dict) -> float:
-    return report["clean_verification"]["tar@far=0.001"]
+    return tar_at(report["clean_verification"], 1e-3)
 
 
 def validation_score(report: dict) -> float:

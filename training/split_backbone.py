@@ -12,21 +12,21 @@ from torch import nn
 from torch.nn import functional as F
 
 # facenet-pytorch's forward(), in order; the tail ends with the 512-d bottleneck.
-STAGES = (
+LAYERS = (
     "conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a", "conv2d_4b",
     "repeat_1", "mixed_6a", "repeat_2", "mixed_7a", "repeat_3", "block8",
 )
 
 
 def _check(first_trainable: str) -> int:
-    if first_trainable not in STAGES:
-        raise ValueError(f"unknown stage {first_trainable!r}; choose from {', '.join(STAGES)}")
-    return STAGES.index(first_trainable)
+    if first_trainable not in LAYERS:
+        raise ValueError(f"unknown layer {first_trainable!r}; choose from {', '.join(LAYERS)}")
+    return LAYERS.index(first_trainable)
 
 
 def frozen_stages(first_trainable: str) -> tuple[str, ...]:
     """The stages before the cut: frozen, and computed once when features are cached."""
-    return STAGES[: _check(first_trainable)]
+    return LAYERS[: _check(first_trainable)]
 
 
 def trunk(net: InceptionResnetV1, x: torch.Tensor, first_trainable: str) -> torch.Tensor:
@@ -37,7 +37,7 @@ def trunk(net: InceptionResnetV1, x: torch.Tensor, first_trainable: str) -> torc
 
 def tail(net: InceptionResnetV1, x: torch.Tensor, first_trainable: str) -> torch.Tensor:
     """Trunk features → L2-normalised embeddings (what net(x) returns, from the cut on)."""
-    for name in STAGES[_check(first_trainable) :]:
+    for name in LAYERS[_check(first_trainable) :]:
         x = getattr(net, name)(x)
     x = net.avgpool_1a(x)
     x = net.dropout(x)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from collections.abc import Iterator
 
 import torch
 from torch.nn import functional as F
 
-from models.backbone import build_backbone, load_state, resolve_weights
+from core.backbone import build_backbone, load_state, resolve_weights
+from core.constants import EMBEDDING_DIM
 from training.arcface import ArcMarginHead
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
@@ -18,8 +18,6 @@ from training.data import LabelMap, load_crops, split_samples
 from training.inputs import FaceInputs, set_train_mode
 from training.loop import Batch, Run, seed_everything
 from training.split_backbone import freeze_trunk
-
-log = logging.getLogger(__name__)
 
 
 def _common(config: TrainConfig, label_map: LabelMap | None = None):
@@ -40,7 +38,7 @@ def build_stage1(config: TrainConfig) -> Run:
     """Backbone + ArcFace head over all training photos, clean and distorted."""
     device, train, val, label_map, net, trainable, train_in, val_in = _common(config)
     labels = label_map.labels(train)
-    head = ArcMarginHead(512, len(label_map), s=config.arc_s, m=config.arc_m).to(device)
+    head = ArcMarginHead(EMBEDDING_DIM, len(label_map), s=config.arc_s, m=config.arc_m).to(device)
     steps = len(train) // config.batch_size
 
     def batches(epoch: int) -> Iterator[Batch]:
@@ -94,4 +92,4 @@ def build_stage2(config: TrainConfig) -> Run:
     return Run(config, net, None, label_map, loss, batches, steps, val_in.embed_all, val, trainable, lambda: set_train_mode(net))
 
 
-STAGES = {"stage1": build_stage1, "stage2": build_stage2}
+BUILDERS = {"stage1": build_stage1, "stage2": build_stage2}

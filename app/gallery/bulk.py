@@ -1,78 +1,87 @@
-"""Bulk gallery work from the command line: import a folder, re-embed with a new model."""
+"""Bulk gallery work from the command line: import a folder, re-embed with a new model.
+
+Both go through the service's own `Engine` and `Gallery`, built from the same settings, so
+an imported face is detected, chosen, cropped, embedded and indexed as `/enroll` would.
+"""
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
 
-from app.config import get_settings
-from app.engine import FaceCrop
+from app.config import Settings
+from app.engine import Engine
 from app.gallery.gallery import STORE_FILE, Gallery
 from app.gallery.store import NewFace, Store
-from evaluation.facecom import scan
-from models.backbone import load_backbone
-from models.embedder import Embedder
-from models.errors import FaceIdError
-from models.faces import FacePipeline, PipelineConfig
-from models.images import load_image
+from core.dataset import Sample, scan
+from core.errors import FaceIdError
+from core.images import load_image
 
 
-def import_folder(root, batch: int = 32) -> tuple[int, int, list[str]]:
-    """Enrol each identity's clean photos; photos already stored for that person are skipped,
-    so an interrupted import resumes where it stopped."""
-    settings = get_settings()
-    device = settings.resolved_device()
-    backbone = load_backbone(settings.weights, device)
-    gallery = Gallery(settings.data_dir, backbone.model_id, settings.index)
-    gallery.check_usable()
-    pipeline = FacePipeline(PipelineConfig(), device)
-    embedder = Embedder(backbone.net, device, settings.batch_size)
-    clean = [s for s in scan(root) if s.is_clean]
-    todo = [s for s in clean if not gallery.store.has_source(s.identity, s.path.name)]
-    added, refused = 0, []
+@dataclass
+class ImportResult:
+    added: int = 0
+    skipped: int = 0  # already in the gallery
+    refused: list[str] = field(default_factory=list)  # one "<file>: <reason>" per photo
+
+
+def import_folder(settings: Settings, root: Path, batch: int = 32) -> ImportResult:
+    """Enrol each person's clean photos; photos already stored for that person are skipped,
+    so an interrupted import resumes where it stopped. One transaction per batch."""
+    engine = Engine.from_settings(settings)
+    gallery = Gallery.from_settings(settings, engine.model_id)
     try:
+        gallery.check_usable()
+        clean = [s for s in scan(root) if s.is_clean]
+        todo = [s for s in clean if not gallery.store.has_source(s.identity, s.path.name)]
+        result = ImportResult(skipped=len(clean) - len(todo))
         for start in tqdm(range(0, len(todo), batch), desc="import"):
-            chunk = todo[start : start + batch]
-            ready = []
-            for sample in chunk:
-                try:
-                    img = load_image(sample.path, settings.max_pixels)
-                    face = pipeline.single(pipeline.detect_all(img), str(sample.path))
-                    ready.append((sample, FaceCrop(face, pipeline.crop(img, face.box))))
-                except FaceIdError as exc:
-                    refused.append(str(exc))
-            if not ready:
-                continue
-            vectors = embedder.embed(torch.stack([c.crop for _, c in ready]))
-            for (sample, crop), vector in zip(ready, vectors):
-                gallery.enroll(sample.identity, None, [NewFace(sample.path.name, vector, crop.png())])
-                added += 1
+            result.added += _import_batch(engine, gallery, todo[start : start + batch], settings.max_pixels, result.refused)
+        return result
     finally:
         gallery.close()
-    return added, len(clean) - len(todo), refused
 
 
-def reembed() -> int:
+def _import_batch(engine: Engine, gallery: Gallery, samples: list[Sample], max_pixels: int, refused: list[str]) -> int:
+    decoded = []
+    for sample in samples:
+        try:
+            decoded.append((sample, load_image(sample.path, max_pixels)))
+        except FaceIdError as exc:
+            refused.append(str(exc))
+    ready = []
+    for (sample, _), faces in zip(decoded, engine.detect_images([img for _, img in decoded])):
+        try:
+            ready.append((sample, engine.subject(faces, str(sample.path))))
+        except FaceIdError as exc:
+            refused.append(str(exc))
+    if not ready:
+        return 0
+    vectors = engine.embed_blocking([face.crop for _, face in ready])
+    entries = [(s.identity, None, [NewFace(s.path.name, v, face.png())]) for (s, face), v in zip(ready, vectors)]
+    return gallery.enroll_many(entries)
+
+
+def reembed(settings: Settings) -> int:
     """Recompute every stored embedding from its stored face crop with the configured model."""
-    settings = get_settings()
-    device = settings.resolved_device()
-    backbone = load_backbone(settings.weights, device)
+    engine = Engine.from_settings(settings)
     store = Store(settings.data_dir / STORE_FILE)
     try:
-        rows = [(i, png) for i, png in store.crops() if png is not None]
-        if len(rows) != len(store.crops()):
+        rows = store.crops()
+        if any(png is None for _, png in rows):
             raise FaceIdError(str(settings.data_dir), "some faces have no stored crop; re-enrol them from their photos")
-        embedder = Embedder(backbone.net, device, settings.batch_size)
         updates = []
         for start in tqdm(range(0, len(rows), 256), desc="re-embed"):
             chunk = rows[start : start + 256]
             crops = torch.stack([torch.from_numpy(np.array(Image.open(io.BytesIO(png)).convert("RGB"))).permute(2, 0, 1) for _, png in chunk])
-            updates += list(zip([i for i, _ in chunk], embedder.embed(crops)))
-        store.replace_embeddings(updates, backbone.model_id)
+            updates += list(zip([i for i, _ in chunk], engine.embed_blocking(crops)))
+        store.replace_embeddings(updates, engine.model_id)
         return len(updates)
     finally:
         store.close()

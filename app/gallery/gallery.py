@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.config import Settings
 from app.gallery.index import DEFAULT_EF_SEARCH, DEFAULT_HNSW_M, FaceIndex
 from app.gallery.store import NewFace, Person, Store
 
@@ -28,7 +29,8 @@ class Candidate:
 
 class Gallery:
     def __init__(self, data_dir: Path, model_id: str, index_kind: str = "flat", hnsw_m: int = DEFAULT_HNSW_M, ef_search: int = DEFAULT_EF_SEARCH) -> None:
-        self.store = Store(Path(data_dir) / STORE_FILE)
+        self.data_dir = Path(data_dir)
+        self.store = Store(self.data_dir / STORE_FILE)
         self.model_id = model_id
         self._index_args = (index_kind, hnsw_m, ef_search)
         self._lock = threading.RLock()  # FAISS tolerates concurrent searches, not a search during add/remove
@@ -37,6 +39,10 @@ class Gallery:
         self.index = FaceIndex(*self._index_args)
         self.rebuild()
 
+    @classmethod
+    def from_settings(cls, settings: Settings, model_id: str) -> Gallery:
+        return cls(settings.data_dir, model_id, settings.index, settings.hnsw_m, settings.hnsw_ef_search)
+
     def rebuild(self) -> None:
         """Rebuild the index from the store, refusing embeddings from another model."""
         others = {m: n for m, n in self.store.model_ids().items() if m != self.model_id}
@@ -44,7 +50,7 @@ class Gallery:
             found = ", ".join(f"{n} faces from {m}" for m, n in others.items())
             self.mismatch = (
                 f"the gallery holds {found}, but the service runs {self.model_id}; "
-                "re-embed it with: faceid gallery reembed --data-dir <FACEID_DATA_DIR>"
+                f"re-embed it with: faceid gallery reembed --data-dir {self.data_dir}"
             )
         else:
             self.mismatch = None
@@ -69,9 +75,23 @@ class Gallery:
         self.check_usable()
         with self._lock:  # store and index change together, as seen by searches
             person, ids, created = self.store.add_faces(person_id, name, faces, self.model_id)
-            self.index.add(np.array(ids, dtype=np.int64), np.stack([f.embedding for f in faces]))
-            self._person_of.update({i: person_id for i in ids})
+            self._index_new(ids, [person_id] * len(ids), faces)
         return person, len(ids), created
+
+    def enroll_many(self, entries: list[tuple[str, str | None, list[NewFace]]]) -> int:
+        """Several persons' faces in one transaction (bulk import); returns the faces added."""
+        self.check_usable()
+        with self._lock:
+            added = self.store.add_many(entries, self.model_id)
+            ids = [i for new_ids, _ in added for i in new_ids]
+            persons = [person_id for (person_id, _, faces) in entries for _ in faces]
+            self._index_new(ids, persons, [f for _, _, faces in entries for f in faces])
+        return len(ids)
+
+    def _index_new(self, ids: list[int], persons: list[str], faces: list[NewFace]) -> None:
+        if ids:
+            self.index.add(np.array(ids, dtype=np.int64), np.stack([f.embedding for f in faces]))
+            self._person_of.update(zip(ids, persons))
 
     def delete(self, person_id: str) -> bool:
         with self._lock:

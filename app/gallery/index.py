@@ -7,8 +7,7 @@ from typing import Literal
 import faiss
 import numpy as np
 
-from models.embedder import EMBEDDING_DIM
-
+from core.constants import EMBEDDING_DIM
 
 DEFAULT_HNSW_M = 32
 # Recall@1 against the flat index on 100k synthetic 512-d vectors (benchmarks/service.py):

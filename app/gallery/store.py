@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.embedder import EMBEDDING_DIM
+from core.constants import EMBEDDING_DIM
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS persons (
@@ -88,23 +88,31 @@ class Store:
     def add_faces(self, person_id: str, name: str | None, faces: list[NewFace], model_id: str) -> tuple[Person, list[int], bool]:
         """Store a person's new faces in one transaction: all of them or none. Returns
         (person, new face ids, created)."""
-        now = _now()
-        with self._transaction() as cur:
-            created = cur.execute("SELECT 1 FROM persons WHERE person_id = ?", (person_id,)).fetchone() is None
-            if created:
-                cur.execute("INSERT INTO persons VALUES (?, ?, ?)", (person_id, name, now))
-            elif name is not None:
-                cur.execute("UPDATE persons SET name = ? WHERE person_id = ?", (name, person_id))
-            ids = []
-            for face in faces:
-                cur.execute(
-                    "INSERT INTO faces (person_id, source, model_id, embedding, crop, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (person_id, face.source, model_id, _blob(face.embedding), face.crop_png, now),
-                )
-                ids.append(int(cur.lastrowid))
+        ((ids, created),) = self.add_many([(person_id, name, faces)], model_id)
         person = self.get_person(person_id)
         assert person is not None
         return person, ids, created
+
+    def add_many(self, entries: list[tuple[str, str | None, list[NewFace]]], model_id: str) -> list[tuple[list[int], bool]]:
+        """Store several persons' new faces in one transaction; per entry (new face ids, created)."""
+        now = _now()
+        out = []
+        with self._transaction() as cur:
+            for person_id, name, faces in entries:
+                created = cur.execute("SELECT 1 FROM persons WHERE person_id = ?", (person_id,)).fetchone() is None
+                if created:
+                    cur.execute("INSERT INTO persons VALUES (?, ?, ?)", (person_id, name, now))
+                elif name is not None:
+                    cur.execute("UPDATE persons SET name = ? WHERE person_id = ?", (name, person_id))
+                ids = []
+                for face in faces:
+                    cur.execute(
+                        "INSERT INTO faces (person_id, source, model_id, embedding, crop, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                        (person_id, face.source, model_id, _blob(face.embedding), face.crop_png, now),
+                    )
+                    ids.append(int(cur.lastrowid))
+                out.append((ids, created))
+        return out
 
     def get_person(self, person_id: str) -> Person | None:
         with self._lock:

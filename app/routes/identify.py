@@ -10,8 +10,14 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from app.deps import EngineDep, GalleryDep, SettingsDep, require_api_key
 from app.gallery.gallery import Candidate
 from app.routes.uploads import read_limited
-from app.schemas import EmbeddingQuery, EmbeddingResult, FaceResult, IdentifyResponse, Match
-from models.errors import NoFaceFound
+from app.schemas import (
+    EmbeddingQuery,
+    EmbeddingResult,
+    FaceResult,
+    IdentifyResponse,
+    Match,
+)
+from core.errors import NoFaceFound
 
 router = APIRouter(tags=["identify"], dependencies=[Depends(require_api_key)])
 
@@ -35,7 +41,7 @@ async def identify(
     gallery.check_usable()
     source = image.filename or "image"
     data = await read_limited(image, settings.max_upload_bytes)
-    _, faces = await engine.detect(data, source)
+    faces = await engine.detect(data, source)
     if not faces:
         raise NoFaceFound(source, "no face found")
     # Largest faces first: with a cap, the people in front are the ones answered.

@@ -11,7 +11,6 @@ from app.errors import PersonNotFound
 from app.gallery.store import NewFace, Person
 from app.routes.uploads import read_limited
 from app.schemas import PERSON_ID_PATTERN, EnrollResponse, PersonPublic, PersonsPage
-from models.faces import FacePipeline
 
 router = APIRouter(tags=["persons"], dependencies=[Depends(require_api_key)])
 
@@ -37,9 +36,7 @@ async def enroll(
     for upload in images:
         source = upload.filename or "image"
         data = await read_limited(upload, settings.max_upload_bytes)
-        _, faces = await engine.detect(data, source)
-        face = FacePipeline.single([f.face for f in faces], source)
-        crops.append(next(f for f in faces if f.face is face))
+        crops.append(await engine.enrolment_face(data, source))
         sources.append(source)
     vectors = await engine.embed([c.crop for c in crops])
     new = [NewFace(source, vector, crop.png()) for source, vector, crop in zip(sources, vectors, crops)]

@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from models.faces import DetectedFace, FacePipeline
-from models.images import load_image
+from core.constants import CROP_SIZE
+from core.faces import DetectedFace, FacePipeline
+from core.images import load_image
 
 DEFAULT_CACHE_DIR = Path(".cache")
 
@@ -78,4 +79,4 @@ def face_crops(
             face = DetectedFace((0.0, 0.0, float(img.size[0]), float(img.size[1])), None, "whole-image")
         crops.append(pipeline.crop(img, face.box))
         faces.append(face)
-    return torch.stack(crops) if crops else torch.zeros(0, 3, 160, 160, dtype=torch.uint8), faces
+    return torch.stack(crops) if crops else torch.zeros(0, 3, CROP_SIZE, CROP_SIZE, dtype=torch.uint8), faces

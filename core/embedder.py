@@ -7,9 +7,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from models.faces import standardize
-
-EMBEDDING_DIM = 512
+from core.constants import EMBEDDING_DIM
+from core.faces import standardize
 
 
 class Embedder:

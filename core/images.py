@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from models.errors import ImageTooLarge, InvalidImage, UnsupportedFormat
+from core.errors import ImageTooLarge, InvalidImage, UnsupportedFormat
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "MPO"})
 DEFAULT_MAX_PIXELS = 40_000_000

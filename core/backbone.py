@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from facenet_pytorch import InceptionResnetV1
 
-from models.errors import WeightsError
-from models.weights import PRETRAINED_NAMES, ensure_pretrained, sha256_of
-
-MODEL_CARD = "model_card.json"
-BACKBONE_FILE = "backbone.pt"
-SHIPPED_MODEL = Path(__file__).resolve().parent / "facecom-ft"
+from core.errors import WeightsError
+from core.model_card import ModelCard, ModelCardError, is_model_folder
+from core.paths import shipped_model
+from core.weights import PRETRAINED_NAMES, WeightsNote, ensure_pretrained, sha256_of
 
 
 def resolve_device(choice: str = "auto") -> str:
@@ -30,23 +27,20 @@ def resolve_device(choice: str = "auto") -> str:
 
 def default_weights() -> str:
     """The shipped fine-tuned model when present, else the pretrained CASIA-WebFace backbone."""
-    return str(SHIPPED_MODEL) if (SHIPPED_MODEL / MODEL_CARD).is_file() else "casia-webface"
+    shipped = shipped_model()
+    return str(shipped) if is_model_folder(shipped) else "casia-webface"
 
 
 # Cosine thresholds at FAR 1e-3 on clean-vs-distorted pairs of the validation identities
-# (`faceid evaluate`, verification["threshold@far=0.001"]); exported models carry their own.
-# Only measured values belong here; other backbones fall back to casia-webface's.
+# (`faceid evaluate`); exported models carry their own in their card. Only measured values
+# belong here; other backbones fall back to casia-webface's.
 PRETRAINED_THRESHOLDS = {"casia-webface": 0.523}
 
 
 def model_threshold(source: str) -> float:
     """The default 'unknown' threshold for a backbone: from its model card, else the table above."""
-    card_path = Path(source) / MODEL_CARD
-    if card_path.is_file():
-        card = json.loads(card_path.read_text())
-        threshold = (card.get("validation") or {}).get("verification", {}).get("threshold@far=0.001")
-        if threshold is not None:
-            return float(threshold)
+    if is_model_folder(Path(source)) and (threshold := ModelCard.read(Path(source)).threshold) is not None:
+        return threshold
     return PRETRAINED_THRESHOLDS.get(source, PRETRAINED_THRESHOLDS["casia-webface"])
 
 
@@ -61,14 +55,14 @@ def resolve_weights(source: str) -> tuple[Path, str | None]:
     """Map a weights source to (state file, expected sha256 or None)."""
     if source in PRETRAINED_NAMES:
         path = ensure_pretrained(source)
-        return path, json.loads(path.with_suffix(".json").read_text())["sha256"]
+        return path, WeightsNote.read(path).sha256
     path = Path(source)
     if path.is_dir():
-        card_path = path / MODEL_CARD
-        if not card_path.is_file():
-            raise WeightsError(source, f"folder has no {MODEL_CARD}")
-        card = json.loads(card_path.read_text())
-        return path / card.get("weights_file", BACKBONE_FILE), card.get("sha256")
+        try:
+            card = ModelCard.read(path)
+        except ModelCardError as exc:
+            raise WeightsError(source, str(exc)) from exc
+        return path / card.weights_file, card.sha256
     if path.is_file():
         return path, None
     choices = ", ".join(PRETRAINED_NAMES)

@@ -18,7 +18,7 @@ import torch
 from facenet_pytorch import InceptionResnetV1
 from torch import nn
 
-from models.errors import WeightsError
+from core.errors import WeightsError
 
 BN_EPS = 1e-3  # facenet-pytorch's BatchNorm eps, the same as Sandberg's
 

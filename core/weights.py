@@ -1,23 +1,49 @@
-"""Pretrained FaceNet weights under models/pretrained/, obtained online or converted offline."""
+"""Pretrained FaceNet weights in the models cache (`models/pretrained/`), obtained online or converted offline."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from models.errors import WeightsError
+from core.errors import WeightsError
+from core.paths import pretrained_dir
 
 log = logging.getLogger(__name__)
 
-PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 PRETRAINED_NAMES = ("casia-webface", "vggface2")
 DOWNLOAD_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class WeightsNote:
+    """Written beside each pretrained state_dict: where it came from and its digest."""
+
+    name: str
+    source: str
+    sha256: str
+
+    @staticmethod
+    def path_for(weights: Path) -> Path:
+        return Path(weights).with_suffix(".json")
+
+    @classmethod
+    def read(cls, weights: Path) -> WeightsNote:
+        path = cls.path_for(weights)
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise WeightsError(str(path), f"unreadable weights note ({exc}); delete it and run faceid weights") from exc
+
+    def write(self, weights: Path) -> None:
+        self.path_for(weights).write_text(json.dumps(dataclasses.asdict(self), indent=2))
 
 
 def sha256_of(path: Path) -> str:
@@ -43,7 +69,7 @@ def _download(name: str) -> dict[str, torch.Tensor]:
 
 
 def _convert_sandberg() -> dict[str, torch.Tensor]:
-    from models.convert_sandberg import convert
+    from core.convert_sandberg import convert
 
     return convert()
 
@@ -55,7 +81,7 @@ def _sources(name: str) -> list[tuple[str, Callable[[], dict[str, torch.Tensor]]
     return sources
 
 
-def ensure_pretrained(name: str, cache_dir: Path = PRETRAINED_DIR, offline: bool = False) -> Path:
+def ensure_pretrained(name: str, cache_dir: Path | None = None, offline: bool = False) -> Path:
     """Return the path of `name`'s state_dict, producing it on first use.
 
     Each source is tried in order; the first that works is saved with a JSON note of its
@@ -63,8 +89,9 @@ def ensure_pretrained(name: str, cache_dir: Path = PRETRAINED_DIR, offline: bool
     """
     if name not in PRETRAINED_NAMES:
         raise WeightsError(name, f"unknown pretrained name; choose from {', '.join(PRETRAINED_NAMES)}")
+    cache_dir = cache_dir or pretrained_dir()
     path = cache_dir / f"{name}.pt"
-    if path.is_file() and path.with_suffix(".json").is_file():
+    if path.is_file() and WeightsNote.path_for(path).is_file():
         return path
     cache_dir.mkdir(parents=True, exist_ok=True)
     failures = []
@@ -82,7 +109,6 @@ def ensure_pretrained(name: str, cache_dir: Path = PRETRAINED_DIR, offline: bool
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(path)
-        note = {"name": name, "source": label, "sha256": sha256_of(path)}
-        path.with_suffix(".json").write_text(json.dumps(note, indent=2))
+        WeightsNote(name, label, sha256_of(path)).write(path)
         return path
     raise WeightsError(name, "no source worked: " + "; ".join(failures))

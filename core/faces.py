@@ -9,7 +9,7 @@ records which of these paths found it, so evaluation can score each path.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -17,9 +17,8 @@ import torch
 from facenet_pytorch import MTCNN
 from PIL import Image, ImageFilter, ImageOps
 
-from models.errors import NoFaceFound, TooManyFaces
-
-CROP_SIZE = 160
+from core.constants import CROP_SIZE
+from core.errors import NoFaceFound, TooManyFaces
 
 DetectionPath = Literal["direct", "equalized", "denoised", "darkened", "fallback", "whole-image"]
 
@@ -53,6 +52,13 @@ class PipelineConfig:
     fallback_box: tuple[float, float, float, float] = (0.32, 0.27, 0.70, 0.75)
     retry_enhanced: bool = True
     use_fallback: bool = False  # only for inputs known to be face photos
+
+
+# The service's detection: nothing but what is in the photo.
+SERVICE_PIPELINE = PipelineConfig()
+# Data sets of face photos (FACECOM and the like) take the fallback box where MTCNN finds
+# nothing; training and `faceid evaluate` both use this configuration.
+DATASET_PIPELINE = replace(SERVICE_PIPELINE, use_fallback=True)
 
 
 @dataclass(frozen=True)

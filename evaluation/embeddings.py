@@ -1,0 +1,55 @@
+"""Embeddings of a data set's samples, cached on disk by file content, pipeline and model."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from core.crop_cache import DEFAULT_CACHE_DIR, content_key, face_crops, pipeline_key
+from core.dataset import Sample
+from core.embedder import Embedder
+from core.faces import DetectedFace, FacePipeline
+
+
+class EmbeddingCache:
+    """Embeddings on disk keyed by (file content, pipeline config, model id), so reruns are fast."""
+
+    def __init__(self, cache_dir: Path, pipeline: FacePipeline, model_id: str) -> None:
+        key = hashlib.sha1(f"{pipeline_key(pipeline)}|{model_id}".encode()).hexdigest()[:16]
+        self.path = Path(cache_dir) / "embeddings" / f"{key}.npz"
+
+    def load(self) -> dict[str, np.ndarray]:
+        if not self.path.is_file():
+            return {}
+        with np.load(self.path) as data:
+            return dict(zip(data["keys"].tolist(), data["vectors"]))
+
+    def save(self, entries: dict[str, np.ndarray]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp.npz")
+        np.savez(tmp, keys=np.array(list(entries)), vectors=np.stack(list(entries.values())))
+        tmp.replace(self.path)
+
+
+def embed_samples(
+    samples: Sequence[Sample],
+    pipeline: FacePipeline,
+    embedder: Embedder,
+    model_id: str,
+    cache_dir: Path = DEFAULT_CACHE_DIR,
+    progress: bool = True,
+) -> tuple[np.ndarray, list[DetectedFace]]:
+    paths = [s.path for s in samples]
+    keys = [content_key(p) for p in paths]
+    crops, faces = face_crops(paths, pipeline, cache_dir, progress=progress, keys=keys)
+    cache = EmbeddingCache(cache_dir, pipeline, model_id)
+    stored = cache.load()
+    missing = [i for i, k in enumerate(keys) if k not in stored]
+    if missing:
+        vectors = embedder.embed(crops[missing], progress=progress)
+        stored.update({keys[i]: v for i, v in zip(missing, vectors)})
+        cache.save(stored)
+    return np.stack([stored[k] for k in keys]), faces

@@ -1,0 +1,44 @@
+"""Evaluate a backbone on a data set by gallery retrieval: the work behind `faceid evaluate`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from core.backbone import load_backbone, resolve_device
+from core.dataset import read_split, scan
+from core.embedder import Embedder
+from core.faces import DATASET_PIPELINE, FacePipeline
+from evaluation.embeddings import embed_samples
+from evaluation.report import report_from_embeddings
+
+
+@dataclass(frozen=True)
+class EvaluationRun:
+    data: Path
+    split: Path | None = None  # evaluate only these identities
+    weights: str | None = None  # default: the service's backbone
+    cache_dir: Path = Path(".cache")
+    use_fallback: bool = True
+    retry_enhanced: bool = True
+    device: str = "auto"
+    plots: Path | None = None
+
+
+def evaluate(run: EvaluationRun) -> dict:
+    """The report (see `report_from_embeddings`) plus what produced it; plots if asked."""
+    samples = scan(run.data, read_split(run.split) if run.split else None)
+    device = resolve_device(run.device)
+    backbone = load_backbone(run.weights, device)
+    config = replace(DATASET_PIPELINE, use_fallback=run.use_fallback, retry_enhanced=run.retry_enhanced)
+    pipeline = FacePipeline(config, device)
+    embeddings, faces = embed_samples(samples, pipeline, Embedder(backbone.net, device), backbone.model_id, run.cache_dir)
+    report = report_from_embeddings(samples, embeddings, faces)
+    report["weights"] = backbone.source
+    report["model_id"] = backbone.model_id
+    report["pipeline"] = {"use_fallback": config.use_fallback, "retry_enhanced": config.retry_enhanced}
+    if run.plots:
+        from evaluation.plots import write_all
+
+        write_all(report, embeddings, [s.identity for s in samples], [s.is_clean for s in samples], run.plots)
+    return report

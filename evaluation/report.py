@@ -1,0 +1,45 @@
+"""Scoring a data set's embeddings: gallery retrieval, verification, and the detection paths."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+
+from core.dataset import Sample
+from core.faces import DetectedFace
+from evaluation.metrics import retrieval_report, templates, top1
+
+
+def report_from_embeddings(samples: Sequence[Sample], embeddings: np.ndarray, faces: Sequence[DetectedFace] | None = None) -> dict:
+    """Score embeddings of `samples`; the same function serves `faceid evaluate` and training's validation."""
+    clean = np.array([s.is_clean for s in samples])
+    queries = ~clean
+    pick = lambda mask, attr: [getattr(s, attr) for s, m in zip(samples, mask) if m]  # noqa: E731
+    report = retrieval_report(
+        embeddings[clean], pick(clean, "identity"), pick(clean, "source"),
+        embeddings[queries], pick(queries, "identity"), pick(queries, "kind"), pick(queries, "source"),
+    )
+    if faces is not None:
+        report["detection"] = detection_report(samples, faces, embeddings)
+    return report
+
+
+def detection_report(samples: Sequence[Sample], faces: Sequence[DetectedFace], embeddings: np.ndarray) -> dict:
+    """How often each detection path was taken, and what queries found by each path score."""
+    counts = Counter(f.path for f in faces)
+    clean = np.array([s.is_clean for s in samples])
+    tmpl, names = templates(embeddings[clean], [s.identity for s in samples if s.is_clean])
+    q_idx = np.flatnonzero(~clean)
+    hits = top1(embeddings[q_idx] @ tmpl.T, names, [samples[i].identity for i in q_idx])
+    by_path: dict[str, list[bool]] = defaultdict(list)
+    by_path_kind: dict[str, Counter] = defaultdict(Counter)
+    for i, hit in zip(q_idx, hits):
+        by_path[faces[i].path].append(bool(hit))
+        by_path_kind[faces[i].path][samples[i].kind] += 1
+    return {
+        "counts": dict(counts),
+        "query_top1_by_path": {p: float(np.mean(v)) for p, v in by_path.items()},
+        "query_kinds_by_path": {p: dict(c) for p, c in by_path_kind.items()},
+    }

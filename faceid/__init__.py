@@ -1,0 +1,1 @@
+"""The `faceid` command: the top of the project, over app/, training/ and evaluation/."""

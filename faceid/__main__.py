@@ -1,0 +1,5 @@
+import sys
+
+from faceid.cli import main
+
+sys.exit(main())
