@@ -1,18 +1,22 @@
 # syntax=docker/dockerfile:1
-# Multi-stage: the builder installs into a venv and converts the pretrained weights;
-# the runtime image carries only the venv, the code and the weights, and runs as non-root.
+# Multi-stage: the builder installs the wheel (code, shipped model, splits, configs) into a
+# venv and converts the pretrained weights; the runtime image carries only that venv and runs
+# as non-root. No source tree is needed at run time: the package finds its own models.
 FROM python:3.11-slim AS builder
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-WORKDIR /app
+WORKDIR /src
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
+COPY core ./core
 COPY app ./app
-COPY models ./models
 COPY evaluation ./evaluation
 COPY training ./training
+COPY faceid ./faceid
+COPY models ./models
 RUN pip install '.[convert]'
-# Weights are obtained at build time (download, or the offline conversion), never at run time.
+# Pretrained weights are obtained at build time (download, or the offline conversion), never
+# at run time; the shipped fine-tuned model is already inside the installed package.
 RUN faceid weights
 
 FROM python:3.11-slim AS runtime
@@ -22,9 +26,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     FACEID_DATA_DIR=/data
 COPY --from=builder /opt/venv /opt/venv
-COPY --from=builder --chown=faceid /app /app
-WORKDIR /app
-RUN mkdir -p /data && chown faceid /data
+# Named volumes (gallery, training runs, exported models) inherit these owners.
+RUN mkdir -p /data /work/runs /models && chown faceid /data /work /work/runs /models
+WORKDIR /work
 USER faceid
 VOLUME ["/data"]
 EXPOSE 8000
