@@ -14,7 +14,7 @@ COPY evaluation ./evaluation
 COPY training ./training
 COPY faceid ./faceid
 COPY models ./models
-RUN pip install '.[convert]'
+RUN pip install '.[convert,train]'
 # Pretrained weights are obtained at build time (download, or the offline conversion), never
 # at run time; the shipped fine-tuned model is already inside the installed package.
 RUN faceid weights

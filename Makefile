@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade --quiet pip
-	$(BIN)/pip install --quiet -e '.[convert,dev]'
+	$(BIN)/pip install --quiet -e '.[convert,train,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

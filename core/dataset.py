@@ -25,7 +25,8 @@ DISTORTION_DIR = "distortion"
 SPLIT_DIRS = ("train", "val", "test")
 GALLERY_DIR, QUERIES_DIR = "gallery", "queries"
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
-DEFAULT_VAL_SPLIT = SPLITS_DIR / "facecom_val_identities.txt"
+DEFAULT_VAL_SPLIT = SPLITS_DIR / "facecom_val_identities.txt"  # choices are made on these people
+DEFAULT_TEST_SPLIT = SPLITS_DIR / "facecom_test_identities.txt"  # final figures, no choice made on them
 LAYOUT_HELP = (
     "expected <person>/<photo>.jpg with <person>/distortion/<photo>_<kind>.jpg (FACECOM), "
     "<person>/clean/ and <person>/distortion/ (optionally under train/ val/ test/), "
@@ -144,9 +145,10 @@ def _check_root(root: Path) -> Path:
     return root
 
 
-def split_identities(root: Path, n_val: int, seed: int = 0) -> list[str]:
-    """A seeded choice of validation identities: people the model is never trained on."""
-    ids = identities(root)
+def split_identities(root: Path, n_val: int, seed: int = 0, exclude: set[str] | None = None) -> list[str]:
+    """A seeded choice of held-out identities (people the model is never trained on), drawn
+    from those not in `exclude` (e.g. a test split drawn beside the validation split)."""
+    ids = [i for i in identities(root) if i not in (exclude or set())]
     if n_val >= len(ids):
         raise LayoutError(f"{root}: {len(ids)} identities, cannot hold out {n_val}")
     return sorted(random.Random(seed).sample(ids, n_val))

@@ -33,7 +33,8 @@ def config_for(facecom_dir, tmp_path):
 
     def make(stage, out, **extra):
         sets = [f"data={facecom_dir}", f"val_split={split}", f"out_dir={tmp_path / out}", f"cache_dir={tmp_path / 'cache'}",
-                "batch_size=8", "epochs=3", "lr=0.01", "warmup_epochs=0", "patience=10", "device=cpu", f"stage={stage}"]
+                "batch_size=8", "epochs=3", "lr=0.01", "warmup_epochs=0", "patience=10", "device=cpu", f"stage={stage}",
+                "first_trainable=repeat_3"]  # the frozen-trunk path, fast; the whole network is tested below
         return load_config(None, sets + [f"{k}={v}" for k, v in extra.items()])
 
     return make
@@ -50,6 +51,21 @@ def test_stage1_loss_falls_and_best_checkpoint_is_kept(config_for):
     for key in ("backbone", "head", "optimizer", "scheduler", "scaler", "epoch", "config"):
         assert key in state
     assert (config.out_dir / "history.png").is_file()
+
+
+@pytest.mark.parametrize(("channels_last", "bf16"), [(True, True), (True, False), (False, True)])
+def test_whole_network_trains_on_cpu(config_for, channels_last, bf16):
+    """The default schedule: every layer trains, with fresh distortions, in bf16 or fp32."""
+    config = config_for("stage1", f"full-{channels_last}-{bf16}", first_trainable="conv2d_1a", cpu_bf16=str(bf16),
+                        channels_last=str(channels_last), backbone_lr_mult=0.01, synthetic_share=0.5, epochs=4)
+    run = build_stage1(config)
+    assert all(p.requires_grad for p in run.net.parameters())
+    assert run.net.conv2d_1a.conv.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+    start = {k: v.clone() for k, v in run.net.state_dict().items()}
+    fit(run)
+    history = json.loads((config.out_dir / "history.json").read_text())
+    assert history[-1]["loss"] < history[1]["loss"]
+    assert not torch.equal(run.net.conv2d_1a.conv.weight, start["conv2d_1a.conv.weight"])  # the stem trained too
 
 
 def test_resume_reproduces_an_uninterrupted_run(config_for):

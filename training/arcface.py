@@ -28,6 +28,11 @@ class ArcMarginHead(nn.Module):
         self.fallback = math.sin(math.pi - m) * m
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # The margin is a small angle: cosines in bf16/fp16 (3 significant digits) would blur it.
+        with torch.autocast(embeddings.device.type, enabled=False):
+            return self._logits(embeddings, labels)
+
+    def _logits(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         cos = F.linear(F.normalize(embeddings.float()), F.normalize(self.weight.float())).clamp(-1.0, 1.0)
         target = cos.gather(1, labels[:, None])
         sin = torch.sqrt((1.0 - target * target).clamp(min=1e-7))

@@ -37,11 +37,15 @@ class LabelMap:
         return torch.tensor([index[s.identity] for s in samples])
 
 
-def split_samples(data: Path, val_split: Path) -> tuple[list[Sample], list[Sample]]:
-    """(train, validation) samples; the validation identities are never trained on."""
+def split_samples(data: Path, val_split: Path, test_split: Path | None = None) -> tuple[list[Sample], list[Sample]]:
+    """(train, validation) samples. Validation identities choose checkpoints; test identities
+    (if a split is given) are neither trained on nor looked at, so final figures stay honest."""
     val_ids = read_split(val_split)
+    test_ids = read_split(test_split) if test_split is not None else set()
+    if overlap := val_ids & test_ids:
+        raise ValueError(f"{val_split} and {test_split} share identities, e.g. {sorted(overlap)[:3]}")
     samples = scan(data)
-    train = [s for s in samples if s.identity not in val_ids]
+    train = [s for s in samples if s.identity not in val_ids | test_ids]
     val = [s for s in samples if s.identity in val_ids]
     if not val:
         raise ValueError(f"{val_split}: none of its identities are in {data}")

@@ -1,7 +1,8 @@
 """Sample indices → embeddings through the network being trained.
 
 With a frozen trunk the trunk's features are computed once and cached, and each step runs
-only the tail; with nothing frozen each step runs the whole network on augmented crops.
+only the tail. With nothing frozen each step runs the whole network on augmented crops, and
+clean crops are replaced at random by fresh synthetic distortions of themselves.
 """
 
 from __future__ import annotations
@@ -12,35 +13,57 @@ import numpy as np
 import torch
 from facenet_pytorch import InceptionResnetV1
 from torch import nn
+from torchvision.transforms import v2
 
+from core.constants import CROP_SIZE
 from core.faces import standardize
-from training.augment import build_augment, synthetic_distortion
 from training.data import trunk_features
+from training.distortions import SyntheticDistortions
 from training.split_backbone import frozen_stages, tail
+
+
+def build_augment() -> v2.Compose:
+    """Geometry and mild photometry; the distortions themselves come from `SyntheticDistortions`."""
+    return v2.Compose([
+        v2.RandomHorizontalFlip(),
+        v2.RandomResizedCrop(CROP_SIZE, scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True),
+        v2.RandomApply([v2.ColorJitter(0.2, 0.2, 0.2, 0.03)], p=0.3),
+    ])
 
 
 class FaceInputs:
     def __init__(
-        self, net: InceptionResnetV1, crops: torch.Tensor, first_trainable: str, cache_dir: Path, device: str, augment: bool
+        self, net: InceptionResnetV1, crops: torch.Tensor, clean: torch.Tensor, first_trainable: str, cache_dir: Path,
+        device: str, augment: bool, seed: int = 0, synthetic_share: float = 0.5, channels_last: bool = False,
     ) -> None:
         self.net, self.first_trainable, self.device = net, first_trainable, device
         self.cached = bool(frozen_stages(first_trainable))
         self.data = trunk_features(net, crops, first_trainable, cache_dir, device) if self.cached else crops
-        self.augment = build_augment() if augment and not self.cached else None
+        self.clean = clean.numpy().astype(bool)
+        trains_trunk = augment and not self.cached
+        self.augment = build_augment() if trains_trunk else None
+        self.distort = SyntheticDistortions(seed, synthetic_share) if trains_trunk and synthetic_share > 0 else None
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __len__(self) -> int:
         return len(self.data)
 
-    def embed(self, idx: torch.Tensor, train: bool) -> torch.Tensor:
+    def embed(self, idx: torch.Tensor, train: bool, distort_share: float | None = None) -> torch.Tensor:
+        """Embeddings of samples `idx`. In training they are augmented, and clean ones are
+        distorted afresh with probability `distort_share` (default: the configured share)."""
         x = self.data[idx]
         if self.cached:
             return tail(self.net, x.to(self.device).float(), self.first_trainable)
+        if train and self.distort is not None and distort_share != 0:
+            hwc = x.permute(0, 2, 3, 1).numpy()
+            x = torch.from_numpy(self.distort(hwc, self.clean[idx.numpy()], distort_share)).permute(0, 3, 1, 2)
         if train and self.augment is not None:
-            x = self.augment(synthetic_distortion(x))
-        return tail(self.net, standardize(x.to(self.device)), self.first_trainable)
+            x = self.augment(x)
+        x = standardize(x.to(self.device)).contiguous(memory_format=self.memory_format)
+        return tail(self.net, x, self.first_trainable)
 
     @torch.inference_mode()
-    def embed_all(self, batch_size: int = 256) -> np.ndarray:
+    def embed_all(self, batch_size: int = 128) -> np.ndarray:
         out = [self.embed(torch.arange(s, min(s + batch_size, len(self))), train=False) for s in range(0, len(self), batch_size)]
         return torch.cat(out).float().cpu().numpy()
 

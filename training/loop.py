@@ -95,10 +95,12 @@ def fit(run: Run, resume: bool = False) -> Path:
     """Train; return the path of the best checkpoint (by `validation_score`)."""
     c = run.config
     device = c.resolved_device()
-    use_amp = c.amp and device == "cuda"
+    # CUDA: fp16 with loss scaling. CPU: bf16, whose fp32-sized exponent needs no scaler.
+    use_amp = c.amp if device == "cuda" else c.cpu_bf16
+    amp_dtype = torch.float16 if device == "cuda" else torch.bfloat16
     optimizer = _optimizer(run)
     scheduler = _scheduler(optimizer, c, run.steps_per_epoch)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and device == "cuda")
     out = Path(c.out_dir)
     start_epoch, best, stale = 0, -1.0, 0
 
@@ -137,7 +139,7 @@ def fit(run: Run, resume: bool = False) -> Path:
         losses = []
         bar = tqdm(run.batches(epoch), total=run.steps_per_epoch, desc=f"{c.stage} epoch {epoch + 1}/{c.epochs}")
         for batch in bar:
-            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+            with torch.autocast(device, dtype=amp_dtype, enabled=use_amp):
                 loss = run.loss(batch)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

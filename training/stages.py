@@ -23,15 +23,29 @@ from training.split_backbone import freeze_trunk
 def _common(config: TrainConfig, label_map: LabelMap | None = None):
     seed_everything(config.seed)
     device = config.resolved_device()
-    train, val = split_samples(config.data, config.val_split)
+    train, val = split_samples(config.data, config.val_split, config.test_split)
     label_map = label_map or LabelMap.from_samples(train)
     path, expected = resolve_weights(config.init)
     net = build_backbone(load_state(path, expected)).to(device)
+    if config.channels_last:
+        net = net.to(memory_format=torch.channels_last)  # the faster convolution layout on CPU (and tensor cores)
     trainable = freeze_trunk(net, config.first_trainable)
-    make = lambda samples, augment: FaceInputs(  # noqa: E731
-        net, load_crops(samples, config.cache_dir, device), config.first_trainable, config.cache_dir, device, augment
-    )
+
+    def make(samples: list, augment: bool) -> FaceInputs:
+        return FaceInputs(
+            net, load_crops(samples, config.cache_dir, device), torch.tensor([s.is_clean for s in samples]),
+            config.first_trainable, config.cache_dir, device, augment, seed=config.seed,
+            synthetic_share=config.synthetic_share, channels_last=config.channels_last,
+        )
+
     return device, train, val, label_map, net, trainable, make(train, config.augment), make(val, False)
+
+
+def _steps(n: int, config: TrainConfig) -> int:
+    """Steps per epoch: one pass over `n` samples, or fewer where the config caps an epoch
+    (shorter epochs validate, checkpoint and early-stop more often on a slow machine)."""
+    full = n // config.batch_size
+    return min(full, config.steps_per_epoch) if config.steps_per_epoch > 0 else full
 
 
 def build_stage1(config: TrainConfig) -> Run:
@@ -39,7 +53,7 @@ def build_stage1(config: TrainConfig) -> Run:
     device, train, val, label_map, net, trainable, train_in, val_in = _common(config)
     labels = label_map.labels(train)
     head = ArcMarginHead(EMBEDDING_DIM, len(label_map), s=config.arc_s, m=config.arc_m).to(device)
-    steps = len(train) // config.batch_size
+    steps = _steps(len(train), config)
 
     def batches(epoch: int) -> Iterator[Batch]:
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed + epoch))
@@ -59,7 +73,10 @@ def build_stage1(config: TrainConfig) -> Run:
 
 
 def build_stage2(config: TrainConfig) -> Run:
-    """(clean anchor, distorted positive of the same person, hardest in-batch negative of another)."""
+    """(clean anchor, distorted positive of the same person, hardest in-batch negative of another).
+
+    The positive is one of the data set's distorted photos or, for a `synthetic_share` of
+    them when the whole network trains, a fresh synthetic distortion of the anchor photo."""
     label_map = None
     if config.init.endswith(".pt") and "label_map" in (ckpt := load_checkpoint(config.init)):
         label_map = LabelMap(tuple(ckpt["label_map"]))  # the stage-1 mapping, never rebuilt
@@ -71,7 +88,7 @@ def build_stage2(config: TrainConfig) -> Run:
             clean_of[s.identity].append(i)
     distorted = torch.tensor([i for i, s in enumerate(train) if not s.is_clean])
     criterion = ContrastiveLoss(config.margin)
-    steps = len(distorted) // config.batch_size
+    steps = _steps(len(distorted), config)
 
     def batches(epoch: int) -> Iterator[Batch]:
         g = torch.Generator().manual_seed(config.seed + epoch)
@@ -81,11 +98,15 @@ def build_stage2(config: TrainConfig) -> Run:
             anchors = torch.tensor([
                 (c := clean_of[train[int(p)].identity])[int(torch.randint(len(c), (1,), generator=g))] for p in pos
             ])
-            yield {"anchor": anchors, "positive": pos, "labels": labels[pos]}
+            labels_pos = labels[pos]
+            if train_in.distort is not None:
+                synthetic = torch.rand(len(pos), generator=g) < config.synthetic_share
+                pos = torch.where(synthetic, anchors, pos)
+            yield {"anchor": anchors, "positive": pos, "labels": labels_pos}
 
     def loss(batch: Batch) -> torch.Tensor:
-        a = train_in.embed(batch["anchor"], train=True)
-        p = train_in.embed(batch["positive"], train=True)
+        a = train_in.embed(batch["anchor"], train=True, distort_share=0.0)  # the anchor is the clean photo
+        p = train_in.embed(batch["positive"], train=True, distort_share=1.0)  # clean positives: always distorted
         lab = batch["labels"].to(device)
         return criterion(a, p, hardest_negatives(a, p, lab, lab))
 
