@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from core.backbone import load_backbone, resolve_device
+from core.backbone import load_backbone, model_threshold, resolve_device
 from core.dataset import read_split, scan
 from core.embedder import Embedder
 from core.faces import DATASET_PIPELINE, FacePipeline
@@ -23,6 +23,7 @@ class EvaluationRun:
     retry_enhanced: bool = True
     device: str = "auto"
     plots: Path | None = None
+    threshold: float | None = None  # for the open-set figures; default: the service's for this model
 
 
 def evaluate(run: EvaluationRun) -> dict:
@@ -33,7 +34,8 @@ def evaluate(run: EvaluationRun) -> dict:
     config = replace(DATASET_PIPELINE, use_fallback=run.use_fallback, retry_enhanced=run.retry_enhanced)
     pipeline = FacePipeline(config, device)
     embeddings, faces = embed_samples(samples, pipeline, Embedder(backbone.net, device), backbone.model_id, run.cache_dir)
-    report = report_from_embeddings(samples, embeddings, faces)
+    threshold = run.threshold if run.threshold is not None else model_threshold(backbone.source)
+    report = report_from_embeddings(samples, embeddings, faces, threshold)
     report["weights"] = backbone.source
     report["model_id"] = backbone.model_id
     report["pipeline"] = {"use_fallback": config.use_fallback, "retry_enhanced": config.retry_enhanced}

@@ -9,11 +9,16 @@ import numpy as np
 
 from core.dataset import Sample
 from core.faces import DetectedFace
+from evaluation import detection, open_set
 from evaluation.metrics import retrieval_report, templates, top1
 
 
-def report_from_embeddings(samples: Sequence[Sample], embeddings: np.ndarray, faces: Sequence[DetectedFace] | None = None) -> dict:
-    """Score embeddings of `samples`; the same function serves `faceid evaluate` and training's validation."""
+def report_from_embeddings(
+    samples: Sequence[Sample], embeddings: np.ndarray, faces: Sequence[DetectedFace] | None = None, threshold: float | None = None,
+) -> dict:
+    """Score embeddings of `samples`; the same function serves `faceid evaluate` and training's
+    validation. With the detected faces: detection recall, and (given the service's
+    `threshold`) the open-set figures of what the service would answer."""
     clean = np.array([s.is_clean for s in samples])
     queries = ~clean
     pick = lambda mask, attr: [getattr(s, attr) for s, m in zip(samples, mask) if m]  # noqa: E731
@@ -23,6 +28,12 @@ def report_from_embeddings(samples: Sequence[Sample], embeddings: np.ndarray, fa
     )
     if faces is not None:
         report["detection"] = detection_report(samples, faces, embeddings)
+        report["detection_recall"] = detection.recall(samples, faces)
+        if threshold is not None:
+            report["open_set"] = open_set.report(
+                embeddings[clean], pick(clean, "identity"), embeddings[queries], pick(queries, "identity"),
+                pick(queries, "kind"), [detection.detected(f) for f, q in zip(faces, queries) if q], threshold,
+            )
     return report
 
 

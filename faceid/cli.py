@@ -30,7 +30,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     report = evaluate(EvaluationRun(
         data=args.data, split=args.split, weights=args.weights, cache_dir=args.cache, use_fallback=not args.no_fallback,
-        retry_enhanced=not args.no_retry, device=args.device, plots=args.plots,
+        retry_enhanced=not args.no_retry, device=args.device, plots=args.plots, threshold=args.threshold,
     ))
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(report, indent=2))
@@ -38,15 +38,23 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"top-1 {report['top1']:.4f} over {report['n_queries']} queries, {report['n_identities']} identities")
     print(f"per distortion: {per}")
     print(f"source left out: {report['source_left_out']['top1']:.4f} ({report['source_left_out']['n_queries']} queries)")
+    recall = ", ".join(f"{k} {v['found']:.3f}" for k, v in report["detection_recall"].items())
+    print(f"detection recall (IoU >= 0.5 with the clean photo's face): {recall}")
+    o = report["open_set"]
+    print(f"as the service answers (threshold {o['threshold']:.3f}): {o['overall']['named_correctly']:.3f} named correctly, "
+          f"{o['overall']['strangers_named']:.3f} of strangers named; {o['target_stranger_rate']:.0%} of strangers at threshold "
+          f"{o['threshold_for_target']:.3f}")
     print(f"report: {args.report}")
     return 0
 
 
 def _split(args: argparse.Namespace) -> int:
-    from core.dataset import split_identities, write_split
+    from core.dataset import read_split, split_identities, write_split
 
-    ids = split_identities(args.data, args.n_val, args.seed)
-    write_split(args.out, ids, f"{len(ids)} validation identities, seed {args.seed}, from {args.data.name}")
+    exclude = read_split(args.exclude) if args.exclude else None
+    ids = split_identities(args.data, args.n_val, args.seed, exclude)
+    note = f", none of {args.exclude.name}" if args.exclude else ""
+    write_split(args.out, ids, f"{len(ids)} held-out identities, seed {args.seed}, from {args.data.name}{note}")
     print(f"wrote {len(ids)} identities to {args.out}")
     return 0
 
@@ -126,12 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fallback", action="store_true", help="no fallback box for images without a detected face")
     p.add_argument("--no-retry", action="store_true", help="no detection retries on enhanced copies")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threshold", type=float, default=None, help="for the open-set figures (default: the service's for the model)")
     p.set_defaults(func=_evaluate)
 
-    p = sub.add_parser("split", help="write a seeded list of validation identities")
+    p = sub.add_parser("split", help="write a seeded list of held-out (validation or test) identities")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--n-val", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--exclude", type=Path, default=None, help="a split whose identities must not be drawn")
     p.add_argument("--out", type=Path, default=DEFAULT_VAL_SPLIT)
     p.set_defaults(func=_split)
 

@@ -1,0 +1,74 @@
+"""Detection recall and open-set figures against hand-computed values on small cases."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.dataset import Sample
+from core.faces import DetectedFace
+from evaluation import detection, open_set
+
+
+def unit(*v):
+    x = np.asarray(v, dtype=np.float32)
+    return x / np.linalg.norm(x)
+
+
+def test_iou():
+    assert detection.iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert detection.iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert detection.iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
+
+
+def test_detection_recall_by_kind():
+    s = lambda kind, source="a": Sample("p", Path(f"{source}_{kind}.jpg"), kind, source)  # noqa: E731
+    f = lambda box, path="direct": DetectedFace(box, 0.99, path)  # noqa: E731
+    samples = [s("clean"), s("noisy"), s("noisy"), s("noisy"), s("sunny"), s("clean", "b"), s("sunny", "b")]
+    faces = [f((0, 0, 10, 10)), f((1, 1, 10, 10)), f((30, 30, 40, 40)), f((0, 0, 10, 10), "fallback"),
+             f((0, 0, 9, 9), "darkened"), f((0, 0, 5, 5), "fallback"), f((0, 0, 5, 5))]
+    rec = detection.recall(samples, faces)
+    # b's clean photo has no detected face: its sunny copy carries no label.
+    assert rec == {
+        "noisy": {"n": 3, "found": pytest.approx(1 / 3), "wrong_face": pytest.approx(1 / 3), "missed": pytest.approx(1 / 3)},
+        "sunny": {"n": 1, "found": 1.0, "wrong_face": 0.0, "missed": 0.0},
+    }
+
+
+@pytest.fixture()
+def case():
+    # Gallery: two photos of A, one of B, one of C. Queries: A (clear), B (close to C), C (clear).
+    gallery = np.stack([unit(1, 0, 0), unit(1, 0.2, 0), unit(0, 1, 0), unit(0, 0, 1)])
+    labels = ["A", "A", "B", "C"]
+    queries = np.stack([unit(1, 0.1, 0), unit(0, 0.6, 0.8), unit(0.1, 0, 1)])
+    return gallery, labels, queries, ["A", "B", "C"]
+
+
+def test_scores_take_each_persons_best_photo_and_score_strangers_without_them(case):
+    gallery, labels, queries, qlabels = case
+    s = open_set.scores(gallery, labels, queries, qlabels)
+    sim = queries @ gallery.T
+    assert s["right"].tolist() == [True, False, True]  # B's query is nearer C (0.8 > 0.6)
+    assert s["top"] == pytest.approx([sim[0, :2].max(), sim[1, 3], sim[2, 3]])
+    assert s["stranger_top"] == pytest.approx([max(sim[0, 2], sim[0, 3]), sim[1, 3], max(sim[2, :2].max(), sim[2, 2])])
+
+
+def test_report_at_a_threshold(case):
+    gallery, labels, queries, qlabels = case
+    r = open_set.report(gallery, labels, queries, qlabels, ["noisy", "noisy", "rainy"], [True, True, False], threshold=0.5)
+    # A: named correctly. B: wrong person on top (C at 0.8). C: not detected, so no answer at all.
+    assert r["overall"]["named_correctly"] == pytest.approx(1 / 3)
+    assert r["overall"]["no_face"] == pytest.approx(1 / 3)
+    # As strangers: A's best other is B or C at ~0.1 (not named); B's best other is C at 0.8 (named).
+    assert r["overall"]["strangers_named"] == pytest.approx(1 / 3)
+    assert r["per_distortion"]["rainy"] == {"n": 1, "named_correctly": 0.0, "strangers_named": 0.0, "no_face": 1.0,
+                                           "right_but_below_threshold": 0.0}
+
+
+def test_threshold_keeps_the_stranger_rate_on_the_data_it_was_chosen_on():
+    rng = np.random.default_rng(0)
+    stranger = rng.normal(0.2, 0.1, 5000)
+    for rate in (0.01, 0.05, 0.2):
+        t = open_set.threshold_for_stranger_rate(stranger, rate)
+        assert (stranger >= t).mean() <= rate
+        assert (stranger >= t - 1e-3).mean() > (stranger >= t).mean()  # and no higher than it needs to be
