@@ -1,4 +1,11 @@
-"""The gallery: store first (durable), index second (rebuilt from the store at start-up)."""
+"""The gallery: the SQLite store (source of truth) and the FAISS index over it, kept in step.
+
+One lock orders every change: a store commit and the matching index update happen together,
+and an index rebuild never interleaves with an enrolment or a delete. An index update that
+fails rolls the transaction back; a commit that fails takes the update back out of the index.
+Writes by another process (`faceid gallery import` into a running server's folder) are
+noticed through SQLite's data_version before the next request, and the index is rebuilt.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,7 @@ import numpy as np
 
 from app.config import Settings
 from app.gallery.index import DEFAULT_EF_SEARCH, DEFAULT_HNSW_M, FaceIndex
-from app.gallery.store import NewFace, Person, Store
+from app.gallery.store import Entry, NewFace, Person, Store
 
 STORE_FILE = "gallery.sqlite3"
 REBUILD_MASKED_FRACTION = 0.2  # HNSW: rebuild once a fifth of the graph is deleted faces
@@ -33,10 +40,11 @@ class Gallery:
         self.store = Store(self.data_dir / STORE_FILE)
         self.model_id = model_id
         self._index_args = (index_kind, hnsw_m, ef_search)
-        self._lock = threading.RLock()  # FAISS tolerates concurrent searches, not a search during add/remove
+        self._lock = threading.RLock()
         self._person_of: dict[int, str] = {}
         self.mismatch: str | None = None
         self.index = FaceIndex(*self._index_args)
+        self._seen_version = -1
         self.rebuild()
 
     @classmethod
@@ -45,71 +53,92 @@ class Gallery:
 
     def rebuild(self) -> None:
         """Rebuild the index from the store, refusing embeddings from another model."""
-        others = {m: n for m, n in self.store.model_ids().items() if m != self.model_id}
-        if others:
-            found = ", ".join(f"{n} faces from {m}" for m, n in others.items())
-            self.mismatch = (
-                f"the gallery holds {found}, but the service runs {self.model_id}; "
-                f"re-embed it with: faceid gallery reembed --data-dir {self.data_dir}"
-            )
-        else:
-            self.mismatch = None
-        ids, vectors, persons = self.store.embeddings()
-        index = FaceIndex(*self._index_args)
-        if not others:
-            index.add(ids, vectors)
         with self._lock:
+            self._seen_version = self.store.data_version()
+            others = {m: n for m, n in self.store.model_ids().items() if m != self.model_id}
+            self.mismatch = None
+            if others:
+                found = ", ".join(f"{n} faces from {m}" for m, n in others.items())
+                self.mismatch = (
+                    f"the gallery holds {found}, but the service runs {self.model_id}; "
+                    f"re-embed it with: faceid gallery reembed --data-dir {self.data_dir}"
+                )
+            ids, vectors, persons = self.store.embeddings()
+            index = FaceIndex(*self._index_args)
+            if not others:
+                index.add(ids, vectors)
             self.index = index
             self._person_of = dict(zip(ids.tolist(), persons)) if not others else {}
 
+    def refresh(self) -> None:
+        """Rebuild if another process has committed to the store since the index was built."""
+        with self._lock:
+            if self.store.data_version() != self._seen_version:
+                self.rebuild()
+
     def check_usable(self) -> None:
+        self.refresh()
         if self.mismatch:
             raise ModelMismatch(self.mismatch)
 
     @property
     def in_sync(self) -> bool:
-        _, faces = self.store.counts()
-        return self.mismatch is None and self.index.size == faces
+        with self._lock:
+            self.refresh()
+            _, faces = self.store.counts()
+            return self.mismatch is None and self.index.size == faces
 
     def enroll(self, person_id: str, name: str | None, faces: list[NewFace]) -> tuple[Person, int, bool]:
-        self.check_usable()
-        with self._lock:  # store and index change together, as seen by searches
-            person, ids, created = self.store.add_faces(person_id, name, faces, self.model_id)
-            self._index_new(ids, [person_id] * len(ids), faces)
-        return person, len(ids), created
+        ((added, created),) = self._add([(person_id, name, faces)])
+        person = self.store.get_person(person_id)
+        assert person is not None
+        return person, added, created
 
-    def enroll_many(self, entries: list[tuple[str, str | None, list[NewFace]]]) -> int:
+    def enroll_many(self, entries: list[Entry]) -> int:
         """Several persons' faces in one transaction (bulk import); returns the faces added."""
-        self.check_usable()
-        with self._lock:
-            added = self.store.add_many(entries, self.model_id)
-            ids = [i for new_ids, _ in added for i in new_ids]
-            persons = [person_id for (person_id, _, faces) in entries for _ in faces]
-            self._index_new(ids, persons, [f for _, _, faces in entries for f in faces])
-        return len(ids)
+        return sum(added for added, _ in self._add(entries))
 
-    def _index_new(self, ids: list[int], persons: list[str], faces: list[NewFace]) -> None:
-        if ids:
-            self.index.add(np.array(ids, dtype=np.int64), np.stack([f.embedding for f in faces]))
-            self._person_of.update(zip(ids, persons))
+    def _add(self, entries: list[Entry]) -> list[tuple[int, bool]]:
+        with self._lock:
+            self.check_usable()
+            indexed: list[int] = []
+            try:
+                with self.store.write() as w:
+                    added = w.add_faces(entries, self.model_id)
+                    ids = [i for new_ids, _ in added for i in new_ids]
+                    persons = [person_id for person_id, _, faces in entries for _ in faces]
+                    vectors = [f.embedding for _, _, faces in entries for f in faces]
+                    if ids:  # inside the transaction: if this fails, nothing is committed
+                        self.index.add(np.array(ids, dtype=np.int64), np.stack(vectors))
+                        indexed = ids
+                        self._person_of.update(zip(ids, persons))
+            except BaseException:
+                self._forget(indexed)  # the commit failed after the index took the faces
+                raise
+            return [(len(new_ids), created) for new_ids, created in added]
 
     def delete(self, person_id: str) -> bool:
         with self._lock:
-            ids = self.store.delete_person(person_id)
+            self.refresh()
+            with self.store.write() as w:
+                ids = w.delete_person(person_id)
             if ids is None:
                 return False
+            self._forget(ids)
+            if self.index.masked > REBUILD_MASKED_FRACTION * max(1, self.index.size):
+                self.rebuild()
+        return True
+
+    def _forget(self, ids: list[int]) -> None:
+        if ids:
             self.index.remove(ids)
             for i in ids:
                 self._person_of.pop(i, None)
-            needs_rebuild = self.index.masked > REBUILD_MASKED_FRACTION * max(1, self.index.size)
-        if needs_rebuild:
-            self.rebuild()
-        return True
 
     def search(self, queries: np.ndarray, top_k: int) -> list[list[Candidate]]:
         """Per query, the top_k persons by their best-matching face, most similar first."""
-        self.check_usable()
         with self._lock:
+            self.check_usable()
             # Fetch extra faces: several of one person's faces may crowd the top.
             sims, ids = self.index.search(queries, min(self.index.size, top_k * 8) or 1)
             person_of = self._person_of

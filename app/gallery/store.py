@@ -6,6 +6,7 @@ committed (and so durable) before the service answers.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from core.constants import EMBEDDING_DIM
+from core.errors import FaceIdError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS persons (
@@ -53,33 +55,129 @@ class NewFace:
     crop_png: bytes | None = None
 
 
+Entry = tuple[str, str | None, list[NewFace]]  # person id, name (None keeps the stored one), faces
+
+
+class StoreError(FaceIdError):
+    """The store cannot do what was asked; nothing was changed."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be opened (a missing or read-only data directory, a corrupt file)."""
+
+
+class StoreReadOnly(StoreError):
+    """The database file or its folder is read-only: identification works, changes do not."""
+
+
+class StorageFull(StoreError):
+    """The disk is full; nothing was lost, and writes work again once space is freed."""
+
+
+class StoreBusy(StoreError):
+    """Another process held the write lock for longer than the busy timeout."""
+
+
+def _store_error(path: Path, exc: sqlite3.Error) -> StoreError:
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary result code
+    if code == sqlite3.SQLITE_FULL:
+        return StorageFull(str(path), "the disk is full; nothing was stored")
+    if code == sqlite3.SQLITE_READONLY or code == sqlite3.SQLITE_CANTOPEN:
+        return StoreReadOnly(str(path), "the gallery store is read-only; nothing was changed")
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StoreBusy(str(path), "the gallery store is busy with another writer; try again")
+    return StoreError(str(path), f"the gallery store failed ({exc}); nothing was changed")
+
+
+def check_data_dir(data_dir: Path) -> None:
+    """Refuse, in one sentence, a data directory the store cannot live in."""
+    try:
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreUnavailable(str(data_dir), f"cannot create the gallery's data directory ({exc.strerror}); set FACEID_DATA_DIR") from exc
+    if not os.access(data_dir, os.W_OK | os.X_OK):
+        raise StoreUnavailable(str(data_dir), "the gallery's data directory is not writable; set FACEID_DATA_DIR to one that is")
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+class Writer:
+    """The writes one transaction may make."""
+
+    def __init__(self, cur: sqlite3.Cursor) -> None:
+        self._cur = cur
+
+    def add_faces(self, entries: list[Entry], model_id: str) -> list[tuple[list[int], bool]]:
+        """Per entry: (new face ids, whether the person was created)."""
+        cur, now, out = self._cur, _now(), []
+        for person_id, name, faces in entries:
+            created = cur.execute("SELECT 1 FROM persons WHERE person_id = ?", (person_id,)).fetchone() is None
+            if created:
+                cur.execute("INSERT INTO persons VALUES (?, ?, ?)", (person_id, name, now))
+            elif name is not None:
+                cur.execute("UPDATE persons SET name = ? WHERE person_id = ?", (name, person_id))
+            ids = []
+            for face in faces:
+                cur.execute(
+                    "INSERT INTO faces (person_id, source, model_id, embedding, crop, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (person_id, face.source, model_id, _blob(face.embedding), face.crop_png, now),
+                )
+                ids.append(int(cur.lastrowid))
+            out.append((ids, created))
+        return out
+
+    def delete_person(self, person_id: str) -> list[int] | None:
+        """The person's face ids, deleted with them; None if there was no such person."""
+        ids = [r[0] for r in self._cur.execute("SELECT face_id FROM faces WHERE person_id = ?", (person_id,))]
+        deleted = self._cur.execute("DELETE FROM persons WHERE person_id = ?", (person_id,)).rowcount
+        return ids if deleted else None
+
+    def replace_embeddings(self, updates: list[tuple[int, np.ndarray]], model_id: str) -> None:
+        self._cur.executemany("UPDATE faces SET embedding = ?, model_id = ? WHERE face_id = ?", [(_blob(e), model_id, i) for i, e in updates])
+
+
 class Store:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()  # one connection shared by the threadpool; sqlite serialises anyway
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # an answered enrolment survives power loss
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # an answered enrolment survives power loss
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreUnavailable(str(path), f"cannot open the gallery store ({exc}); check that its folder exists and is writable") from exc
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Cursor]:
-        """One writer at a time; everything inside commits together or not at all."""
+    def write(self) -> Iterator[Writer]:
+        """One writer at a time; the block's writes commit together when it ends, or not at all
+        if it raises (a failed COMMIT included)."""
         with self._lock:
             cur = self._db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
             try:
-                yield cur
-            except BaseException:
-                cur.execute("ROLLBACK")
+                cur.execute("BEGIN IMMEDIATE")
+                yield Writer(cur)
+                cur.execute("COMMIT")
+            except BaseException as exc:
+                if self._db.in_transaction:
+                    self._db.rollback()
+                if isinstance(exc, sqlite3.Error):
+                    raise _store_error(self.path, exc) from exc
                 raise
-            cur.execute("COMMIT")
+
+    def data_version(self) -> int:
+        """Changes whenever another connection (another process) commits to the store."""
+        with self._lock:
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def writable(self) -> bool:
+        with self._lock:
+            query_only = self._db.execute("PRAGMA query_only").fetchone()[0]
+        return not query_only and os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK)
 
     def close(self) -> None:
         with self._lock:
@@ -88,31 +186,11 @@ class Store:
     def add_faces(self, person_id: str, name: str | None, faces: list[NewFace], model_id: str) -> tuple[Person, list[int], bool]:
         """Store a person's new faces in one transaction: all of them or none. Returns
         (person, new face ids, created)."""
-        ((ids, created),) = self.add_many([(person_id, name, faces)], model_id)
+        with self.write() as w:
+            ((ids, created),) = w.add_faces([(person_id, name, faces)], model_id)
         person = self.get_person(person_id)
         assert person is not None
         return person, ids, created
-
-    def add_many(self, entries: list[tuple[str, str | None, list[NewFace]]], model_id: str) -> list[tuple[list[int], bool]]:
-        """Store several persons' new faces in one transaction; per entry (new face ids, created)."""
-        now = _now()
-        out = []
-        with self._transaction() as cur:
-            for person_id, name, faces in entries:
-                created = cur.execute("SELECT 1 FROM persons WHERE person_id = ?", (person_id,)).fetchone() is None
-                if created:
-                    cur.execute("INSERT INTO persons VALUES (?, ?, ?)", (person_id, name, now))
-                elif name is not None:
-                    cur.execute("UPDATE persons SET name = ? WHERE person_id = ?", (name, person_id))
-                ids = []
-                for face in faces:
-                    cur.execute(
-                        "INSERT INTO faces (person_id, source, model_id, embedding, crop, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                        (person_id, face.source, model_id, _blob(face.embedding), face.crop_png, now),
-                    )
-                    ids.append(int(cur.lastrowid))
-                out.append((ids, created))
-        return out
 
     def get_person(self, person_id: str) -> Person | None:
         with self._lock:
@@ -141,13 +219,6 @@ class Store:
             rows = self._db.execute(f"SELECT person_id, name FROM persons WHERE person_id IN ({marks})", tuple(person_ids)).fetchall()
         return dict(rows)
 
-    def delete_person(self, person_id: str) -> list[int] | None:
-        """Delete a person and their faces; None if there was no such person."""
-        with self._transaction() as cur:
-            ids = [r[0] for r in cur.execute("SELECT face_id FROM faces WHERE person_id = ?", (person_id,))]
-            deleted = cur.execute("DELETE FROM persons WHERE person_id = ?", (person_id,)).rowcount
-        return ids if deleted else None
-
     def has_source(self, person_id: str, source: str) -> bool:
         with self._lock:
             return self._db.execute("SELECT 1 FROM faces WHERE person_id = ? AND source = ?", (person_id, source)).fetchone() is not None
@@ -169,8 +240,8 @@ class Store:
             return self._db.execute("SELECT face_id, crop FROM faces ORDER BY face_id").fetchall()
 
     def replace_embeddings(self, updates: list[tuple[int, np.ndarray]], model_id: str) -> None:
-        with self._transaction() as cur:
-            cur.executemany("UPDATE faces SET embedding = ?, model_id = ? WHERE face_id = ?", [(_blob(e), model_id, i) for i, e in updates])
+        with self.write() as w:
+            w.replace_embeddings(updates, model_id)
 
     def counts(self) -> tuple[int, int]:
         with self._lock:
