@@ -32,5 +32,9 @@ class TooManyFaces(FaceIdError):
     """Several faces where exactly one was required (enrolment)."""
 
 
+class UnusableFace(FaceIdError):
+    """A face too poor to serve as an enrolment reference (blown out, or black)."""
+
+
 class WeightsError(FaceIdError):
     """A weights file that is missing, corrupt, or not a FaceNet backbone."""

@@ -20,6 +20,10 @@ from PIL import Image, ImageFilter, ImageOps
 from core.constants import CROP_SIZE
 from core.errors import NoFaceFound, TooManyFaces
 
+# An enrolment photo's subject must be over twice the area of any other face in it.
+COMPARABLE_AREA = 0.5
+MIN_BOX_IOU = 0.3  # a caller's box names the face it overlaps at least this much
+
 DetectionPath = Literal["direct", "equalized", "denoised", "darkened", "fallback", "whole-image"]
 
 
@@ -96,11 +100,15 @@ class FacePipeline:
     def detect_batch(self, images: Sequence[Image.Image]) -> list[list[DetectedFace]]:
         """`detect_all` for many images; same-sized images share one MTCNN pass."""
         results: list[list[DetectedFace]] = [[] for _ in images]
-        for indices in _group_by_size(images):
+        # No face fits an image smaller than the smallest face looked for (and MTCNN's image
+        # pyramid would be empty: facenet-pytorch then fails on torch.cat of nothing).
+        detectable = [i for i, img in enumerate(images) if min(img.size) >= self.config.min_face_size]
+        for group in _group_by_size([images[i] for i in detectable]):
+            indices = [detectable[g] for g in group]
             for i, faces in zip(indices, self._mtcnn_faces([images[i] for i in indices], "direct")):
                 results[i] = faces
         for path, enhance in ENHANCEMENTS if self.config.retry_enhanced else ():
-            todo = [i for i, faces in enumerate(results) if not faces]
+            todo = [i for i in detectable if not results[i]]
             for indices in _group_by_size([images[i] for i in todo]):
                 batch = [enhance(images[todo[i]]) for i in indices]
                 for i, faces in zip(indices, self._mtcnn_faces(batch, path)):
@@ -127,13 +135,23 @@ class FacePipeline:
         return min(big, key=lambda f: ((f.box[0] + f.box[2]) / 2 - cx) ** 2 + ((f.box[1] + f.box[3]) / 2 - cy) ** 2)
 
     @staticmethod
-    def single(faces: Sequence[DetectedFace], source: str = "image") -> DetectedFace:
-        """Exactly one face, as enrolment requires."""
+    def subject(faces: Sequence[DetectedFace], source: str = "image", box: Sequence[float] | None = None) -> DetectedFace:
+        """The person an enrolment photo is of: the face at `box` when the caller gives one,
+        else the dominant face. Smaller faces in the background (press photos, snapshots) are
+        not in the way; two faces of comparable size are, since either could be the subject."""
         if not faces:
             raise NoFaceFound(source, "no face found")
-        if len(faces) > 1:
-            raise TooManyFaces(source, f"{len(faces)} faces found; enrol photos showing one person")
-        return faces[0]
+        if box is not None:
+            best = max(faces, key=lambda f: iou(f.box, box))
+            if iou(best.box, box) < MIN_BOX_IOU:
+                raise NoFaceFound(source, f"no face at box {[round(v) for v in box]}; faces found at {_boxes(faces)}")
+            return best
+        ranked = sorted(faces, key=lambda f: -_area(f.box))
+        rivals = [f for f in ranked[1:] if _area(f.box) >= COMPARABLE_AREA * _area(ranked[0].box)]
+        if rivals:
+            raise TooManyFaces(source, f"{1 + len(rivals)} faces of comparable size found at {_boxes([ranked[0], *rivals])}; "
+                                       "send `box` with the one to enrol")
+        return ranked[0]
 
     # -- crop and normalise ------------------------------------------------------------
     def crop(self, img: Image.Image, box: Sequence[float]) -> torch.Tensor:
@@ -157,6 +175,17 @@ class FacePipeline:
 
 def _area(box: Sequence[float]) -> float:
     return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
+
+
+def _boxes(faces: Sequence[DetectedFace]) -> list[list[int]]:
+    return [[round(v) for v in f.box] for f in faces]
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two x1, y1, x2, y2 boxes."""
+    inter = _area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
+    union = _area(a) + _area(b) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def _group_by_size(images: Sequence[Image.Image]) -> list[list[int]]:

@@ -4,24 +4,60 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.errors import ImageTooLarge, InvalidImage, UnsupportedFormat
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "MPO"})
 DEFAULT_MAX_PIXELS = 40_000_000
+# ISO-BMFF brands (bytes 8–12 after "ftyp") of image formats Pillow cannot read here.
+_UNSUPPORTED_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"heim": "HEIC", b"heis": "HEIC",
+                       b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
+# Pillow's modes for more than 8 bits per sample; .convert("RGB") clips them to white.
+_WIDE_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+
+
+def _unsupported_container(data: bytes) -> str | None:
+    if len(data) >= 12 and data[4:8] == b"ftyp":
+        return _UNSUPPORTED_BRANDS.get(data[8:12], "ISO-BMFF (" + data[8:12].decode("latin-1") + ")")
+    return None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in _WIDE_MODES:  # 16-bit greyscale: scale, do not clip
+        wide = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode != "I" or wide.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(wide * (255.0 / peak), 0, 255).round().astype(np.uint8), mode="L")
+    return img.convert("RGB")
+
+
+@dataclass(frozen=True)
+class Decoded:
+    image: Image.Image  # upright RGB, at most `max_side` pixels on its longer side
+    scale: float  # original pixels per pixel of `image` (1.0 when not reduced)
 
 
 def decode_image(data: bytes, source: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode `data` to RGB, honouring EXIF orientation.
+    """Decode `data` to RGB at full size, honouring EXIF orientation."""
+    return decode_reduced(data, source, max_pixels).image
+
+
+def decode_reduced(data: bytes, source: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None) -> Decoded:
+    """Decode `data` to upright RGB, no larger than `max_side` on its longer side.
 
     The pixel count is checked from the header before any pixel is decoded, so a
-    decompression bomb costs nothing.
+    decompression bomb costs nothing. A JPEG is decoded by its DCT scaling (Pillow's draft
+    mode) at the smallest of 1/1, 1/2, 1/4, 1/8 that is still at least `max_side`, so a large
+    photo is never decoded at more than twice the size it is used at.
     """
     if not data:
         raise InvalidImage(source, "empty upload")
+    if container := _unsupported_container(data):
+        raise UnsupportedFormat(source, f"unsupported image format {container!r}; send JPEG, PNG, WebP, BMP, TIFF or GIF")
     try:
         with warnings.catch_warnings():
             # Pillow warns (not raises) between 1x and 2x its own limit; ours is explicit below.
@@ -32,9 +68,13 @@ def decode_image(data: bytes, source: str = "image", max_pixels: int = DEFAULT_M
             width, height = img.size
             if width * height > max_pixels:
                 raise ImageTooLarge(source, f"{width}x{height} pixels exceeds the limit of {max_pixels}")
+            if max_side is not None and img.format == "JPEG" and max(width, height) > max_side:
+                img.draft("RGB", (max_side, max_side))
             img.load()
-            img = ImageOps.exif_transpose(img)
-            return img.convert("RGB")
+            img = _to_rgb(ImageOps.exif_transpose(img))
+            if max_side is not None and max(img.size) > max_side:
+                img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+            return Decoded(img, max(width, height) / max(img.size))  # EXIF rotation keeps the longer side
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(source, str(exc)) from exc
     except UnidentifiedImageError as exc:
@@ -44,10 +84,13 @@ def decode_image(data: bytes, source: str = "image", max_pixels: int = DEFAULT_M
         raise InvalidImage(source, f"corrupt image ({exc})") from exc
 
 
-def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode a file from disk; errors name the file."""
+def read_file(path: Path) -> bytes:
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except OSError as exc:
         raise InvalidImage(str(path), f"cannot read file ({exc.strerror})") from exc
-    return decode_image(data, source=str(path), max_pixels=max_pixels)
+
+
+def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode a file from disk; errors name the file."""
+    return decode_image(read_file(path), source=str(path), max_pixels=max_pixels)

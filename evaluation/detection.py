@@ -7,18 +7,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from core.dataset import Sample
-from core.faces import DetectedFace
+from core.faces import DetectedFace, iou
 from evaluation.open_set import UNDETECTED_PATHS
 
 MIN_IOU = 0.5
-
-
-def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def detected(face: DetectedFace) -> bool:

@@ -20,9 +20,26 @@ def test_group_photo_has_six_faces(pipeline):
     assert all(f.path == "direct" and f.score >= 0.9 for f in faces)
 
 
-def test_enrolment_refuses_several_faces(pipeline):
-    with pytest.raises(TooManyFaces, match="6 faces"):
-        pipeline.single(pipeline.detect_all(load_image(GROUP)), "group.jpg")
+def test_enrolment_refuses_several_comparable_faces(pipeline):
+    with pytest.raises(TooManyFaces, match="6 faces of comparable size.*box"):
+        pipeline.subject(pipeline.detect_all(load_image(GROUP)), "group.jpg")
+
+
+def test_enrolment_takes_the_dominant_face_and_a_chosen_one():
+    subject = DetectedFace((100, 100, 200, 220), 0.99, "direct")
+    background = DetectedFace((10, 10, 70, 80), 0.99, "direct")  # under half the subject's area
+    assert FacePipeline.subject([background, subject]) == subject
+    rival = DetectedFace((220, 100, 310, 210), 0.99, "direct")  # 0.83 of the subject's area
+    with pytest.raises(TooManyFaces, match="2 faces"):
+        FacePipeline.subject([background, subject, rival])
+    assert FacePipeline.subject([background, subject, rival], box=(215, 95, 305, 215)) == rival
+    with pytest.raises(NoFaceFound, match="no face at box"):
+        FacePipeline.subject([subject], box=(400, 400, 450, 450))
+
+
+def test_tiny_images_have_no_face_and_do_not_fail(pipeline):
+    for size in [(1, 1), (5, 5), (11, 11), (19, 200), (200, 19)]:
+        assert pipeline.detect_batch([Image.new("RGB", size, (128, 100, 90))]) == [[]]
 
 
 def test_blank_image_has_no_face(pipeline):
@@ -51,7 +68,7 @@ def test_primary_prefers_the_central_face():
 
 def test_crop_is_uint8_160(pipeline):
     img = load_image(PORTRAIT)
-    face = pipeline.single(pipeline.detect_all(img))
+    face = pipeline.subject(pipeline.detect_all(img))
     crop = pipeline.crop(img, face.box)
     assert crop.shape == (3, CROP_SIZE, CROP_SIZE) and crop.dtype == torch.uint8
 

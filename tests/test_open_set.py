@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core.dataset import Sample
-from core.faces import DetectedFace
+from core.faces import DetectedFace, iou
 from evaluation import detection, open_set
 
 
@@ -16,9 +16,9 @@ def unit(*v):
 
 
 def test_iou():
-    assert detection.iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
-    assert detection.iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
-    assert detection.iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
 
 
 def test_detection_recall_by_kind():

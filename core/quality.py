@@ -1,0 +1,84 @@
+"""How fit a face crop is to be recognised, from cheap measurements, with named reasons.
+
+Measured on the 160×160 crop that is embedded (and the face's size in the photo):
+- over_exposed: share of the face's central pixels blown out to white;
+- too_dark: mean luminance of the face;
+- noisy: share of pixels far from their 3×3 median (impulse noise, rain streaks);
+- blurred: variance of the Laplacian (little fine detail);
+- too_small: the face's shorter side in the photo, in pixels;
+- uncertain_detection: the detector's probability.
+Each measurement maps to a factor in [0, 1] between a level where it does not matter and one
+where it makes a face unrecognisable; the score is the smallest factor, and the reasons are
+the measurements whose factor is below one half. Levels are set from the validation people's
+clean and distorted photos (see `faceid evaluate`'s "quality" section).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+# (measurement, fine at, hopeless at): the factor falls linearly from 1 to 0 between them.
+# Medians on the validation people's crops (clean → distorted): central share at 255 0 → 1.0
+# (sunny); luminance 125 → 37 (lowlight); impulse share 0 → 0.011 (noisy); Laplacian
+# variance 53 → 4.5 (blurred), 22 (resized), 14 (foggy); face side ~83 px throughout.
+LEVELS: dict[str, tuple[float, float]] = {
+    "over_exposed": (0.05, 0.45),  # share of the central face at luminance >= 250
+    "too_dark": (60.0, 15.0),  # mean luminance (0-255) of the central face
+    "noisy": (0.002, 0.02),  # share of impulse-like pixels
+    "blurred": (15.0, 3.0),  # variance of the Laplacian
+    "too_small": (48.0, 16.0),  # shorter side of the face box, in photo pixels
+    "uncertain_detection": (0.99, 0.90),  # detector probability
+}
+REASON_BELOW = 0.5
+# Enrolment refuses a reference photo only when the face itself is gone: blown out or black.
+# Blur and noise are left to the caller; a blurred reference still beats none.
+REFUSE_FOR = ("over_exposed", "too_dark")
+
+
+@dataclass(frozen=True)
+class Quality:
+    score: float  # 0 (hopeless) .. 1 (nothing wrong)
+    reasons: tuple[str, ...]  # names from LEVELS, worst first
+    measures: dict[str, float]
+    factors: dict[str, float]
+
+    def refusal(self) -> str | None:
+        """Why this face cannot serve as an enrolment reference, or None."""
+        gone = [name for name in REFUSE_FOR if self.factors[name] == 0.0]
+        return f"the face is unusable as a reference ({', '.join(gone)})" if gone else None
+
+
+def _luminance(crop_hwc: np.ndarray) -> np.ndarray:
+    return crop_hwc[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def measure(crop_hwc: np.ndarray, face_side: float, detection_score: float | None) -> dict[str, float]:
+    """The raw measurements of one uint8 H×W×3 face crop."""
+    lum = _luminance(crop_hwc)
+    h, w = lum.shape
+    centre = lum[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4]
+    median = ndimage.median_filter(lum, size=3)
+    return {
+        "over_exposed": float((centre >= 250).mean()),
+        "too_dark": float(centre.mean()),
+        "noisy": float((np.abs(lum - median) > 60).mean()),
+        "blurred": float(ndimage.laplace(median).var()),  # on the median: impulse noise is not detail
+        "too_small": float(face_side),
+        "uncertain_detection": float(detection_score if detection_score is not None else 0.0),
+    }
+
+
+def _factor(value: float, fine: float, hopeless: float) -> float:
+    return float(np.clip((value - hopeless) / (fine - hopeless), 0.0, 1.0))
+
+
+def assess(crop_hwc: np.ndarray, box: Sequence[float], detection_score: float | None) -> Quality:
+    measures = measure(crop_hwc, min(box[2] - box[0], box[3] - box[1]), detection_score)
+    factors = {name: _factor(measures[name], *LEVELS[name]) for name in LEVELS}
+    reasons = tuple(sorted((n for n, f in factors.items() if f < REASON_BELOW), key=lambda n: factors[n]))
+    return Quality(score=round(min(factors.values()), 4), reasons=reasons,
+                   measures={k: round(v, 4) for k, v in measures.items()}, factors=factors)

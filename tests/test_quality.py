@@ -1,0 +1,44 @@
+"""Quality: each measurement names its reason on a crop made to have that fault, and only a
+blown-out or black face is refused as an enrolment reference."""
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from core.quality import assess
+from training.distortions import build_distortions
+
+BOX = (0, 0, 100, 100)
+
+
+@pytest.fixture(scope="module")
+def crop(group_faces) -> np.ndarray:
+    return np.asarray(group_faces[1].crop((56, 40, 168, 184)).resize((160, 160)))
+
+
+def test_a_clear_face_has_no_reasons(crop):
+    q = assess(crop, BOX, 0.999)
+    assert q.reasons == () and q.score > 0.5 and q.refusal() is None
+
+
+@pytest.mark.parametrize(("fault", "reason"), [
+    (lambda c: np.asarray(Image.fromarray(c).filter(ImageFilter.GaussianBlur(4))), "blurred"),
+    (lambda c: build_distortions()["noisy"](c, np.random.default_rng(0)), "noisy"),
+    (lambda c: (c // 5).astype(np.uint8), "too_dark"),
+    (lambda c: build_distortions()["sunny"](c, np.random.default_rng(3)), "over_exposed"),
+])
+def test_each_fault_is_named(crop, fault, reason):
+    q = assess(fault(crop), BOX, 0.999)
+    assert reason in q.reasons and q.score < 0.5
+
+
+def test_small_faces_and_unsure_detections_are_named(crop):
+    assert "too_small" in assess(crop, (0, 0, 20, 20), 0.999).reasons
+    assert "uncertain_detection" in assess(crop, BOX, 0.91).reasons
+
+
+def test_only_a_face_that_is_gone_is_refused_as_a_reference(crop):
+    assert assess(np.full_like(crop, 255), BOX, 0.99).refusal() is not None
+    assert assess(np.zeros_like(crop), BOX, 0.99).refusal() is not None
+    blurred = np.asarray(Image.fromarray(crop).filter(ImageFilter.GaussianBlur(6)))
+    assert assess(blurred, BOX, 0.99).refusal() is None  # poor, but still a reference
