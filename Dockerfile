@@ -24,6 +24,7 @@ RUN useradd --create-home --uid 10001 faceid \
  && apt-get update && apt-get install -y --no-install-recommends curl && rm -rf /var/lib/apt/lists/*
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
+    MALLOC_ARENA_MAX=2 \
     FACEID_DATA_DIR=/data
 COPY --from=builder /opt/venv /opt/venv
 # Named volumes (gallery, training runs, exported models) inherit these owners.

@@ -17,6 +17,7 @@ class Settings(BaseSettings):
     weights: str | None = Field(None, description="backbone: pretrained name, weights file or model folder (default: the shipped model)")
     data_dir: Path = Field(Path("data"), description="where the gallery store lives; created if missing")
     api_key: SecretStr | None = Field(None, description="required in X-API-Key when set; unset means no auth")
+    open_probes: bool = Field(False, description="with a key set, leave /readyz and /metrics open (for probes that cannot send it)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threshold: float | None = Field(None, ge=-1.0, le=1.0, description="cosine below which a face is unknown (default: the model's FAR 1e-3 threshold)")
     top_k: int = Field(5, ge=1, le=100)
@@ -24,6 +25,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(40_000_000, ge=10_000)
     max_images_per_enroll: int = Field(20, ge=1)
+    detect_max_side: int = Field(1024, ge=160, description="photos are detected at most this many pixels on a side; boxes stay in the photo's own pixels")
+    max_pending: int = Field(16, ge=1, description="photos waiting for detection; past this, 503 with Retry-After")
+    request_timeout_s: float = Field(30.0, gt=0, description="a request's face work past this answers 503")
     batch_size: int = Field(32, ge=1, le=512, description="faces per embedder batch")
     index: Literal["flat", "hnsw"] = Field("flat", description="hnsw: approximate search for large galleries")
     hnsw_m: int = Field(DEFAULT_HNSW_M, ge=4, le=128)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security
@@ -11,6 +10,7 @@ from fastapi.security import APIKeyHeader
 from app.config import Settings
 from app.engine import Engine
 from app.gallery.gallery import Gallery
+from app.guard import key_matches
 from app.metrics import Metrics
 
 
@@ -39,9 +39,7 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 
 def require_api_key(settings: SettingsDep, key: Annotated[str | None, Security(_api_key_header)]) -> None:
-    """Required whenever FACEID_API_KEY is set; compared in constant time."""
-    if settings.api_key is None:
-        return
-    expected = settings.api_key.get_secret_value().encode()
-    if key is None or not hmac.compare_digest(key.encode(), expected):
+    """Declares the key in the OpenAPI document; `app.guard` has already enforced it before
+    the body was read, with the same comparison."""
+    if not key_matches(settings, key):
         raise HTTPException(status_code=401, detail="missing or wrong X-API-Key", headers={"WWW-Authenticate": "APIKey"})

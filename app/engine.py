@@ -1,11 +1,15 @@
 """Pixels → faces → embeddings for the service and its bulk commands, assembled in one place.
 
 `Engine.from_settings` builds the pipeline from the service's settings; `/enroll`,
-`/identify` and `faceid gallery import` all go through it, so they detect, choose and crop
-faces the same way. Model work runs in worker threads, never on the event loop. Embedding
+`/identify` and `faceid gallery import` all go through it, so they decode, detect, choose and
+crop faces the same way. Model work runs in worker threads, never on the event loop. Embedding
 requests that arrive together are merged into one forward pass (up to `batch_size` faces),
 which is where a GPU gains most; detection stays per image, serialised by a lock so
 concurrent requests do not oversubscribe the CPU threads torch already uses.
+
+Work per request is bounded: photos are detected at most `detect_max_side` pixels on a side,
+at most `max_pending` photos wait for detection (then 503 with Retry-After), and a request's
+face work past `request_timeout_s` answers 503 instead of holding its client.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -25,14 +30,40 @@ from app.config import Settings
 from core.backbone import Backbone, load_backbone, model_threshold
 from core.constants import EMBEDDING_DIM
 from core.embedder import Embedder
+from core.errors import UnusableFace
 from core.faces import SERVICE_PIPELINE, DetectedFace, FacePipeline, PipelineConfig
-from core.images import decode_image
+from core.images import Decoded, decode_reduced
+from core.quality import Quality, assess
+
+T = TypeVar("T")
+
+
+class Overloaded(Exception):
+    """Too much work queued, or a request ran past its time limit: come back shortly."""
 
 
 @dataclass(frozen=True)
 class FaceCrop:
-    face: DetectedFace
+    face: DetectedFace  # its box in the pixels of the (possibly reduced) decoded image
     crop: torch.Tensor  # uint8 3×160×160
+    scale: float  # original pixels per decoded pixel
+    quality: Quality
+
+    @classmethod
+    def cut(cls, pipeline: FacePipeline, decoded: Decoded, face: DetectedFace) -> FaceCrop:
+        crop = pipeline.crop(decoded.image, face.box)
+        box = [v * decoded.scale for v in face.box]
+        return cls(face, crop, decoded.scale, assess(crop.permute(1, 2, 0).numpy(), box, face.score))
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        """x1, y1, x2, y2 in the original photo's pixels."""
+        return tuple(v * self.scale for v in self.face.box)  # type: ignore[return-value]
+
+    @property
+    def area(self) -> float:
+        x1, y1, x2, y2 = self.box
+        return max(x2 - x1, 0.0) * max(y2 - y1, 0.0)
 
     def png(self) -> bytes:
         buf = io.BytesIO()
@@ -42,11 +73,16 @@ class FaceCrop:
 
 class Engine:
     def __init__(self, backbone: Backbone, device: str, batch_size: int, max_pixels: int,
-                 pipeline_config: PipelineConfig = SERVICE_PIPELINE) -> None:
+                 pipeline_config: PipelineConfig = SERVICE_PIPELINE, detect_max_side: int = 1024,
+                 max_pending: int = 16, timeout_s: float = 30.0) -> None:
         self.backbone = backbone
         self.pipeline = FacePipeline(pipeline_config, device)
         self.embedder = Embedder(backbone.net, device, batch_size)
         self.max_pixels = max_pixels
+        self.detect_max_side = detect_max_side
+        self.max_pending, self.timeout_s = max_pending, timeout_s
+        self._pending = 0
+        self._pending_lock = threading.Lock()
         self._model_lock = threading.Lock()
         self._queue: asyncio.Queue[tuple[torch.Tensor, asyncio.Future]] | None = None
         self._worker: asyncio.Task | None = None
@@ -55,7 +91,8 @@ class Engine:
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
         device = settings.resolved_device()
-        return cls(load_backbone(settings.weights, device), device, settings.batch_size, settings.max_pixels)
+        return cls(load_backbone(settings.weights, device), device, settings.batch_size, settings.max_pixels,
+                   detect_max_side=settings.detect_max_side, max_pending=settings.max_pending, timeout_s=settings.request_timeout_s)
 
     @property
     def model_id(self) -> str:
@@ -66,26 +103,50 @@ class Engine:
         return model_threshold(self.backbone.source)
 
     # -- blocking API: worker threads and the command line -------------------------------
-    def decode(self, data: bytes, source: str) -> Image.Image:
-        return decode_image(data, source, self.max_pixels)
+    def decode(self, data: bytes, source: str) -> Decoded:
+        return decode_reduced(data, source, self.max_pixels, self.detect_max_side)
 
-    def detect_images(self, images: Sequence[Image.Image]) -> list[list[FaceCrop]]:
+    def detect_images(self, images: Sequence[Decoded]) -> list[list[FaceCrop]]:
         """Every face of each image, cropped; same-sized images share detection passes."""
         with self._model_lock:
-            found = self.pipeline.detect_batch(images)
-        return [[FaceCrop(f, self.pipeline.crop(img, f.box)) for f in faces] for img, faces in zip(images, found)]
+            found = self.pipeline.detect_batch([d.image for d in images])
+        return [[FaceCrop.cut(self.pipeline, d, f) for f in faces] for d, faces in zip(images, found)]
 
     def detect_blocking(self, data: bytes, source: str) -> list[FaceCrop]:
         return self.detect_images([self.decode(data, source)])[0]
 
     @staticmethod
-    def subject(faces: Sequence[FaceCrop], source: str) -> FaceCrop:
-        """The face an enrolment photo stands for; the one rule for /enroll and bulk import."""
-        chosen = FacePipeline.single([f.face for f in faces], source)
-        return next(f for f in faces if f.face is chosen)
+    def subject(faces: Sequence[FaceCrop], source: str, box: Sequence[float] | None = None) -> tuple[FaceCrop, list[FaceCrop]]:
+        """(the face an enrolment photo stands for, the others): the one rule for /enroll and
+        bulk import (`FacePipeline.subject`), refusing a face too poor to be a reference.
+        `box` is in the original photo's pixels."""
+        scale = faces[0].scale if faces else 1.0
+        decoded_box = [v / scale for v in box] if box is not None else None
+        chosen = FacePipeline.subject([f.face for f in faces], source, decoded_box)
+        subject = next(f for f in faces if f.face is chosen)
+        if reason := subject.quality.refusal():
+            raise UnusableFace(source, f"{reason}; enrol a photo where the face is visible")
+        return subject, [f for f in faces if f.face is not chosen]
 
-    def single_face(self, data: bytes, source: str) -> FaceCrop:
-        return self.subject(self.detect_blocking(data, source), source)
+    # -- bounded work ----------------------------------------------------------------------
+    async def _bounded(self, source: str, fn: Callable[..., T], *args: object) -> T:
+        """Run `fn` in a worker thread if fewer than `max_pending` are waiting, within the time limit."""
+        with self._pending_lock:
+            if self._pending >= self.max_pending:
+                raise Overloaded(f"{source}: {self._pending} photos are already waiting for face detection; try again shortly")
+            self._pending += 1
+
+        def work() -> T:
+            try:
+                return fn(*args)
+            finally:  # released when the work ends, not when a timed-out client stops waiting
+                with self._pending_lock:
+                    self._pending -= 1
+
+        try:
+            return await asyncio.wait_for(run_in_threadpool(work), self.timeout_s)
+        except TimeoutError as exc:
+            raise Overloaded(f"{source}: the face work took longer than {self.timeout_s:g} s; try again shortly") from exc
 
     def embed_blocking(self, crops: torch.Tensor | Sequence[torch.Tensor]) -> np.ndarray:
         """uint8 crops (N×3×160×160, or a list of 3×160×160) → N×512 unit embeddings."""
@@ -98,10 +159,7 @@ class Engine:
 
     # -- async API: the routes -------------------------------------------------------------
     async def detect(self, data: bytes, source: str) -> list[FaceCrop]:
-        return await run_in_threadpool(self.detect_blocking, data, source)
-
-    async def enrolment_face(self, data: bytes, source: str) -> FaceCrop:
-        return await run_in_threadpool(self.single_face, data, source)
+        return await self._bounded(source, self.detect_blocking, data, source)
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -121,7 +179,10 @@ class Engine:
             return await run_in_threadpool(self.embed_blocking, crops)
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         await self._queue.put((torch.stack(crops), future))
-        return await future
+        try:
+            return await asyncio.wait_for(future, self.timeout_s)
+        except TimeoutError as exc:
+            raise Overloaded(f"embedding took longer than {self.timeout_s:g} s; try again shortly") from exc
 
     async def _run(self) -> None:
         assert self._queue is not None

@@ -1,13 +1,26 @@
-"""Domain errors → HTTP statuses, mapped once. Every error body is {"detail": "..."}."""
+"""Domain errors → HTTP statuses, mapped once, and documented once. Every error body is
+{"detail": "..."}; `responses(...)` puts each status a route can return into the OpenAPI
+document with that shape."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from app.engine import Overloaded
 from app.gallery.gallery import ModelMismatch
+from app.gallery.store import (
+    StorageFull,
+    StoreBusy,
+    StoreError,
+    StoreReadOnly,
+    StoreUnavailable,
+)
+from app.schemas import Problem
 from core.errors import (
     FaceIdError,
     ImageTooLarge,
@@ -15,6 +28,7 @@ from core.errors import (
     NoFaceFound,
     TooManyFaces,
     UnsupportedFormat,
+    UnusableFace,
 )
 
 log = logging.getLogger(__name__)
@@ -25,9 +39,18 @@ class UploadTooLarge(Exception):
         super().__init__(f"{source}: upload larger than {limit} bytes")
 
 
+class TooManyUploads(Exception):
+    def __init__(self, sent: int, limit: int) -> None:
+        super().__init__(f"{sent} images sent; at most {limit} per enrolment")
+
+
 class PersonNotFound(Exception):
     def __init__(self, person_id: str) -> None:
         super().__init__(f"person {person_id!r} not found")
+
+
+class BadRequestField(Exception):
+    """A form field that passed the schema but makes no sense with the rest of the request."""
 
 
 STATUS: dict[type[Exception], int] = {
@@ -35,23 +58,62 @@ STATUS: dict[type[Exception], int] = {
     InvalidImage: 400,
     ImageTooLarge: 413,
     UploadTooLarge: 413,
+    TooManyUploads: 413,
     NoFaceFound: 422,
     TooManyFaces: 422,
+    UnusableFace: 422,
+    BadRequestField: 422,
     PersonNotFound: 404,
     ModelMismatch: 503,
+    Overloaded: 503,
+    StorageFull: 507,
+    StoreReadOnly: 503,
+    StoreBusy: 503,
+    StoreUnavailable: 503,
+    StoreError: 503,
 }
+RETRY_AFTER_S = {Overloaded: 1, StoreBusy: 1}
+
+DESCRIPTIONS = {
+    400: "a body that cannot be read: not an image, a corrupt one, or not JSON",
+    401: "missing or wrong X-API-Key",
+    404: "no such person",
+    413: "an upload, the request body or the image's pixel count is over its limit",
+    415: "an image format the service does not read",
+    422: "a missing or invalid field; no face found; several comparable faces, or a blown-out or black face, in an enrolment photo",
+    503: "not ready: the gallery was made with another model, the store is read-only or busy, or the service is overloaded (see Retry-After)",
+    507: "the disk is full; nothing was stored",
+}
+
+
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route can return, each with the error body."""
+    return {code: {"model": Problem, "description": DESCRIPTIONS[code]} for code in codes}
+
+
+def _sanitised(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Validation errors without the echoed input: it may hold NaN or bytes, which JSON cannot carry."""
+    return [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))} for e in errors]
 
 
 def install(app: FastAPI) -> None:
     async def known(request: Request, exc: Exception) -> JSONResponse:
-        status = next(code for cls, code in STATUS.items() if isinstance(exc, cls))
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        cls = next(cls for cls in STATUS if isinstance(exc, cls))
+        headers = {"Retry-After": str(RETRY_AFTER_S[cls])} if cls in RETRY_AFTER_S else None
+        if STATUS[cls] >= 500:
+            log.warning("%s on %s %s: %s", cls.__name__, request.method, request.url.path, exc)
+        return JSONResponse({"detail": str(exc)}, status_code=STATUS[cls], headers=headers)
+
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _sanitised(list(exc.errors()))}, status_code=422)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Logged in full for operators; the client gets no internals.
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
-    for cls in (*STATUS, FaceIdError):
-        app.add_exception_handler(cls, known if cls in STATUS else unexpected)
+    for cls in STATUS:
+        app.add_exception_handler(cls, known)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(FaceIdError, unexpected)
     app.add_exception_handler(Exception, unexpected)

@@ -6,18 +6,17 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from app import errors, metrics
 from app.config import Settings
 from app.engine import Engine
 from app.gallery.gallery import Gallery
+from app.guard import RequestGuard
 from app.routes import health, identify, persons
 
 log = logging.getLogger("faceid")
-MULTIPART_OVERHEAD = 1 << 20  # form fields and part headers beside the images
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -49,18 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.metrics = metrics.Metrics()
-    metrics.install(app, app.state.metrics)
-
-    @app.middleware("http")
-    async def refuse_oversized_bodies(request: Request, call_next):
-        # Refuse before the multipart parser spools a huge body to disk.
-        s = request.app.state.settings
-        limit = s.max_upload_bytes * s.max_images_per_enroll + MULTIPART_OVERHEAD
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            return JSONResponse({"detail": f"request body larger than {limit} bytes"}, status_code=413)
-        return await call_next(request)
-
+    app.add_middleware(RequestGuard)  # the key and the body size, before any body is read
+    app.add_middleware(metrics.RequestMetrics, metrics=app.state.metrics)  # outermost: refusals are counted too
     errors.install(app)
     for module in (health, identify, persons):
         app.include_router(module.router)

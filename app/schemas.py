@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 from pydantic import BaseModel, Field, field_validator
 
 from core.constants import EMBEDDING_DIM
 
 PERSON_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$"
+_NUMBER = r"\s*\d{1,6}(\.\d{1,3})?\s*"
+BOX_PATTERN = rf"^{_NUMBER},{_NUMBER},{_NUMBER},{_NUMBER}$"
 
 
 class PersonPublic(BaseModel):
@@ -23,10 +26,17 @@ class PersonsPage(BaseModel):
     limit: int
 
 
+class EnrolledFace(BaseModel):
+    source: str = Field(description="the uploaded file's name")
+    box: list[float] = Field(description="the face enrolled: x1, y1, x2, y2 in image pixels")
+    ignored: list[list[float]] = Field(description="other, smaller faces in the photo, not enrolled")
+
+
 class EnrollResponse(BaseModel):
     person: PersonPublic
     faces_added: int
     created: bool
+    faces: list[EnrolledFace]
 
 
 class Match(BaseModel):
@@ -35,9 +45,15 @@ class Match(BaseModel):
     similarity: float
 
 
+class QualityPublic(BaseModel):
+    score: float = Field(ge=0, le=1, description="1: nothing wrong; 0: the face cannot be recognised")
+    reasons: list[str] = Field(description="what is wrong, worst first: over_exposed, too_dark, noisy, blurred, too_small, uncertain_detection")
+
+
 class FaceResult(BaseModel):
     box: list[float] = Field(description="x1, y1, x2, y2 in image pixels")
     detection_score: float | None
+    quality: QualityPublic = Field(description="why a face may go unnamed, or be named wrongly")
     match: Match | None = Field(description="null: unknown (best similarity below the threshold)")
     candidates: list[Match]
 
@@ -55,14 +71,21 @@ class EmbeddingQuery(BaseModel):
 
     @field_validator("embedding")
     @classmethod
-    def _finite_nonzero(cls, value: list[float]) -> list[float]:
-        import math
-
-        if not all(math.isfinite(v) for v in value):
-            raise ValueError("embedding has non-finite values")
-        if not any(value):
-            raise ValueError("embedding is all zeros")
+    def _usable_in_float32(cls, value: list[float]) -> list[float]:
+        """The index works in float32: values must stay finite there, and the vector must
+        keep a direction (a norm that neither vanishes nor overflows)."""
+        with np.errstate(over="ignore", under="ignore"):
+            vector = np.asarray(value, dtype=np.float64).astype(np.float32)
+            norm = float(np.linalg.norm(vector))
+        if not np.isfinite(vector).all():
+            raise ValueError("embedding has values that are not finite in float32 (NaN, infinity, or beyond ±3.4e38)")
+        if not np.isfinite(norm) or norm < 1e-6:
+            raise ValueError("embedding's norm vanishes or overflows in float32; send a vector with a direction")
         return value
+
+    def unit_vector(self) -> np.ndarray:
+        vector = np.asarray(self.embedding, dtype=np.float32)
+        return vector / np.linalg.norm(vector)
 
 
 class EmbeddingResult(BaseModel):
@@ -73,10 +96,23 @@ class EmbeddingResult(BaseModel):
 
 
 class Ready(BaseModel):
-    ready: bool
+    ready: bool = Field(description="the model is loaded, the index matches the store, and the store takes writes")
     model_id: str
     persons: int
     faces: int
     index_size: int
     index: str
+    writable: bool
     detail: str | None = None
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """Every error: a sentence naming the input it is about, or the invalid fields."""
+
+    detail: str | list[FieldError]

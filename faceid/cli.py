@@ -81,12 +81,30 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread that allocates its own arena; with a thread pool running
+    torch, resident memory then grows for minutes (MALLOC_ARENA_MAX does the same, set
+    before start). Best effort: other C libraries have no such setting."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.config import Settings
+    from app.gallery.store import check_data_dir
     from app.main import create_app
 
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
+    settings = Settings()
+    check_data_dir(settings.data_dir)  # one clear line, not a traceback from the lifespan
+    _limit_malloc_arenas()
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0
 
 

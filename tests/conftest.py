@@ -10,8 +10,11 @@ import zlib
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image, ImageEnhance, ImageFilter
 
+from app.config import Settings
+from app.main import create_app
 from core.faces import FacePipeline, PipelineConfig
 from core.images import load_image
 
@@ -79,3 +82,27 @@ def facecom_dir(tmp_path_factory: pytest.TempPathFactory, group_faces: list[Imag
             for kind, distort in DISTORTIONS.items():
                 distort(clean).save(person / "distortion" / f"{stem}_{kind}.jpg", quality=92)
     return root
+
+
+# -- the service in-process ------------------------------------------------------------------
+KEY = "k" * 24
+
+
+def settings(tmp_path: Path, **kw) -> Settings:
+    return Settings(data_dir=tmp_path / "gallery", weights="casia-webface", device="cpu", **kw)
+
+
+@pytest.fixture()
+def client(tmp_path):
+    with TestClient(create_app(settings(tmp_path))) as c:
+        yield c
+
+
+def enroll(client, person_id, photos, name=None, headers=None):
+    files = [("images", (f"{person_id}_{i}.jpg", jpeg(p), "image/jpeg")) for i, p in enumerate(photos)]
+    data = {"person_id": person_id} | ({"name": name} if name else {})
+    return client.post("/enroll", data=data, files=files, headers=headers or {})
+
+
+def identify(client, photo_bytes, filename="q.jpg", headers=None, **form):
+    return client.post("/identify", files={"image": (filename, photo_bytes, "image/jpeg")}, data=form, headers=headers or {})

@@ -20,6 +20,8 @@ def test_evaluate_writes_report_and_plots(facecom_dir, tmp_path, capsys):
     assert sum(report["detection"]["counts"].values()) == 28
     for key in ("macro_f1", "verification", "source_left_out", "clean_verification"):
         assert key in report
+    assert set(report["detection_recall"]) == {"blurred", "lowlight", "resized"}
+    assert report["open_set"]["overall"]["n"] == 21 and 0 <= report["open_set"]["overall"]["named_correctly"] <= 1
     assert report["verification"]["n_genuine"] == 21
     assert sorted(p.name for p in plots.iterdir()) == ["per_distortion.png", "similarity_matrix.png", "tsne.png"]
     assert "top-1" in capsys.readouterr().out

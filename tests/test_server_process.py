@@ -1,6 +1,8 @@
-"""`faceid serve` as a real uvicorn process, talked to over HTTP on loopback."""
+"""`faceid serve` as a real uvicorn process, talked to over HTTP (and raw sockets) on loopback."""
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -9,42 +11,63 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port, jpeg
+from tests.conftest import KEY, free_port, jpeg
 
 FACEID = Path(sys.executable).with_name("faceid")
 
 
-@pytest.fixture()
-def server(tmp_path):
-    port = free_port()
-    env = os.environ | {"FACEID_DATA_DIR": str(tmp_path / "gallery"), "FACEID_WEIGHTS": "casia-webface", "FACEID_DEVICE": "cpu"}
-    proc = subprocess.Popen([str(FACEID), "serve", "--host", "127.0.0.1", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    try:
+class Server:
+    def __init__(self, data_dir: Path, **env: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = os.environ | {"FACEID_DATA_DIR": str(data_dir), "FACEID_WEIGHTS": "casia-webface", "FACEID_DEVICE": "cpu"} | env
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Server":
+        self.proc = subprocess.Popen([str(FACEID), "serve", "--host", "127.0.0.1", "--port", str(self.port)], env=self.env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        headers = {"X-API-Key": self.env["FACEID_API_KEY"]} if "FACEID_API_KEY" in self.env else {}
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited early:\n{proc.stdout.read()}")
+            if self.proc.poll() is not None:
+                pytest.fail(f"server exited early:\n{self.proc.stdout.read()}")
             try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
+                if httpx.get(f"{self.base}/readyz", timeout=2, headers=headers).status_code == 200:
+                    return self
             except httpx.TransportError:
                 pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("server not ready within 120 s")
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            time.sleep(0.3)
+        pytest.fail("server not ready within 120 s")
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=20)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
 
 
-def test_enrol_and_identify_over_http(server, group_faces):
-    with httpx.Client(base_url=server, timeout=60) as http:
+@pytest.fixture()
+def serve(tmp_path):
+    servers: list[Server] = []
+
+    def start(**env: str) -> Server:
+        servers.append(Server(tmp_path / "gallery", **env).start())
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+def test_enrol_and_identify_over_http(serve, group_faces):
+    server = serve()
+    with httpx.Client(base_url=server.base, timeout=60) as http:
         assert http.get("/healthz").json() == {"status": "ok"}
         r = http.post("/enroll", data={"person_id": "p4", "name": "Four"},
                       files=[("images", ("p4.jpg", jpeg(group_faces[4]), "image/jpeg"))])
@@ -54,3 +77,70 @@ def test_enrol_and_identify_over_http(server, group_faces):
         assert http.post("/identify", files={"image": ("x.jpg", b"nope", "image/jpeg")}).status_code == 400
         assert http.get("/readyz").json()["faces"] == 1
         assert "faceid_requests_total" in http.get("/metrics").text
+
+
+def send_chunked(port: int, headers: str, total: int) -> tuple[int, bytes]:
+    """Stream up to `total` bytes of a chunked multipart body; return (bytes the server took
+    before answering or closing, its answer)."""
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        head = b'--b\r\nContent-Disposition: form-data; name="image"; filename="x.jpg"\r\n\r\n'
+        sock.sendall(("POST /identify HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                      f"Content-Type: multipart/form-data; boundary=b\r\n{headers}\r\n").encode())
+        sock.sendall(b"%x\r\n%s\r\n" % (len(head), head))
+        chunk = b"%x\r\n%s\r\n" % (65536, b"\0" * 65536)
+        sock.setblocking(False)
+        answer = b""
+        while sent < total and not answer:
+            try:
+                answer = sock.recv(4096)
+                break
+            except BlockingIOError:
+                pass
+            try:
+                sent += sock.send(chunk)
+            except BlockingIOError:
+                time.sleep(0.01)
+            except OSError:
+                break
+        sock.settimeout(10)
+        try:
+            answer = answer or sock.recv(4096)
+        except OSError:
+            pass
+    return sent, answer
+
+
+def test_a_stranger_cannot_fill_the_disk_with_a_chunked_body(serve):
+    server = serve(FACEID_API_KEY=KEY)
+    sent, answer = send_chunked(server.port, "", 300 << 20)
+    assert answer.startswith(b"HTTP/1.1 401")
+    assert sent < 32 << 20  # 300 MB offered; only what sockets buffer was taken
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit(serve):
+    server = serve(FACEID_MAX_UPLOAD_BYTES="4096", FACEID_MAX_IMAGES_PER_ENROLL="1")
+    sent, answer = send_chunked(server.port, "", 300 << 20)
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert sent < 32 << 20
+
+
+def test_every_acknowledged_enrolment_survives_kill_9(serve, group_faces):
+    acknowledged = []
+    for round_ in range(2):
+        server = serve()
+        with httpx.Client(base_url=server.base, timeout=60) as http:
+            for person in acknowledged:  # everything acknowledged before the last kill is there
+                assert http.get(f"/persons/{person}").status_code == 200, person
+            for i in range(3):
+                person = f"r{round_}p{i}"
+                r = http.post("/enroll", data={"person_id": person},
+                              files=[("images", (f"{person}.jpg", jpeg(group_faces[(round_ * 3 + i) % 6]), "image/jpeg"))])
+                assert r.status_code == 200
+                acknowledged.append(person)
+        server.kill()
+    server = serve()
+    with httpx.Client(base_url=server.base, timeout=60) as http:
+        ready = http.get("/readyz").json()
+        assert ready["ready"] and ready["persons"] == len(acknowledged) == 6
+        assert all(http.get(f"/persons/{p}").status_code == 200 for p in acknowledged)

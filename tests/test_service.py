@@ -13,29 +13,7 @@ from PIL import Image, ImageFilter
 from app.config import Settings
 from app.gallery.store import Store
 from app.main import create_app
-from tests.conftest import GROUP, jpeg, png_header_only
-
-KEY = "k" * 24
-
-
-def settings(tmp_path, **kw) -> Settings:
-    return Settings(data_dir=tmp_path / "gallery", weights="casia-webface", device="cpu", **kw)
-
-
-@pytest.fixture()
-def client(tmp_path):
-    with TestClient(create_app(settings(tmp_path))) as c:
-        yield c
-
-
-def enroll(client, person_id, photos, name=None, headers=None):
-    files = [("images", (f"{person_id}_{i}.jpg", jpeg(p), "image/jpeg")) for i, p in enumerate(photos)]
-    data = {"person_id": person_id} | ({"name": name} if name else {})
-    return client.post("/enroll", data=data, files=files, headers=headers or {})
-
-
-def identify(client, photo_bytes, filename="q.jpg", headers=None, **form):
-    return client.post("/identify", files={"image": (filename, photo_bytes, "image/jpeg")}, data=form, headers=headers or {})
+from tests.conftest import GROUP, KEY, enroll, identify, jpeg, png_header_only, settings
 
 
 def test_enrolled_person_is_identified_from_a_blurred_photo(client, group_faces):

@@ -21,7 +21,7 @@ from app.gallery.gallery import STORE_FILE, Gallery
 from app.gallery.store import NewFace, Store
 from core.dataset import Sample, scan
 from core.errors import FaceIdError
-from core.images import load_image
+from core.images import read_file
 
 
 @dataclass
@@ -42,23 +42,23 @@ def import_folder(settings: Settings, root: Path, batch: int = 32) -> ImportResu
         todo = [s for s in clean if not gallery.store.has_source(s.identity, s.path.name)]
         result = ImportResult(skipped=len(clean) - len(todo))
         for start in tqdm(range(0, len(todo), batch), desc="import"):
-            result.added += _import_batch(engine, gallery, todo[start : start + batch], settings.max_pixels, result.refused)
+            result.added += _import_batch(engine, gallery, todo[start : start + batch], result.refused)
         return result
     finally:
         gallery.close()
 
 
-def _import_batch(engine: Engine, gallery: Gallery, samples: list[Sample], max_pixels: int, refused: list[str]) -> int:
+def _import_batch(engine: Engine, gallery: Gallery, samples: list[Sample], refused: list[str]) -> int:
     decoded = []
     for sample in samples:
         try:
-            decoded.append((sample, load_image(sample.path, max_pixels)))
+            decoded.append((sample, engine.decode(read_file(sample.path), str(sample.path))))
         except FaceIdError as exc:
             refused.append(str(exc))
     ready = []
     for (sample, _), faces in zip(decoded, engine.detect_images([img for _, img in decoded])):
         try:
-            ready.append((sample, engine.subject(faces, str(sample.path))))
+            ready.append((sample, engine.subject(faces, str(sample.path))[0]))
         except FaceIdError as exc:
             refused.append(str(exc))
     if not ready:

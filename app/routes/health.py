@@ -1,11 +1,18 @@
-"""Health checks for curl and orchestrators, and Prometheus metrics."""
+"""Health checks for curl and orchestrators, and Prometheus metrics.
+
+/healthz is always open. With an API key set, /readyz and /metrics need it too (they tell
+the model, the gallery size and the traffic), unless FACEID_OPEN_PROBES=true.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from app.deps import GalleryDep, MetricsDep
+from app.errors import responses
+from app.gallery.gallery import Gallery
 from app.schemas import Ready
 
 router = APIRouter(tags=["health"])
@@ -16,21 +23,28 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=Ready, summary="Model loaded and index in sync with the store")
-async def readyz(gallery: GalleryDep) -> JSONResponse:
+def _ready(gallery: Gallery) -> Ready:
+    in_sync = gallery.in_sync
     persons, faces = gallery.store.counts()
-    ready = gallery.in_sync
-    body = Ready(
-        ready=ready, model_id=gallery.model_id, persons=persons, faces=faces, index_size=gallery.index.size,
-        index=gallery.index.kind, detail=gallery.mismatch,
-    )
-    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+    writable = gallery.store.writable()
+    detail = gallery.mismatch or (None if writable else f"{gallery.store.path} is read-only: identification works, enrolment does not")
+    return Ready(ready=in_sync and writable, model_id=gallery.model_id, persons=persons, faces=faces,
+                 index_size=gallery.index.size, index=gallery.index.kind, writable=writable, detail=detail)
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get("/readyz", response_model=Ready, summary="Model loaded, index in sync with the store, store writable",
+            responses={503: {"model": Ready, "description": "not ready; `detail` says why"}, **responses(401)})
+async def readyz(gallery: GalleryDep) -> JSONResponse:
+    body = await run_in_threadpool(_ready, gallery)
+    return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"},
+                       **responses(401)})
 async def metrics(metrics: MetricsDep, gallery: GalleryDep) -> Response:
     # Gallery size is read from the store when scraped, the only time the gauges are seen.
-    persons, faces = gallery.store.counts()
+    persons, faces = await run_in_threadpool(gallery.store.counts)
     metrics.persons.set(persons)
     metrics.faces.set(faces)
     return metrics.render()

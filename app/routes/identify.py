@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, Depends, File, Form, UploadFile
+from starlette.concurrency import run_in_threadpool
 
 from app.deps import EngineDep, GalleryDep, SettingsDep, require_api_key
+from app.errors import responses
 from app.gallery.gallery import Candidate
 from app.routes.uploads import read_limited
 from app.schemas import (
@@ -16,6 +17,7 @@ from app.schemas import (
     FaceResult,
     IdentifyResponse,
     Match,
+    QualityPublic,
 )
 from core.errors import NoFaceFound
 
@@ -28,7 +30,8 @@ def _answer(candidates: list[Candidate], threshold: float) -> tuple[Match | None
     return best, matches
 
 
-@router.post("/identify", response_model=IdentifyResponse, summary="Identify every face in a photo")
+@router.post("/identify", response_model=IdentifyResponse, summary="Identify every face in a photo",
+             responses=responses(400, 401, 413, 415, 422, 503))
 async def identify(
     engine: EngineDep,
     gallery: GalleryDep,
@@ -38,29 +41,30 @@ async def identify(
     threshold: Annotated[float | None, Form(ge=-1.0, le=1.0)] = None,
     max_faces: Annotated[int | None, Form(ge=1, le=100)] = None,
 ) -> IdentifyResponse:
-    gallery.check_usable()
+    await run_in_threadpool(gallery.check_usable)
     source = image.filename or "image"
     data = await read_limited(image, settings.max_upload_bytes)
     faces = await engine.detect(data, source)
     if not faces:
         raise NoFaceFound(source, "no face found")
     # Largest faces first: with a cap, the people in front are the ones answered.
-    faces = sorted(faces, key=lambda f: -(f.face.box[2] - f.face.box[0]) * (f.face.box[3] - f.face.box[1]))
-    faces = faces[: max_faces or settings.max_faces]
+    faces = sorted(faces, key=lambda f: -f.area)[: max_faces or settings.max_faces]
     vectors = await engine.embed([f.crop for f in faces])
     thr = settings.threshold if threshold is None else threshold
+    found = await run_in_threadpool(gallery.search, vectors, top_k or settings.top_k)
     results = []
-    for face, candidates in zip(faces, gallery.search(vectors, top_k or settings.top_k)):
+    for face, candidates in zip(faces, found):
         match, cands = _answer(candidates, thr)
-        results.append(FaceResult(box=[round(v, 1) for v in face.face.box], detection_score=face.face.score, match=match, candidates=cands))
+        quality = QualityPublic(score=face.quality.score, reasons=list(face.quality.reasons))
+        results.append(FaceResult(box=[round(v, 1) for v in face.box], detection_score=face.face.score, quality=quality,
+                                  match=match, candidates=cands))
     return IdentifyResponse(faces=results, threshold=thr, model_id=gallery.model_id)
 
 
-@router.post("/identify/embedding", response_model=EmbeddingResult, summary="Identify a precomputed 512-d embedding")
+@router.post("/identify/embedding", response_model=EmbeddingResult, summary="Identify a precomputed 512-d embedding",
+             responses=responses(400, 401, 413, 422, 503))
 async def identify_embedding(gallery: GalleryDep, settings: SettingsDep, query: EmbeddingQuery) -> EmbeddingResult:
-    vector = np.asarray(query.embedding, dtype=np.float32)
-    vector /= np.linalg.norm(vector)
     thr = settings.threshold if query.threshold is None else query.threshold
-    (candidates,) = gallery.search(vector[None], query.top_k or settings.top_k)
+    (candidates,) = await run_in_threadpool(gallery.search, query.unit_vector()[None], query.top_k or settings.top_k)
     match, cands = _answer(candidates, thr)
     return EmbeddingResult(match=match, candidates=cands, threshold=thr, model_id=gallery.model_id)

@@ -4,65 +4,89 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from starlette.concurrency import run_in_threadpool
 
 from app.deps import EngineDep, GalleryDep, SettingsDep, require_api_key
-from app.errors import PersonNotFound
+from app.engine import FaceCrop
+from app.errors import BadRequestField, PersonNotFound, TooManyUploads, responses
 from app.gallery.store import NewFace, Person
 from app.routes.uploads import read_limited
-from app.schemas import PERSON_ID_PATTERN, EnrollResponse, PersonPublic, PersonsPage
+from app.schemas import (
+    BOX_PATTERN,
+    PERSON_ID_PATTERN,
+    EnrolledFace,
+    EnrollResponse,
+    PersonPublic,
+    PersonsPage,
+)
 
 router = APIRouter(tags=["persons"], dependencies=[Depends(require_api_key)])
+MAX_OFFSET = 2**63 - 1  # SQLite's largest integer
 
 
 def public(person: Person) -> PersonPublic:
     return PersonPublic(person_id=person.person_id, name=person.name, n_faces=person.n_faces, created_at=person.created_at)
 
 
-@router.post("/enroll", response_model=EnrollResponse, summary="Add one or more photos of a person")
+def _rounded(box: tuple[float, ...]) -> list[float]:
+    return [round(v, 1) for v in box]
+
+
+@router.post("/enroll", response_model=EnrollResponse, summary="Add one or more photos of a person",
+             responses=responses(400, 401, 413, 415, 422, 503, 507))
 async def enroll(
     engine: EngineDep,
     gallery: GalleryDep,
     settings: SettingsDep,
     person_id: Annotated[str, Form(pattern=PERSON_ID_PATTERN, description="your id for the person")],
-    images: Annotated[list[UploadFile], File(description="photos showing exactly one face each")],
+    images: Annotated[list[UploadFile], File(min_length=1, description="photos of the person; in each, the dominant face is enrolled")],
     name: Annotated[str | None, Form(max_length=256)] = None,
+    box: Annotated[str | None, Form(pattern=BOX_PATTERN, description="x1,y1,x2,y2 of the face to enrol, when a photo shows "
+                                    "several faces of comparable size (one image only)")] = None,
 ) -> EnrollResponse:
     if len(images) > settings.max_images_per_enroll:
-        raise HTTPException(413, f"at most {settings.max_images_per_enroll} images per enrolment")
-    gallery.check_usable()
+        raise TooManyUploads(len(images), settings.max_images_per_enroll)
+    if box is not None and len(images) != 1:
+        raise BadRequestField(f"box: names a face in one photo, but {len(images)} were sent; enrol them one at a time")
+    await run_in_threadpool(gallery.check_usable)
+    chosen_box = [float(v) for v in box.split(",")] if box else None
     # Every image must pass before anything is stored: an enrolment is all or nothing.
-    crops, sources = [], []
+    chosen: list[tuple[str, FaceCrop, list[FaceCrop]]] = []
     for upload in images:
         source = upload.filename or "image"
-        data = await read_limited(upload, settings.max_upload_bytes)
-        crops.append(await engine.enrolment_face(data, source))
-        sources.append(source)
-    vectors = await engine.embed([c.crop for c in crops])
-    new = [NewFace(source, vector, crop.png()) for source, vector, crop in zip(sources, vectors, crops)]
-    person, added, created = gallery.enroll(person_id, name, new)
-    return EnrollResponse(person=public(person), faces_added=added, created=created)
+        faces = await engine.detect(await read_limited(upload, settings.max_upload_bytes), source)
+        face, ignored = engine.subject(faces, source, chosen_box)
+        chosen.append((source, face, ignored))
+    vectors = await engine.embed([face.crop for _, face, _ in chosen])
+    new = [NewFace(source, vector, face.png()) for (source, face, _), vector in zip(chosen, vectors)]
+    person, added, created = await run_in_threadpool(gallery.enroll, person_id, name, new)
+    return EnrollResponse(
+        person=public(person), faces_added=added, created=created,
+        faces=[EnrolledFace(source=s, box=_rounded(f.box), ignored=[_rounded(o.box) for o in ignored]) for s, f, ignored in chosen],
+    )
 
 
-@router.get("/persons", response_model=PersonsPage, summary="List enrolled persons")
+@router.get("/persons", response_model=PersonsPage, summary="List enrolled persons", responses=responses(401, 422))
 async def list_persons(
     gallery: GalleryDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> PersonsPage:
-    persons, total = gallery.store.list_persons(offset, limit)
+    persons, total = await run_in_threadpool(gallery.store.list_persons, offset, limit)
     return PersonsPage(items=[public(p) for p in persons], total=total, offset=offset, limit=limit)
 
 
-@router.get("/persons/{person_id}", response_model=PersonPublic)
+@router.get("/persons/{person_id}", response_model=PersonPublic, summary="One enrolled person", responses=responses(401, 404))
 async def get_person(gallery: GalleryDep, person_id: str) -> PersonPublic:
-    person = gallery.store.get_person(person_id)
+    person = await run_in_threadpool(gallery.store.get_person, person_id)
     if person is None:
         raise PersonNotFound(person_id)
     return public(person)
 
 
-@router.delete("/persons/{person_id}", status_code=204, summary="Delete a person and all their faces")
+@router.delete("/persons/{person_id}", status_code=204, summary="Delete a person and all their faces",
+               responses=responses(401, 404, 503, 507))
 async def delete_person(gallery: GalleryDep, person_id: str) -> None:
-    if not gallery.delete(person_id):
+    if not await run_in_threadpool(gallery.delete, person_id):
         raise PersonNotFound(person_id)
