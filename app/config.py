@@ -19,6 +19,7 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="required in X-API-Key when set; unset means no auth")
     open_probes: bool = Field(False, description="with a key set, leave /readyz and /metrics open (for probes that cannot send it)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    runtime: Literal["auto", "torch", "onnx"] = Field("auto", description="embedding runtime: auto is ONNX Runtime on the CPU, torch on CUDA")
     threshold: float | None = Field(None, ge=-1.0, le=1.0, description="cosine below which a face is unknown (default: the model's FAR 1e-3 threshold)")
     top_k: int = Field(5, ge=1, le=100)
     max_faces: int = Field(10, ge=1, le=100)

@@ -27,9 +27,8 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
-from core.backbone import Backbone, load_backbone, model_threshold
+from core.backbone import Backbone, load_backbone, make_embedder, model_threshold
 from core.constants import EMBEDDING_DIM
-from core.embedder import Embedder
 from core.errors import UnusableFace
 from core.faces import SERVICE_PIPELINE, DetectedFace, FacePipeline, PipelineConfig
 from core.images import Decoded, decode_reduced
@@ -74,10 +73,10 @@ class FaceCrop:
 class Engine:
     def __init__(self, backbone: Backbone, device: str, batch_size: int, max_pixels: int,
                  pipeline_config: PipelineConfig = SERVICE_PIPELINE, detect_max_side: int = 1024,
-                 max_pending: int = 16, timeout_s: float = 30.0) -> None:
+                 max_pending: int = 16, timeout_s: float = 30.0, runtime: str = "torch") -> None:
         self.backbone = backbone
         self.pipeline = FacePipeline(pipeline_config, device)
-        self.embedder = Embedder(backbone.net, device, batch_size)
+        self.embedder = make_embedder(backbone, device, batch_size, runtime)
         self.max_pixels = max_pixels
         self.detect_max_side = detect_max_side
         self.max_pending, self.timeout_s = max_pending, timeout_s
@@ -92,7 +91,8 @@ class Engine:
     def from_settings(cls, settings: Settings) -> Engine:
         device = settings.resolved_device()
         return cls(load_backbone(settings.weights, device), device, settings.batch_size, settings.max_pixels,
-                   detect_max_side=settings.detect_max_side, max_pending=settings.max_pending, timeout_s=settings.request_timeout_s)
+                   detect_max_side=settings.detect_max_side, max_pending=settings.max_pending, timeout_s=settings.request_timeout_s,
+                   runtime=settings.runtime)
 
     @property
     def model_id(self) -> str:

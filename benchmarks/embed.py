@@ -1,4 +1,4 @@
-"""Throughput of each pipeline step on this machine: decode, detect, embed, at batch 1 and 32.
+"""Throughput of each pipeline step on this machine: decode, detect, embed (each runtime), at batch 1 and 32.
 
     .venv/bin/python benchmarks/embed.py [--data DIR] [--out reports/bench_embed.json]
 """
@@ -13,8 +13,7 @@ from pathlib import Path
 
 import torch
 
-from core.backbone import load_backbone, resolve_device
-from core.embedder import Embedder
+from core.backbone import load_backbone, make_embedder, resolve_device
 from core.faces import FacePipeline, PipelineConfig
 from core.images import decode_image
 
@@ -60,14 +59,18 @@ def main() -> None:
         results[f"detect_batch{batch}_images_per_s"] = rate(len(decoded), time.perf_counter() - start)
     crops = torch.stack([pipeline.crop(img, pipeline.primary(img, f).box) for img, f in zip(decoded, faces)])
 
-    for batch in (1, 32):
-        embedder = Embedder(backbone.net, device, batch_size=batch)
-        embedder.embed(crops[:batch])  # warm-up
-        start = time.perf_counter()
-        embedder.embed(crops)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        results[f"embed_batch{batch}_faces_per_s"] = rate(len(crops), time.perf_counter() - start)
+    runtimes = ["torch", "onnx"] if device == "cpu" else ["torch"]
+    for runtime in runtimes:
+        for batch in (1, 32):
+            embedder = make_embedder(backbone, device, batch_size=batch, runtime=runtime)
+            embedder.embed(crops[:batch])  # warm-up
+            start = time.perf_counter()
+            embedder.embed(crops)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+            results[f"embed_{runtime}_batch{batch}_faces_per_s"] = rate(len(crops), seconds)
+            results[f"embed_{runtime}_batch{batch}_ms_per_batch"] = round(1000 * seconds / -(-len(crops) // batch), 2)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from facenet_pytorch import InceptionResnetV1
 
+from core.embedder import Embedder
 from core.errors import WeightsError
 from core.model_card import ModelCard, ModelCardError, is_model_folder
+from core.onnx_embedder import OnnxEmbedder
 from core.paths import shipped_model
 from core.weights import PRETRAINED_NAMES, WeightsNote, ensure_pretrained, sha256_of
 
@@ -49,6 +52,19 @@ class Backbone:
     net: InceptionResnetV1
     model_id: str  # identifies the weights: embeddings of different ids never mix
     source: str
+    sha256: str  # of the weights file
+
+
+def make_embedder(backbone: Backbone, device: str, batch_size: int = 32, runtime: str = "auto") -> Embedder | OnnxEmbedder:
+    """The embedder that fits the hardware: ONNX Runtime on the CPU when installed (3× faster
+    at batch 1), torch on CUDA. `runtime` "torch" or "onnx" forces one."""
+    if runtime not in {"auto", "torch", "onnx"}:
+        raise ValueError(f"unknown runtime {runtime!r}; choose auto, torch or onnx")
+    if runtime == "onnx" and device != "cpu":
+        raise ValueError("the onnx runtime runs on the CPU here; use runtime torch for CUDA")
+    if runtime == "onnx" or (runtime == "auto" and device == "cpu" and importlib.util.find_spec("onnxruntime")):
+        return OnnxEmbedder(backbone.net, backbone.sha256, batch_size)
+    return Embedder(backbone.net, device, batch_size)
 
 
 def resolve_weights(source: str) -> tuple[Path, str | None]:
@@ -100,4 +116,4 @@ def load_backbone(source: str | None = None, device: str | torch.device = "cpu")
     digest = expected or sha256_of(path)
     net = build_backbone(load_state(path, expected)).to(device).eval()
     name = source if source in PRETRAINED_NAMES else Path(source).stem
-    return Backbone(net=net, model_id=f"{name}@{digest[:12]}", source=source)
+    return Backbone(net=net, model_id=f"{name}@{digest[:12]}", source=source, sha256=digest)
