@@ -31,6 +31,8 @@ class ModelCard:
     # identities; the service's default "unknown" threshold. None: not measured.
     threshold: float | None
     threshold_far: float = DEFAULT_FAR
+    # How `threshold` was chosen, in words; the default is the FAR rule above.
+    threshold_rule: str | None = None
     weights_file: str = BACKBONE_FILE
     dtype: str = "float32"
     architecture: str = ARCHITECTURE

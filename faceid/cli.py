@@ -76,7 +76,7 @@ def _train(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from training.export import export
 
-    out = export(args.ckpt, args.out, half=not args.fp32)
+    out = export(args.ckpt, args.out, half=not args.fp32, threshold_report=args.threshold_from)
     print(f"exported {args.ckpt} to {out}")
     return 0
 
@@ -175,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="folder, e.g. models/facecom-ft")
     p.add_argument("--fp32", action="store_true", help="keep float32 (default float16)")
+    p.add_argument("--threshold-from", type=Path, default=None,
+                   help="a faceid evaluate report on validation people: its open-set threshold (1%% of strangers named) becomes the default")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("serve", help="start the HTTP service (settings from FACEID_* variables)")

@@ -129,6 +129,13 @@ def test_export_then_load_gives_identical_embeddings(config_for, tmp_path):
     # The service's default "unknown" threshold comes from the card's validation figures.
     assert card.threshold == threshold_at(card.validation["verification"], 1e-3)
     assert model_threshold(str(tmp_path / "fp16")) == card.threshold
+    # Or the open-set threshold of an evaluation on validation people (1% of strangers named).
+    report = tmp_path / "val.json"
+    report.write_text(json.dumps({"open_set": {"threshold_for_target": 0.61, "target_stranger_rate": 0.01}}))
+    chosen = ModelCard.read(export(best, tmp_path / "open-set", threshold_report=report))
+    assert chosen.threshold == 0.61 and "1% of strangers" in chosen.threshold_rule
+    with pytest.raises(ValueError, match="open-set"):
+        export(best, tmp_path / "bad", threshold_report=tmp_path / "fp16" / "model_card.json")
     assert model_threshold("casia-webface") == PRETRAINED_THRESHOLDS["casia-webface"]
 
 

@@ -25,7 +25,22 @@ def _git_commit() -> str | None:
         return None
 
 
-def export(ckpt: Path, out: Path, half: bool = True) -> Path:
+def open_set_threshold(report_path: Path) -> tuple[float, str]:
+    """The threshold that holds strangers to the target rate in an evaluation report (run it on
+    the validation people), and the rule in words for the card."""
+    try:
+        open_set = json.loads(Path(report_path).read_text())["open_set"]
+        threshold = float(open_set["threshold_for_target"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{report_path}: not a faceid evaluate report with open-set figures ({exc})") from exc
+    rule = f"names at most {open_set['target_stranger_rate']:.0%} of strangers' distorted photos (open set), chosen in {Path(report_path).name}"
+    return threshold, rule
+
+
+def export(ckpt: Path, out: Path, half: bool = True, threshold_report: Path | None = None) -> Path:
+    """`threshold_report`: a `faceid evaluate` report on validation people whose open-set
+    threshold becomes the service's default; without it, the FAR-1e-3 threshold of training's
+    validation."""
     state = load_checkpoint(ckpt)
     backbone = {k: (v.half() if half and v.is_floating_point() else v) for k, v in state["backbone"].items()}
     out.mkdir(parents=True, exist_ok=True)
@@ -36,10 +51,15 @@ def export(ckpt: Path, out: Path, half: bool = True) -> Path:
     report = state.get("val_report", {})
     # The whole run, not just the epochs up to the one kept (history.json sits beside best.pt).
     run_history = Path(ckpt).parent / "history.json"
+    threshold = threshold_at(report["verification"], DEFAULT_FAR) if "verification" in report else None
+    rule = None
+    if threshold_report is not None:
+        threshold, rule = open_set_threshold(threshold_report)
     card = ModelCard(
         name=out.name,
         sha256=sha256_of(weights),
-        threshold=threshold_at(report["verification"], DEFAULT_FAR) if "verification" in report else None,
+        threshold=threshold,
+        threshold_rule=rule,
         weights_file=BACKBONE_FILE,
         dtype="float16" if half else "float32",
         checkpoint=str(ckpt),
