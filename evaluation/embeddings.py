@@ -11,6 +11,7 @@ import numpy as np
 from core.crop_cache import DEFAULT_CACHE_DIR, content_key, face_crops, pipeline_key
 from core.dataset import Sample
 from core.embedder import Embedder
+from core.onnx_embedder import OnnxEmbedder
 from core.faces import DetectedFace, FacePipeline
 
 
@@ -37,7 +38,7 @@ class EmbeddingCache:
 def embed_samples(
     samples: Sequence[Sample],
     pipeline: FacePipeline,
-    embedder: Embedder,
+    embedder: Embedder | OnnxEmbedder,
     model_id: str,
     cache_dir: Path = DEFAULT_CACHE_DIR,
     progress: bool = True,

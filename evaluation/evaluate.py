@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from core.backbone import load_backbone, model_threshold, resolve_device
+from core.backbone import load_backbone, make_embedder, model_threshold, resolve_device
 from core.dataset import read_split, scan
-from core.embedder import Embedder
 from core.faces import DATASET_PIPELINE, FacePipeline
 from evaluation.embeddings import embed_samples
 from evaluation.report import report_from_embeddings
@@ -33,7 +32,8 @@ def evaluate(run: EvaluationRun) -> dict:
     backbone = load_backbone(run.weights, device)
     config = replace(DATASET_PIPELINE, use_fallback=run.use_fallback, retry_enhanced=run.retry_enhanced)
     pipeline = FacePipeline(config, device)
-    embeddings, faces = embed_samples(samples, pipeline, Embedder(backbone.net, device), backbone.model_id, run.cache_dir)
+    embedder = make_embedder(backbone, device)  # as the service embeds: ONNX Runtime on the CPU
+    embeddings, faces = embed_samples(samples, pipeline, embedder, backbone.model_id, run.cache_dir)
     threshold = run.threshold if run.threshold is not None else model_threshold(backbone.source)
     report = report_from_embeddings(samples, embeddings, faces, threshold)
     report["weights"] = backbone.source
