@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from core.crop_cache import DEFAULT_CACHE_DIR, content_key, face_crops, pipeline_key
 from core.dataset import Sample
 from core.embedder import Embedder
-from core.onnx_embedder import OnnxEmbedder
 from core.faces import DetectedFace, FacePipeline
+from core.onnx_embedder import OnnxEmbedder
 
 
 class EmbeddingCache:
@@ -42,7 +43,8 @@ def embed_samples(
     model_id: str,
     cache_dir: Path = DEFAULT_CACHE_DIR,
     progress: bool = True,
-) -> tuple[np.ndarray, list[DetectedFace]]:
+) -> tuple[np.ndarray, list[DetectedFace], torch.Tensor]:
+    """(embeddings, the face each came from, the uint8 crops embedded)."""
     paths = [s.path for s in samples]
     keys = [content_key(p) for p in paths]
     crops, faces = face_crops(paths, pipeline, cache_dir, progress=progress, keys=keys)
@@ -53,4 +55,4 @@ def embed_samples(
         vectors = embedder.embed(crops[missing], progress=progress)
         stored.update({keys[i]: v for i, v in zip(missing, vectors)})
         cache.save(stored)
-    return np.stack([stored[k] for k in keys]), faces
+    return np.stack([stored[k] for k in keys]), faces, crops

@@ -8,6 +8,7 @@ from pathlib import Path
 from core.backbone import load_backbone, make_embedder, model_threshold, resolve_device
 from core.dataset import read_split, scan
 from core.faces import DATASET_PIPELINE, FacePipeline
+from core.quality import assess
 from evaluation.embeddings import embed_samples
 from evaluation.report import report_from_embeddings
 
@@ -33,9 +34,10 @@ def evaluate(run: EvaluationRun) -> dict:
     config = replace(DATASET_PIPELINE, use_fallback=run.use_fallback, retry_enhanced=run.retry_enhanced)
     pipeline = FacePipeline(config, device)
     embedder = make_embedder(backbone, device)  # as the service embeds: ONNX Runtime on the CPU
-    embeddings, faces = embed_samples(samples, pipeline, embedder, backbone.model_id, run.cache_dir)
+    embeddings, faces, crops = embed_samples(samples, pipeline, embedder, backbone.model_id, run.cache_dir)
     threshold = run.threshold if run.threshold is not None else model_threshold(backbone.source)
-    report = report_from_embeddings(samples, embeddings, faces, threshold)
+    flagged = [bool(assess(c.permute(1, 2, 0).numpy(), f.box, f.score).reasons) for c, f in zip(crops, faces)]
+    report = report_from_embeddings(samples, embeddings, faces, threshold, flagged)
     report["weights"] = backbone.source
     report["model_id"] = backbone.model_id
     report["pipeline"] = {"use_fallback": config.use_fallback, "retry_enhanced": config.retry_enhanced}

@@ -54,11 +54,12 @@ def threshold_for_stranger_rate(stranger_top: np.ndarray, rate: float = TARGET_S
 
 def report(
     gallery: np.ndarray, gallery_labels: Sequence[str], queries: np.ndarray, query_labels: Sequence[str],
-    query_kinds: Sequence[str], detected: Sequence[bool], threshold: float,
+    query_kinds: Sequence[str], detected: Sequence[bool], threshold: float, flagged: Sequence[bool] | None = None,
 ) -> dict:
     """Per distortion and overall, at the service's `threshold`: enrolled people named
     correctly, strangers given a name; and the threshold that would hold strangers to the
-    target rate on these queries (choose it on validation people, report it on test people)."""
+    target rate on these queries (choose it on validation people, report it on test people).
+    `flagged`: queries whose face the quality check gave a reason; their figures are split out."""
     s = scores(gallery, gallery_labels, queries, query_labels)
     detected = np.asarray(detected, dtype=bool)
     named_right = detected & s["right"] & (s["top"] >= threshold)
@@ -75,6 +76,7 @@ def report(
             "strangers_named": float(stranger_named[idx].mean()),
             "no_face": float((~detected[idx]).mean()),
             "right_but_below_threshold": float((detected & s["right"] & (s["top"] < threshold))[idx].mean()),
+            "wrong_name": float((detected & ~s["right"] & (s["top"] >= threshold))[idx].mean()),
         }
 
     return {
@@ -83,4 +85,7 @@ def report(
         "threshold_for_target": threshold_for_stranger_rate(s["stranger_top"][detected]) if detected.any() else None,
         "overall": figures(range(len(query_labels))),
         "per_distortion": {kind: figures(idx) for kind, idx in sorted(by_kind.items())},
-    }
+    } | ({} if flagged is None else {"by_quality": {
+        "flagged": figures(np.flatnonzero(detected & np.asarray(flagged, dtype=bool))),
+        "not_flagged": figures(np.flatnonzero(detected & ~np.asarray(flagged, dtype=bool))),
+    }})

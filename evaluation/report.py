@@ -15,6 +15,7 @@ from evaluation.metrics import retrieval_report, templates, top1
 
 def report_from_embeddings(
     samples: Sequence[Sample], embeddings: np.ndarray, faces: Sequence[DetectedFace] | None = None, threshold: float | None = None,
+    flagged: Sequence[bool] | None = None,
 ) -> dict:
     """Score embeddings of `samples`; the same function serves `faceid evaluate` and training's
     validation. With the detected faces: detection recall, and (given the service's
@@ -33,6 +34,7 @@ def report_from_embeddings(
             report["open_set"] = open_set.report(
                 embeddings[clean], pick(clean, "identity"), embeddings[queries], pick(queries, "identity"),
                 pick(queries, "kind"), [detection.detected(f) for f, q in zip(faces, queries) if q], threshold,
+                None if flagged is None else [f for f, q in zip(flagged, queries) if q],
             )
     return report
 

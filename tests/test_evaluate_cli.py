@@ -22,6 +22,8 @@ def test_evaluate_writes_report_and_plots(facecom_dir, tmp_path, capsys):
         assert key in report
     assert set(report["detection_recall"]) == {"blurred", "lowlight", "resized"}
     assert report["open_set"]["overall"]["n"] == 21 and 0 <= report["open_set"]["overall"]["named_correctly"] <= 1
+    by_quality = report["open_set"]["by_quality"]
+    assert by_quality["flagged"]["n"] + by_quality["not_flagged"]["n"] <= 21
     assert report["verification"]["n_genuine"] == 21
     assert sorted(p.name for p in plots.iterdir()) == ["per_distortion.png", "similarity_matrix.png", "tsne.png"]
     assert "top-1" in capsys.readouterr().out

@@ -55,14 +55,19 @@ def test_scores_take_each_persons_best_photo_and_score_strangers_without_them(ca
 
 def test_report_at_a_threshold(case):
     gallery, labels, queries, qlabels = case
-    r = open_set.report(gallery, labels, queries, qlabels, ["noisy", "noisy", "rainy"], [True, True, False], threshold=0.5)
+    r = open_set.report(gallery, labels, queries, qlabels, ["noisy", "noisy", "rainy"], [True, True, False], threshold=0.5,
+                        flagged=[False, True, True])
     # A: named correctly. B: wrong person on top (C at 0.8). C: not detected, so no answer at all.
     assert r["overall"]["named_correctly"] == pytest.approx(1 / 3)
     assert r["overall"]["no_face"] == pytest.approx(1 / 3)
     # As strangers: A's best other is B or C at ~0.1 (not named); B's best other is C at 0.8 (named).
     assert r["overall"]["strangers_named"] == pytest.approx(1 / 3)
     assert r["per_distortion"]["rainy"] == {"n": 1, "named_correctly": 0.0, "strangers_named": 0.0, "no_face": 1.0,
-                                           "right_but_below_threshold": 0.0}
+                                           "right_but_below_threshold": 0.0, "wrong_name": 0.0}
+    assert r["overall"]["wrong_name"] == pytest.approx(1 / 3)  # B's query named C
+    # The flagged face (B's) is the one named wrongly; C's was not detected and counts in neither.
+    assert r["by_quality"]["flagged"]["n"] == 1 and r["by_quality"]["flagged"]["wrong_name"] == 1.0
+    assert r["by_quality"]["not_flagged"]["n"] == 1 and r["by_quality"]["not_flagged"]["named_correctly"] == 1.0
 
 
 def test_threshold_keeps_the_stranger_rate_on_the_data_it_was_chosen_on():
