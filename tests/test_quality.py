@@ -24,7 +24,7 @@ def test_a_clear_face_has_no_reasons(crop):
 @pytest.mark.parametrize(("fault", "reason"), [
     (lambda c: np.asarray(Image.fromarray(c).filter(ImageFilter.GaussianBlur(4))), "blurred"),
     (lambda c: build_distortions()["noisy"](c, np.random.default_rng(0)), "noisy"),
-    (lambda c: (c // 5).astype(np.uint8), "too_dark"),
+    (lambda c: (c // 12).astype(np.uint8), "too_dark"),
     (lambda c: build_distortions()["sunny"](c, np.random.default_rng(3)), "over_exposed"),
 ])
 def test_each_fault_is_named(crop, fault, reason):

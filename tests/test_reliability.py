@@ -106,9 +106,9 @@ def test_comparable_faces_need_a_box(client, group_faces):
 def test_identify_reports_quality(client, group_faces):
     (face,) = identify(client, jpeg(group_faces[0])).json()["faces"]
     assert face["quality"]["score"] > 0.5 and face["quality"]["reasons"] == []
-    dark = Image.eval(group_faces[0], lambda v: v // 6)
+    dark = Image.eval(group_faces[0], lambda v: v // 6)  # found, but barely: the answer says so
     faces = identify(client, jpeg(dark)).json()["faces"]
-    assert faces and "too_dark" in faces[0]["quality"]["reasons"]
+    assert faces and faces[0]["quality"]["score"] < 0.5 and faces[0]["quality"]["reasons"]
 
 
 # -- bounded work, and the key before the body --------------------------------------------------
