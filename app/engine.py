@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from app.config import Settings
 from core.backbone import Backbone, load_backbone, make_embedder, model_threshold
 from core.constants import EMBEDDING_DIM
-from core.errors import UnusableFace
+from core.errors import NoFaceFound, UnusableFace
 from core.faces import SERVICE_PIPELINE, DetectedFace, FacePipeline, PipelineConfig
 from core.images import Decoded, decode_reduced
 from core.quality import Quality, assess
@@ -46,13 +46,14 @@ class FaceCrop:
     face: DetectedFace  # its box in the pixels of the (possibly reduced) decoded image
     crop: torch.Tensor  # uint8 3×160×160
     scale: float  # original pixels per decoded pixel
+    image_size: tuple[int, int]  # of the decoded image
     quality: Quality
 
     @classmethod
     def cut(cls, pipeline: FacePipeline, decoded: Decoded, face: DetectedFace) -> FaceCrop:
         crop = pipeline.crop(decoded.image, face.box)
         box = [v * decoded.scale for v in face.box]
-        return cls(face, crop, decoded.scale, assess(crop.permute(1, 2, 0).numpy(), box, face.score))
+        return cls(face, crop, decoded.scale, decoded.image.size, assess(crop.permute(1, 2, 0).numpy(), box, face.score))
 
     @property
     def box(self) -> tuple[float, float, float, float]:
@@ -120,9 +121,10 @@ class Engine:
         """(the face an enrolment photo stands for, the others): the one rule for /enroll and
         bulk import (`FacePipeline.subject`), refusing a face too poor to be a reference.
         `box` is in the original photo's pixels."""
-        scale = faces[0].scale if faces else 1.0
-        decoded_box = [v / scale for v in box] if box is not None else None
-        chosen = FacePipeline.subject([f.face for f in faces], source, decoded_box)
+        if not faces:
+            raise NoFaceFound(source, "no face found")
+        decoded_box = [v / faces[0].scale for v in box] if box is not None else None
+        chosen = FacePipeline.subject([f.face for f in faces], faces[0].image_size, source, decoded_box)
         subject = next(f for f in faces if f.face is chosen)
         if reason := subject.quality.refusal():
             raise UnusableFace(source, f"{reason}; enrol a photo where the face is visible")

@@ -23,7 +23,7 @@ def test_converted_backbone_matches_opencv(backbone, pipeline):
     from core.convert_sandberg import graph_path
 
     img = load_image(PORTRAIT)
-    crop = pipeline.crop(img, pipeline.subject(pipeline.detect_all(img)).box)
+    crop = pipeline.crop(img, pipeline.subject(pipeline.detect_all(img), img.size).box)
     x = standardize(crop)[None].numpy()
     net = cv2.dnn.readNetFromTensorflow(str(graph_path()))
     net.setInput(x)

@@ -21,20 +21,25 @@ def test_group_photo_has_six_faces(pipeline):
 
 
 def test_enrolment_refuses_several_comparable_faces(pipeline):
-    with pytest.raises(TooManyFaces, match="6 faces of comparable size.*box"):
-        pipeline.subject(pipeline.detect_all(load_image(GROUP)), "group.jpg")
+    img = load_image(GROUP)
+    with pytest.raises(TooManyFaces, match="faces of comparable size and place.*box"):
+        pipeline.subject(pipeline.detect_all(img), img.size, "group.jpg")
 
 
-def test_enrolment_takes_the_dominant_face_and_a_chosen_one():
-    subject = DetectedFace((100, 100, 200, 220), 0.99, "direct")
+def test_enrolment_takes_the_central_face_and_a_chosen_one():
+    size = (320, 320)
+    subject = DetectedFace((100, 100, 200, 220), 0.99, "direct")  # at the centre
     background = DetectedFace((10, 10, 70, 80), 0.99, "direct")  # under half the subject's area
-    assert FacePipeline.subject([background, subject]) == subject
-    rival = DetectedFace((220, 100, 310, 210), 0.99, "direct")  # 0.83 of the subject's area
+    assert FacePipeline.subject([background, subject], size) == subject
+    aside = DetectedFace((230, 0, 320, 110), 0.99, "direct")  # as large, but far off to the side
+    assert FacePipeline.subject([background, subject, aside], size) == subject
+    beside = DetectedFace((60, 100, 150, 210), 0.99, "direct")  # a pair photo: as central as the other
+    pair = [DetectedFace((170, 100, 260, 210), 0.99, "direct"), beside]
     with pytest.raises(TooManyFaces, match="2 faces"):
-        FacePipeline.subject([background, subject, rival])
-    assert FacePipeline.subject([background, subject, rival], box=(215, 95, 305, 215)) == rival
+        FacePipeline.subject(pair, size)
+    assert FacePipeline.subject(pair, size, box=(55, 95, 145, 215)) == beside
     with pytest.raises(NoFaceFound, match="no face at box"):
-        FacePipeline.subject([subject], box=(400, 400, 450, 450))
+        FacePipeline.subject([subject], size, box=(400, 400, 450, 450))
 
 
 def test_tiny_images_have_no_face_and_do_not_fail(pipeline):
@@ -68,7 +73,7 @@ def test_primary_prefers_the_central_face():
 
 def test_crop_is_uint8_160(pipeline):
     img = load_image(PORTRAIT)
-    face = pipeline.subject(pipeline.detect_all(img))
+    face = pipeline.subject(pipeline.detect_all(img), img.size)
     crop = pipeline.crop(img, face.box)
     assert crop.shape == (3, CROP_SIZE, CROP_SIZE) and crop.dtype == torch.uint8
 
