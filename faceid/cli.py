@@ -200,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # faiss narrates its search for a CPU-specific build at INFO
+        logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     try:
         return args.func(args)
     except (FaceIdError, ValueError, FileNotFoundError) as exc:  # LayoutError, ModelCardError are ValueErrors
