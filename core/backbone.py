@@ -55,7 +55,7 @@ class Backbone:
     sha256: str  # of the weights file
 
 
-def make_embedder(backbone: Backbone, device: str, batch_size: int = 32, runtime: str = "auto") -> Embedder | OnnxEmbedder:
+def make_embedder(backbone: Backbone, device: str, batch_size: int = 32, runtime: str = "auto") -> Embedder:
     """The embedder that fits the hardware: ONNX Runtime on the CPU when installed (3× faster
     at batch 1), torch on CUDA. `runtime` "torch" or "onnx" forces one."""
     if runtime not in {"auto", "torch", "onnx"}:

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from core.constants import CROP_SIZE, EMBEDDING_DIM
+from core.constants import CROP_SIZE
+from core.embedder import Embedder
 from core.errors import FaceIdError
 from core.faces import standardize
 from core.paths import models_dir
@@ -59,8 +59,8 @@ def export_onnx(net: nn.Module, path: Path) -> None:
         raise RuntimeUnavailable(str(path), f"could not export the backbone to ONNX ({type(exc).__name__}: {exc})") from exc
 
 
-class OnnxEmbedder:
-    """Drop-in for `Embedder` on the CPU: uint8 crops → L2-normalised float32 embeddings."""
+class OnnxEmbedder(Embedder):
+    """`Embedder` on ONNX Runtime, on the CPU: the same batching, another forward pass."""
 
     def __init__(self, net: nn.Module, sha256: str, batch_size: int = 32, threads: int | None = None,
                  cache_dir: Path | None = None) -> None:
@@ -79,17 +79,9 @@ class OnnxEmbedder:
         except Exception as exc:  # a truncated or foreign file: export again next time
             path.unlink(missing_ok=True)
             raise RuntimeUnavailable(str(path), f"ONNX Runtime cannot load the exported model ({exc})") from exc
+        super().__init__(net, "cpu", batch_size)
         self.path = path
-        self.batch_size = batch_size
-        self.device = torch.device("cpu")
 
-    def embed(self, crops: torch.Tensor, progress: bool = False) -> np.ndarray:
-        """uint8 crops N×3×160×160 → float32 N×512, unit norm."""
-        if len(crops) == 0:
-            return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
-        out = []
-        for start in tqdm(range(0, len(crops), self.batch_size), desc="embed", disable=not progress):
-            batch = standardize(crops[start : start + self.batch_size]).numpy()
-            (vectors,) = self.session.run(None, {"crops": batch})
-            out.append(vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12))
-        return np.concatenate(out).astype(np.float32)
+    def _unit_vectors(self, crops: torch.Tensor) -> np.ndarray:
+        (vectors,) = self.session.run(None, {"crops": standardize(crops).numpy()})
+        return (vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)).astype(np.float32)

@@ -13,7 +13,6 @@ from core.crop_cache import DEFAULT_CACHE_DIR, content_key, face_crops, pipeline
 from core.dataset import Sample
 from core.embedder import Embedder
 from core.faces import DetectedFace, FacePipeline
-from core.onnx_embedder import OnnxEmbedder
 
 
 class EmbeddingCache:
@@ -39,7 +38,7 @@ class EmbeddingCache:
 def embed_samples(
     samples: Sequence[Sample],
     pipeline: FacePipeline,
-    embedder: Embedder | OnnxEmbedder,
+    embedder: Embedder,
     model_id: str,
     cache_dir: Path = DEFAULT_CACHE_DIR,
     progress: bool = True,
