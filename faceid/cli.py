@@ -41,9 +41,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     recall = ", ".join(f"{k} {v['found']:.3f}" for k, v in report["detection_recall"].items())
     print(f"detection recall (IoU >= 0.5 with the clean photo's face): {recall}")
     o = report["open_set"]
+    target = "none (no face found in any query)" if o["threshold_for_target"] is None else f"{o['threshold_for_target']:.3f}"
     print(f"as the service answers (threshold {o['threshold']:.3f}): {o['overall']['named_correctly']:.3f} named correctly, "
           f"{o['overall']['strangers_named']:.3f} of strangers named; {o['target_stranger_rate']:.0%} of strangers at threshold "
-          f"{o['threshold_for_target']:.3f}")
+          f"{target}")
     print(f"report: {args.report}")
     return 0
 
