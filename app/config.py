@@ -42,8 +42,7 @@ class Settings(BaseSettings):
         return value
 
     def resolved_device(self) -> str:
-        from core.backbone import (
-            resolve_device,  # torch: only when a model is about to load
-        )
+        # Imported here: torch loads only when a model is about to.
+        from core.backbone import resolve_device
 
         return resolve_device(self.device)

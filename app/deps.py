@@ -10,7 +10,7 @@ from fastapi.security import APIKeyHeader
 from app.config import Settings
 from app.engine import Engine
 from app.gallery.gallery import Gallery
-from app.guard import key_matches
+from app.guard import KEY_REFUSED, key_matches
 from app.metrics import Metrics
 
 
@@ -42,4 +42,4 @@ def require_api_key(settings: SettingsDep, key: Annotated[str | None, Security(_
     """Declares the key in the OpenAPI document; `app.guard` has already enforced it before
     the body was read, with the same comparison."""
     if not key_matches(settings, key):
-        raise HTTPException(status_code=401, detail="missing or wrong X-API-Key", headers={"WWW-Authenticate": "APIKey"})
+        raise HTTPException(status_code=401, detail=KEY_REFUSED, headers={"WWW-Authenticate": "APIKey"})

@@ -20,6 +20,7 @@ from app.gallery.store import (
     StoreReadOnly,
     StoreUnavailable,
 )
+from app.guard import KEY_REFUSED
 from app.schemas import Problem
 from core.errors import (
     FaceIdError,
@@ -76,7 +77,7 @@ RETRY_AFTER_S = {Overloaded: 1, StoreBusy: 1}
 
 DESCRIPTIONS = {
     400: "a body that cannot be read: not an image, a corrupt one, or not JSON",
-    401: "missing or wrong X-API-Key",
+    401: KEY_REFUSED,
     404: "no such person",
     413: "an upload, the request body or the image's pixel count is over its limit",
     415: "an image format the service does not read",

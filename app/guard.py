@@ -20,6 +20,7 @@ from app.config import Settings
 MULTIPART_OVERHEAD = 1 << 20  # form fields and part headers beside the images
 ALWAYS_OPEN = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 PROBES = frozenset({"/readyz", "/metrics"})
+KEY_REFUSED = "missing or wrong X-API-Key"
 
 
 def key_matches(settings: Settings, given: str | None) -> bool:
@@ -62,15 +63,15 @@ class RequestGuard:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if needs_key(settings, scope["path"]) and not key_matches(settings, headers.get("x-api-key")):
-            await _answer(send, 401, "missing or wrong X-API-Key", {"WWW-Authenticate": "APIKey"})
+            await _answer(send, 401, KEY_REFUSED, {"WWW-Authenticate": "APIKey"})
             return
         limit = body_limit(settings)
+        too_large = f"request body larger than {limit} bytes"
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
-            await _answer(send, 413, f"request body larger than {limit} bytes")
+            await _answer(send, 413, too_large)
             return
         received, exceeded, started = 0, False, False
-        too_large = f"request body larger than {limit} bytes"
 
         async def counted_receive() -> Message:
             nonlocal received, exceeded

@@ -12,6 +12,11 @@ _NUMBER = r"\s*\d{1,6}(\.\d{1,3})?\s*"
 BOX_PATTERN = rf"^{_NUMBER},{_NUMBER},{_NUMBER},{_NUMBER}$"
 
 
+def rounded_box(box: tuple[float, ...]) -> list[float]:
+    """A box as answers carry it: x1, y1, x2, y2 to a tenth of a pixel."""
+    return [round(v, 1) for v in box]
+
+
 class PersonPublic(BaseModel):
     person_id: str
     name: str | None

@@ -305,5 +305,6 @@ def test_sqlite_errors_map_to_store_errors(tmp_path):
     store = Store(tmp_path / "s.sqlite3")
     store._db.execute("PRAGMA query_only = ON")
     with pytest.raises(StoreReadOnly):
-        store.add_faces("a", None, [face(1)], "m@1")
+        with store.write() as w:
+            w.add_faces([("a", None, [face(1)])], "m@1")
     assert store.counts() == (0, 0) and not store.writable()

@@ -45,7 +45,8 @@ def split_samples(data: Path, val_split: Path, test_split: Path | None = None) -
     if overlap := val_ids & test_ids:
         raise ValueError(f"{val_split} and {test_split} share identities, e.g. {sorted(overlap)[:3]}")
     samples = scan(data)
-    train = [s for s in samples if s.identity not in val_ids | test_ids]
+    held_out = val_ids | test_ids
+    train = [s for s in samples if s.identity not in held_out]
     val = [s for s in samples if s.identity in val_ids]
     if not val:
         raise ValueError(f"{val_split}: none of its identities are in {data}")

@@ -183,15 +183,6 @@ class Store:
         with self._lock:
             self._db.close()
 
-    def add_faces(self, person_id: str, name: str | None, faces: list[NewFace], model_id: str) -> tuple[Person, list[int], bool]:
-        """Store a person's new faces in one transaction: all of them or none. Returns
-        (person, new face ids, created)."""
-        with self.write() as w:
-            ((ids, created),) = w.add_faces([(person_id, name, faces)], model_id)
-        person = self.get_person(person_id)
-        assert person is not None
-        return person, ids, created
-
     def get_person(self, person_id: str) -> Person | None:
         with self._lock:
             row = self._db.execute(

@@ -18,6 +18,7 @@ from app.schemas import (
     IdentifyResponse,
     Match,
     QualityPublic,
+    rounded_box,
 )
 from core.errors import NoFaceFound
 
@@ -56,7 +57,7 @@ async def identify(
     for face, candidates in zip(faces, found):
         match, cands = _answer(candidates, thr)
         quality = QualityPublic(score=face.quality.score, reasons=list(face.quality.reasons))
-        results.append(FaceResult(box=[round(v, 1) for v in face.box], detection_score=face.face.score, quality=quality,
+        results.append(FaceResult(box=rounded_box(face.box), detection_score=face.face.score, quality=quality,
                                   match=match, candidates=cands))
     return IdentifyResponse(faces=results, threshold=thr, model_id=gallery.model_id)
 

@@ -19,6 +19,7 @@ from app.schemas import (
     EnrollResponse,
     PersonPublic,
     PersonsPage,
+    rounded_box,
 )
 
 router = APIRouter(tags=["persons"], dependencies=[Depends(require_api_key)])
@@ -27,10 +28,6 @@ MAX_OFFSET = 2**63 - 1  # SQLite's largest integer
 
 def public(person: Person) -> PersonPublic:
     return PersonPublic(person_id=person.person_id, name=person.name, n_faces=person.n_faces, created_at=person.created_at)
-
-
-def _rounded(box: tuple[float, ...]) -> list[float]:
-    return [round(v, 1) for v in box]
 
 
 @router.post("/enroll", response_model=EnrollResponse, summary="Add one or more photos of a person",
@@ -63,7 +60,7 @@ async def enroll(
     person, added, created = await run_in_threadpool(gallery.enroll, person_id, name, new)
     return EnrollResponse(
         person=public(person), faces_added=added, created=created,
-        faces=[EnrolledFace(source=s, box=_rounded(f.box), ignored=[_rounded(o.box) for o in ignored]) for s, f, ignored in chosen],
+        faces=[EnrolledFace(source=s, box=rounded_box(f.box), ignored=[rounded_box(o.box) for o in ignored]) for s, f, ignored in chosen],
     )
 
 
