@@ -76,7 +76,7 @@ class Engine:
                  pipeline_config: PipelineConfig = SERVICE_PIPELINE, detect_max_side: int = 1024,
                  max_pending: int = 16, timeout_s: float = 30.0, runtime: str = "torch") -> None:
         self.backbone = backbone
-        self.pipeline = FacePipeline(pipeline_config, device)
+        self.pipeline = FacePipeline(pipeline_config, device, runtime)
         self.embedder = make_embedder(backbone, device, batch_size, runtime)
         self.max_pixels = max_pixels
         self.detect_max_side = detect_max_side

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from core.constants import CROP_SIZE
 from core.faces import DetectedFace, FacePipeline
 from core.images import load_image
+from core.mtcnn import VERSION as MTCNN_VERSION
 
 DEFAULT_CACHE_DIR = Path(".cache")
 
@@ -27,7 +28,7 @@ def content_key(path: Path) -> str:
 
 
 def pipeline_key(pipeline: FacePipeline) -> str:
-    config = json.dumps(dataclasses.asdict(pipeline.config), sort_keys=True)
+    config = json.dumps({**dataclasses.asdict(pipeline.config), "detector": MTCNN_VERSION}, sort_keys=True)
     return hashlib.sha1(config.encode()).hexdigest()[:12]
 
 

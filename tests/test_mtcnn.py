@@ -1,0 +1,97 @@
+"""The MTCNN driver: the reference cascade's boxes, on either runtime, and its parts by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from facenet_pytorch import MTCNN
+from PIL import Image
+
+from core.faces import FacePipeline, PipelineConfig, iou
+from core.images import load_image
+from core.mtcnn import Mtcnn, nms, pyramid_scales
+from tests.conftest import GROUP, PORTRAIT
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[Image.Image]:
+    group = load_image(GROUP)
+    return [group, load_image(PORTRAIT), group.resize((group.width // 2, group.height // 2)),
+            group.rotate(8, expand=True)]
+
+
+def test_finds_the_faces_facenet_pytorchs_driver_finds(photos):
+    """Same cascade, weights and resampling: the boxes the shipped model was trained on."""
+    reference, mine = MTCNN(min_face_size=20, keep_all=True), Mtcnn(20)
+    for img in photos:
+        boxes, probs = reference.detect(img)
+        (found,) = mine.detect([img])
+        assert len(found) == len(boxes) > 0
+        for box, prob in zip(boxes, probs):
+            best = max(found, key=lambda d: iou(d.box, box))
+            assert iou(best.box, box) > 0.99
+            assert abs(best.score - prob) < 1e-3
+
+
+def test_onnx_and_torch_nets_agree(photos):
+    onnx, torch_nets = Mtcnn(20, runtime="onnx"), Mtcnn(20, runtime="torch")
+    assert (onnx.runtime, torch_nets.runtime) == ("onnx", "torch")
+    for img in photos:
+        (a,), (b,) = onnx.detect([img]), torch_nets.detect([img])
+        assert len(a) == len(b)
+        for x, y in zip(sorted(a, key=lambda d: d.box), sorted(b, key=lambda d: d.box)):
+            assert np.allclose(x.box, y.box, atol=0.5) and abs(x.score - y.score) < 1e-3
+
+
+def test_a_batch_finds_what_each_image_finds_alone(photos):
+    detector = Mtcnn(20)
+    group, flipped = photos[0], photos[0].transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    together = detector.detect([group, flipped])
+    assert [len(faces) for faces in together] == [len(detector.detect([group])[0]), len(detector.detect([flipped])[0])]
+
+
+def test_landmarks_lie_inside_their_box(photos):
+    (faces,) = Mtcnn(20).detect([photos[1]])
+    for face in faces:
+        x1, y1, x2, y2 = face.box
+        assert len(face.landmarks) == 5
+        assert all(x1 <= x <= x2 and y1 <= y <= y2 for x, y in face.landmarks)
+
+
+def test_blank_and_tiny_images_have_no_faces():
+    detector = Mtcnn(20)
+    assert detector.detect([Image.new("RGB", (300, 200), (128, 128, 128))]) == [[]]
+    assert detector.detect([Image.new("RGB", (11, 40))]) == [[]]  # below PNet's 12-px window
+
+
+def test_nms_by_hand():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30], [2, 2, 6, 6]], dtype=np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.95], dtype=np.float32)
+    # union: box 1 overlaps box 0 by 81/100 and goes; the small box 3 overlaps box 0 by 16/100 and stays
+    assert nms(boxes, scores, 0.5).tolist() == [3, 0, 2]
+    # min: box 3 lies inside box 0 (overlap 25/25 of the smaller, counting pixels inclusively) and
+    # removes it, being the better; box 1 overlaps box 3 by the whole of box 3 and goes too
+    assert nms(boxes, scores, 0.7, mode="min").tolist() == [3, 2]
+
+
+def test_pyramid_by_hand():
+    # 12/20 = 0.6, then ×0.709 while the shorter side (100 px) stays >= 12 px: 60, 42.5, 30.2, 21.4, 15.2
+    assert np.allclose(pyramid_scales(200, 100, 20), [0.6 * 0.709**k for k in range(5)])
+    assert pyramid_scales(200, 100, 120) == []
+
+
+def test_the_pipeline_detects_large_photos_at_its_detection_side(photos):
+    """A 4× upscaled group photo is detected on a copy at `detect_side` and its boxes come back
+    in its own pixels, where the same faces are."""
+    group = photos[0]
+    big = group.resize((group.width * 4, group.height * 4))
+    pipeline = FacePipeline(PipelineConfig(detect_side=max(group.size)))
+    small = sorted(pipeline.detect_all(group), key=lambda f: f.box[0])
+    large = sorted(pipeline.detect_all(big), key=lambda f: f.box[0])
+    assert len(small) == len(large) > 0
+    for a, b in zip(small, large):
+        assert iou([4 * v for v in a.box], b.box) > 0.85  # resampled twice: close, not equal
+
+
+def test_an_extreme_aspect_ratio_is_no_face_not_a_crash():
+    assert FacePipeline(PipelineConfig()).detect_all(Image.new("RGB", (20000, 30))) == []
