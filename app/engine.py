@@ -4,8 +4,11 @@
 `/identify` and `faceid gallery import` all go through it, so they decode, detect, choose and
 crop faces the same way. Model work runs in worker threads, never on the event loop. Embedding
 requests that arrive together are merged into one forward pass (up to `batch_size` faces),
-which is where a GPU gains most; detection stays per image, serialised by a lock so
-concurrent requests do not oversubscribe the CPU threads torch already uses.
+which is where a GPU gains most. On the CPU, detection's nets run single-threaded and as many
+photos are detected at once as there are cores (measured with 4 clients on 2 cores: 25.4
+identifies/s, against 20.7 with one two-threaded detection at a time and the embedder
+waiting on the same lock); the embedder keeps its threads, since one client's request is
+then fastest. On CUDA the device serialises both.
 
 Work per request is bounded: photos are detected at most `detect_max_side` pixels on a side,
 at most `max_pending` photos wait for detection (then 503 with Retry-After), and a request's
@@ -83,7 +86,8 @@ class Engine:
         self.max_pending, self.timeout_s = max_pending, timeout_s
         self._pending = 0
         self._pending_lock = threading.Lock()
-        self._model_lock = threading.Lock()
+        self._detect_slots = threading.Semaphore(1 if device == "cuda" else max(1, torch.get_num_threads()))
+        self._embed_lock = threading.Lock()
         self._queue: asyncio.Queue[tuple[torch.Tensor, asyncio.Future]] | None = None
         self._worker: asyncio.Task | None = None
         self.on_batch = lambda size: None  # metrics hook
@@ -109,7 +113,7 @@ class Engine:
 
     def detect_images(self, images: Sequence[Decoded]) -> list[list[FaceCrop]]:
         """Every face of each image, cropped; same-sized images share detection passes."""
-        with self._model_lock:
+        with self._detect_slots:
             found = self.pipeline.detect_batch([d.image for d in images])
         return [[FaceCrop.cut(self.pipeline, d, f) for f in faces] for d, faces in zip(images, found)]
 
@@ -156,7 +160,7 @@ class Engine:
             if not crops:
                 return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
             crops = torch.stack(list(crops))
-        with self._model_lock:
+        with self._embed_lock:
             return self.embedder.embed(crops)
 
     # -- async API: the routes -------------------------------------------------------------

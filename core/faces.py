@@ -56,11 +56,12 @@ class PipelineConfig:
     margin: int = 32  # pixels of context around the box, in the 160-px crop (facenet-pytorch's convention)
     min_face_size: int = 20  # pixels of the image detection runs on (see detect_side)
     # Detection runs on a copy at most this many pixels on its longer side, boxes mapped back
-    # to the image's pixels, crops cut from the image itself. MTCNN's pyramid costs about the
-    # square of the side (here: 224x336 16 ms, 512 px 30 ms, 640 px 42 ms; a 1024-px photo
-    # took 93 ms). The smallest face found grows with the photo: 40 px at 1024, which quality
-    # would flag too_small anyway.
-    detect_side: int = 512
+    # to the image's pixels, crops cut from the image itself (which keeps the face's pixels).
+    # MTCNN's pyramid costs about the square of the side (here 224x336: 16 ms, 512 px: 30
+    # ms, a 1024-px photo: 93 ms). The smallest face found grows with the photo: 5% of its
+    # longer side, 53 px in a 1024-px photo, about where quality starts to flag too_small.
+    # FACECOM-sized photos (<= 336 px) are detected as they are.
+    detect_side: int = 384
     min_score: float = 0.90  # MTCNN's face probability for a detection to count as a face
     # Where faces sit in FACECOM/LFW-style face photos (x1, y1, x2, y2 as fractions of the
     # image): the median MTCNN box of clean photos of the validation identities.

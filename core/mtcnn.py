@@ -216,5 +216,5 @@ def _onnx_net(net: nn.Module) -> Net:
         spatial = {2: "h", 3: "w"} if name == "pnet" else {}
         axes = {"x": {0: "n", **spatial}, **{o: {0: "n", **spatial} if name == "pnet" else {0: "n"} for o in outputs}}
         export_onnx(net, path, torch.zeros(1, 3, side, side), ["x"], outputs, axes, what=f"MTCNN's {name}")
-    session = open_session(path)
+    session = open_session(path, threads=1)  # small nets: the engine runs detections side by side instead
     return lambda batch: session.run(None, {"x": batch.contiguous().numpy()})
