@@ -4,11 +4,10 @@
 `/identify` and `faceid gallery import` all go through it, so they decode, detect, choose and
 crop faces the same way. Model work runs in worker threads, never on the event loop. Embedding
 requests that arrive together are merged into one forward pass (up to `batch_size` faces),
-which is where a GPU gains most. On the CPU, detection's nets run single-threaded and as many
-photos are detected at once as there are cores (measured with 4 clients on 2 cores: 25.4
-identifies/s, against 20.7 with one two-threaded detection at a time and the embedder
-waiting on the same lock); the embedder keeps its threads, since one client's request is
-then fastest. On CUDA the device serialises both.
+which is where a GPU gains most. On the CPU, as many photos are detected at once as there
+are cores (measured with 4 clients on 2 cores: 25.4 identifies/s, against 20.7 with one
+detection at a time and the embedder waiting on the same lock), and the embedder has a lock of
+its own. On CUDA the device serialises both.
 
 Work per request is bounded: photos are detected at most `detect_max_side` pixels on a side,
 at most `max_pending` photos wait for detection (then 503 with Retry-After), and a request's
@@ -79,7 +78,7 @@ class Engine:
                  pipeline_config: PipelineConfig = SERVICE_PIPELINE, detect_max_side: int = 1024,
                  max_pending: int = 16, timeout_s: float = 30.0, runtime: str = "torch") -> None:
         self.backbone = backbone
-        self.pipeline = FacePipeline(pipeline_config, device, runtime)
+        self.pipeline = FacePipeline(pipeline_config, device)
         self.embedder = make_embedder(backbone, device, batch_size, runtime)
         self.max_pixels = max_pixels
         self.detect_max_side = detect_max_side

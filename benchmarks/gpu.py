@@ -66,8 +66,13 @@ class IdentifyPath:
         return list(self.pool.map(lambda data: decode_reduced(data, "photo", max_side=1024), photos))
 
     def detect(self, decoded: list) -> list:
-        """Each worker detects a chunk of the batch (same-sized photos share MTCNN passes); the
-        subject's crop of each photo that has a face."""
+        """The subject's crop of each photo that has a face. On CUDA the whole batch goes to the
+        detector at once (same-sized photos share every stage); on the CPU, each worker takes a
+        chunk. Crops are cut by the workers either way."""
+        if self.device == "cuda":
+            found = self.pipeline.detect_batch([d.image for d in decoded])
+            pairs = [(d, faces) for d, faces in zip(decoded, found) if faces]
+            return list(self.pool.map(lambda pair: self.pipeline.crop(pair[0].image, FacePipeline.primary(pair[0].image, pair[1]).box), pairs))
         chunks = [decoded[i : i + DETECT_CHUNK] for i in range(0, len(decoded), DETECT_CHUNK)]
 
         def work(chunk: list) -> list:

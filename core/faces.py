@@ -85,14 +85,11 @@ class DetectedFace:
 
 
 class FacePipeline:
-    """Detects faces with MTCNN (core/mtcnn.py) and turns them into normalised 160×160 crops.
-    `runtime` picks where the detector's nets run on the CPU: "auto" (ONNX Runtime when
-    installed), "onnx" or "torch"."""
+    """Detects faces with MTCNN (core/mtcnn.py) and turns them into normalised 160×160 crops."""
 
-    def __init__(self, config: PipelineConfig = PipelineConfig(), device: str | torch.device = "cpu",
-                 runtime: str = "auto") -> None:
+    def __init__(self, config: PipelineConfig = PipelineConfig(), device: str | torch.device = "cpu") -> None:
         self.config = config
-        self._mtcnn = Mtcnn(config.min_face_size, device, runtime)
+        self._mtcnn = Mtcnn(config.min_face_size, device)
 
     # -- detection ---------------------------------------------------------------------
     def _mtcnn_faces(self, images: Sequence[Image.Image], path: DetectionPath) -> list[list[DetectedFace]]:

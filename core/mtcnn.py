@@ -2,40 +2,40 @@
 and ONet, driven here so that each step costs what it must.
 
 The arithmetic is MTCNN's as facenet-pytorch runs it (the pyramid, box generation,
-regression, squaring, the thresholds and the three NMS passes, torch's area resampling), so
+regression, squaring, the thresholds, the three NMS passes and torch's area resampling), so
 the boxes are the ones the shipped model was trained and evaluated on (tests/test_mtcnn.py).
-What changes is the cost: the image is converted once for every stage, the nets run on ONNX
-Runtime on the CPU (exported once, cached beside the embedder's export; torch on CUDA), and
-the glue between them is numpy. On this project's 2-core CPU a 224x336 photo took 24 ms
-through facenet-pytorch's driver and takes 16 ms here. Resampling with Pillow instead would
-be cheaper still, but moved boxes by ~2% of their width and cost the shipped model 0.6
-points of top-1 on the validation people.
+What changes is the cost:
+- every resampling, the pyramid's levels and the RNet/ONet crops alike, goes through
+  `AreaSampler`: torch's pooling on the CPU, a summed-area table on a GPU;
+- each stage handles the whole batch at once (candidates carry their image's index, NMS
+  is torchvision's batched one), so a GPU gets few large launches instead of a Python loop
+  per image, and the CPU does the glue in a few vector operations.
+On this project's 2-core CPU a 224x336 photo takes 16 ms (facenet-pytorch's driver: 24 ms);
+ONNX Runtime ran the three small nets no faster than torch here, so they stay in torch.
+Resampling with Pillow instead would be cheaper still on the CPU, but moved boxes by ~2% of
+their width and cost the shipped model 0.6 points of top-1 on the validation people.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
 from PIL import Image
 from torch import nn
-
-from core.onnx_runtime import export_onnx, onnx_cache_dir, open_session, require_runtime
+from torchvision.ops import batched_nms
 
 # MTCNN's published settings, as facenet-pytorch uses them.
 THRESHOLDS = (0.6, 0.7, 0.7)  # face probability to pass PNet, RNet, ONet
 PYRAMID_FACTOR = 0.709
 STRIDE, CELL = 2, 12  # PNet sees 12×12 windows every 2 pixels
 # Caches of detections key on this: change it whenever the boxes this module finds change.
-VERSION = "pillow-pyramid-1"
+VERSION = "1"
 
-Net = Callable[[torch.Tensor], list[np.ndarray]]  # N×3×H×W standardised → the net's outputs
+Net = Callable[[torch.Tensor], list[torch.Tensor]]  # N×3×H×W standardised → the net's outputs, on its device
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,16 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "un
     return np.asarray(keep, dtype=np.int64)
 
 
-def _square(boxes: np.ndarray) -> np.ndarray:
-    """Each box grown to a square about its centre (the next net's input is square)."""
-    out = boxes.copy()
+def _nms_per_image(boxes: torch.Tensor, image: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Indices kept by IoU NMS within each image, on the boxes' device."""
+    return batched_nms(boxes[:, :4], boxes[:, 4], image, threshold)
+
+
+def _square(boxes: torch.Tensor) -> torch.Tensor:
+    """Each box (x1, y1, x2, y2, …) grown to a square about its centre: the next net's input is square."""
+    out = boxes.clone()
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    side = np.maximum(w, h)
+    side = torch.maximum(w, h)
     out[:, 0] = boxes[:, 0] + (w - side) / 2
     out[:, 1] = boxes[:, 1] + (h - side) / 2
     out[:, 2] = out[:, 0] + side
@@ -82,12 +87,14 @@ def _square(boxes: np.ndarray) -> np.ndarray:
     return out
 
 
-def _regress(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Apply a net's box offsets (fractions of the box's size)."""
-    out = boxes.copy()
-    w = boxes[:, 2] - boxes[:, 0] + 1
-    h = boxes[:, 3] - boxes[:, 1] + 1
-    out[:, :4] = boxes[:, :4] + offsets * np.stack([w, h, w, h], axis=1)
+def _regress(boxes: torch.Tensor, offsets: torch.Tensor, inclusive: bool = True) -> torch.Tensor:
+    """Move boxes by a net's offsets, fractions of the box's size (counted inclusively after
+    PNet, as the reference does)."""
+    one = 1.0 if inclusive else 0.0
+    out = boxes.clone()
+    w = boxes[:, 2] - boxes[:, 0] + one
+    h = boxes[:, 3] - boxes[:, 1] + one
+    out[:, :4] = boxes[:, :4] + offsets * torch.stack([w, h, w, h], dim=1)
     return out
 
 
@@ -100,121 +107,148 @@ def pyramid_scales(width: int, height: int, min_face_size: int) -> list[float]:
     return scales
 
 
-class Mtcnn:
-    """Faces in same-sized RGB images, as boxes with MTCNN's probability and five landmarks."""
+class AreaSampler:
+    """Area resampling (torch's `interpolate(mode="area")`, i.e. adaptive average pooling) of
+    rectangles of a batch of images: the pyramid's levels and the RNet/ONet crops.
 
-    def __init__(self, min_face_size: int = 20, device: str | torch.device = "cpu", runtime: str = "auto") -> None:
+    On the CPU that is torch's own pooling, a call per rectangle. On a GPU a call per crop
+    would be thousands of tiny launches per batch, so the averages are read off a
+    summed-area table instead: four lookups per output pixel, every rectangle of a stage in
+    one gather. Pixel sums are integers, so both give torch's averages (tests/test_mtcnn.py).
+    """
+
+    def __init__(self, pixels: torch.Tensor, vectorised: bool | None = None) -> None:  # N×3×H×W uint8
+        self.pixels = pixels.float()
+        self.vectorised = pixels.device.type != "cpu" if vectorised is None else vectorised
+        if self.vectorised:
+            n, _, h, w = pixels.shape
+            dtype = torch.int32 if 255 * h * w < 2**31 else torch.int64
+            table = nn.functional.pad(pixels.to(dtype).cumsum(2).cumsum(3), (1, 0, 1, 0))  # zero first row, column
+            self.rows = table.reshape(n * 3 * (h + 1), w + 1)  # one row of the table per (image, channel, y)
+            self.height = h
+
+    def __call__(self, image: torch.Tensor, regions: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+        """K rectangles (x1, y1, x2, y2, integer, end-exclusive) of images `image` (K) →
+        K×3×out_h×out_w float32."""
+        if self.vectorised:
+            return self._from_table(image, regions, out_h, out_w)
+        return torch.cat([nn.functional.adaptive_avg_pool2d(self.pixels[i : i + 1, :, y1:y2, x1:x2], (out_h, out_w))
+                          for i, (x1, y1, x2, y2) in zip(image.tolist(), regions.tolist())])
+
+    def _from_table(self, image: torch.Tensor, regions: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+        device = self.rows.device
+        x1, y1, x2, y2 = regions.to(device=device, dtype=torch.int64).unbind(1)
+        top, bottom = _windows(y1, y2, out_h)  # K×out_h each
+        left, right = _windows(x1, x2, out_w)
+        k = len(regions)
+        plane = (image.to(device)[:, None] * 3 + torch.arange(3, device=device)) * (self.height + 1)  # K×3
+        strips = (self.rows[(plane[:, :, None] + bottom[:, None, :]).flatten()]
+                  - self.rows[(plane[:, :, None] + top[:, None, :]).flatten()]).view(k, 3 * out_h, -1)
+        sums = strips.gather(2, right[:, None, :].expand(k, 3 * out_h, out_w)) - strips.gather(2, left[:, None, :].expand(k, 3 * out_h, out_w))
+        counts = (bottom - top)[:, None, :, None] * (right - left)[:, None, None, :]
+        return (sums.view(k, 3, out_h, out_w) / counts).float()
+
+
+def _windows(start: torch.Tensor, end: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adaptive pooling's windows over [start, end) into `size` bins: [floor(i·n/size),
+    ceil((i+1)·n/size)) from start, for each of K spans → (K×size first, K×size past-the-end)."""
+    steps = torch.arange(size, device=start.device)
+    n = (end - start)[:, None]
+    return start[:, None] + (steps * n) // size, start[:, None] + ((steps + 1) * n + size - 1) // size
+
+
+class Mtcnn:
+    """Faces in same-sized RGB images, as boxes with MTCNN's probability and five landmarks.
+    Every stage runs on the whole batch at once, so a GPU sees few, large launches."""
+
+    def __init__(self, min_face_size: int = 20, device: str | torch.device = "cpu") -> None:
         self.min_face_size = min_face_size
-        nets = (PNet(), RNet(), ONet())
-        if runtime not in {"auto", "torch", "onnx"}:
-            raise ValueError(f"unknown runtime {runtime!r}; choose auto, torch or onnx")
-        use_onnx = str(device) == "cpu" and (runtime == "onnx" or (runtime == "auto" and importlib.util.find_spec("onnxruntime")))
-        self.pnet, self.rnet, self.onet = (_onnx_net(n) if use_onnx else _torch_net(n, device) for n in nets)
-        self.runtime = "onnx" if use_onnx else "torch"
-        self.device = torch.device(device)  # where the pixels go through the stages
+        self.device = torch.device(device)  # where the pixels and the nets are
+        self.pnet, self.rnet, self.onet = (_torch_net(n, device) for n in (PNet(), RNet(), ONet()))
+        self.vectorised_sampling: bool | None = None  # None: by device (see AreaSampler)
 
     def detect(self, images: Sequence[Image.Image]) -> list[list[Detection]]:
         stacked = torch.from_numpy(np.stack([np.asarray(img) for img in images])).to(self.device)
-        pixels = stacked.permute(0, 3, 1, 2).float()
-        candidates = self._propose(pixels)
-        for size, net, threshold in ((24, self.rnet, THRESHOLDS[1]), (48, self.onet, THRESHOLDS[2])):
-            candidates = [self._refine(image, boxes, size, net, threshold) for image, boxes in zip(pixels, candidates)]
-        return [[Detection(tuple(float(v) for v in row[:4]), float(row[4]), tuple(zip(row[5:10], row[10:15])))
-                 for row in boxes] for boxes in candidates]
+        area = AreaSampler(stacked.permute(0, 3, 1, 2), self.vectorised_sampling)
+        height, width = stacked.shape[1:3]
+        boxes, image = self._propose(area, len(images), width, height)
+        boxes, image = self._refine(area, boxes, image, width, height, 24, self.rnet, THRESHOLDS[1])
+        rows, image = self._refine(area, boxes, image, width, height, 48, self.onet, THRESHOLDS[2])
+        found: list[list[Detection]] = [[] for _ in images]
+        for row, i in zip(rows.tolist(), image.tolist()):
+            found[i].append(Detection(tuple(row[:4]), row[4], tuple(zip(row[5:10], row[10:15]))))  # type: ignore[arg-type]
+        return found
 
-    def _propose(self, pixels: torch.Tensor) -> list[np.ndarray]:
-        """Stage 1: PNet over the pyramid of N×3×H×W images; squared, NMS'd candidate boxes
-        (x1, y1, x2, y2, score) per image."""
-        height, width = pixels.shape[2:]
-        found: list[list[np.ndarray]] = [[] for _ in pixels]
+    def _propose(self, area: AreaSampler, n: int, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stage 1: PNet over the pyramid; squared candidate boxes (x1, y1, x2, y2, score) and
+        the image each is in."""
+        whole = torch.tensor([[0, 0, width, height]] * n)
+        every = torch.arange(n)
+        boxes, image = [], []
         for scale in pyramid_scales(width, height, self.min_face_size):
-            level = nn.functional.interpolate(pixels, size=(int(height * scale + 1), int(width * scale + 1)), mode="area")
+            level = area(every, whole, int(height * scale + 1), int(width * scale + 1))
             offsets, probs = self.pnet(_standardise(level))
-            for i in range(len(pixels)):
-                ys, xs = np.nonzero(probs[i, 1] >= THRESHOLDS[0])
-                if not len(ys):
-                    continue
-                corner = np.stack([xs, ys], axis=1).astype(np.float32) * STRIDE
-                boxes = np.concatenate([np.floor((corner + 1) / scale), np.floor((corner + CELL) / scale),
-                                        probs[i, 1, ys, xs][:, None], offsets[i, :, ys, xs]], axis=1)
-                found[i].append(boxes[nms(boxes[:, :4], boxes[:, 4], 0.5)])
-        out = []
-        for boxes in found:
-            if not boxes:
-                out.append(np.zeros((0, 5), dtype=np.float32))
-                continue
-            boxes = np.concatenate(boxes)
-            boxes = boxes[nms(boxes[:, :4], boxes[:, 4], 0.7)]
-            w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-            moved = boxes[:, :4] + boxes[:, 5:9] * np.stack([w, h, w, h], axis=1)
-            out.append(_square(np.concatenate([moved, boxes[:, 4:5]], axis=1)))
-        return out
+            i, ys, xs = torch.nonzero(probs[:, 1] >= THRESHOLDS[0], as_tuple=True)
+            corner = torch.stack([xs, ys], dim=1).float() * STRIDE
+            found = torch.cat([torch.floor((corner + 1) / scale), torch.floor((corner + CELL) / scale),
+                               probs[i, 1, ys, xs][:, None], offsets[i, :, ys, xs]], dim=1)
+            keep = _nms_per_image(found, i, 0.5)
+            boxes.append(found[keep])
+            image.append(i[keep])
+        if not boxes:  # smaller than PNet's window: no pyramid at all
+            return torch.zeros((0, 5), device=self.device), torch.zeros(0, dtype=torch.int64, device=self.device)
+        found, i = torch.cat(boxes), torch.cat(image)
+        keep = _nms_per_image(found, i, 0.7)
+        found, i = found[keep], i[keep]
+        moved = _regress(found[:, :5], found[:, 5:9], inclusive=False)
+        return _square(moved), i
 
-    @staticmethod
-    def _refine(image: torch.Tensor, boxes: np.ndarray, size: int, net: Net, threshold: float) -> np.ndarray:
+    def _refine(self, area: AreaSampler, boxes: torch.Tensor, image: torch.Tensor, width: int, height: int,
+                size: int, net: Net, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Stages 2 and 3: re-score each candidate's crop at `size` px and move its box; ONet's
         pass (size 48) also places the landmarks and ends with the "min" NMS."""
-        if not len(boxes):
-            return np.zeros((0, 15 if size == 48 else 5), dtype=np.float32)
-        regions = _crop_regions(boxes, image.shape[2], image.shape[1])
+        regions = _crop_regions(boxes, width, height)
         valid = (regions[:, 2] > regions[:, 0]) & (regions[:, 3] > regions[:, 1])
-        boxes, regions = boxes[valid], regions[valid]
-        outputs = net(_standardise(_area_crops(image, regions, size)))
+        boxes, regions, image = boxes[valid], regions[valid], image[valid]
+        if not len(boxes):
+            return torch.zeros((0, 15), device=boxes.device), image
+        outputs = net(_standardise(area(image, regions, size, size)))
         offsets, probs = outputs[0], outputs[-1]
         keep = probs[:, 1] > threshold
-        scored = np.concatenate([boxes[keep, :4], probs[keep, 1:2]], axis=1)
-        offsets = offsets[keep]
+        scored = torch.cat([boxes[keep, :4], probs[keep, 1:2]], dim=1)
+        offsets, image = offsets[keep], image[keep]
         if size == 24:
-            picked = nms(scored[:, :4], scored[:, 4], 0.7)
-            return _square(_regress(scored[picked], offsets[picked]))
+            picked = _nms_per_image(scored, image, 0.7)
+            return _square(_regress(scored[picked], offsets[picked])), image[picked]
         marks = outputs[1][keep]
         w = (scored[:, 2] - scored[:, 0] + 1)[:, None]
         h = (scored[:, 3] - scored[:, 1] + 1)[:, None]
         xs = w * marks[:, :5] + scored[:, 0:1] - 1
         ys = h * marks[:, 5:] + scored[:, 1:2] - 1
         scored = _regress(scored, offsets)
-        picked = nms(scored[:, :4], scored[:, 4], 0.7, mode="min")
-        return np.concatenate([scored, xs, ys], axis=1)[picked]
+        rows = torch.cat([scored, xs, ys], dim=1).cpu().numpy()
+        # Within each image: shift the images' boxes apart so one NMS pass keeps them separate.
+        shifted = rows[:, :4] + image.cpu().numpy()[:, None] * (rows[:, :4].max(initial=0) + 1)
+        picked = torch.from_numpy(nms(shifted, rows[:, 4], 0.7, mode="min"))
+        return torch.from_numpy(rows)[picked], image.cpu()[picked]
 
 
-def _area_crops(image: torch.Tensor, regions: np.ndarray, size: int) -> torch.Tensor:
-    """Each region of a 3×H×W image resized to size×size by area averaging, N×3×size×size."""
-    return torch.cat([nn.functional.adaptive_avg_pool2d(image[None, :, y1:y2, x1:x2], size) for x1, y1, x2, y2 in regions.tolist()])
-
-
-def _crop_regions(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
-    """The part of each box inside the image, in whole pixels (x1, y1, x2, y2; MTCNN's
-    1-based truncation), as an integer crop region."""
-    whole = np.trunc(boxes[:, :4]).astype(np.int64)
-    x1 = np.maximum(whole[:, 0], 1) - 1
-    y1 = np.maximum(whole[:, 1], 1) - 1
-    x2 = np.minimum(whole[:, 2], width)
-    y2 = np.minimum(whole[:, 3], height)
-    return np.stack([x1, y1, x2, y2], axis=1)
+def _crop_regions(boxes: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """The part of each box inside the image, in whole pixels (x1, y1, x2, y2, end-exclusive;
+    MTCNN's 1-based truncation)."""
+    whole = torch.trunc(boxes[:, :4]).to(torch.int64)
+    x1 = whole[:, 0].clamp(min=1) - 1
+    y1 = whole[:, 1].clamp(min=1) - 1
+    x2 = whole[:, 2].clamp(max=width)
+    y2 = whole[:, 3].clamp(max=height)
+    return torch.stack([x1, y1, x2, y2], dim=1)
 
 
 def _torch_net(net: nn.Module, device: str | torch.device) -> Net:
     net = net.to(device).eval()
 
-    def run(batch: torch.Tensor) -> list[np.ndarray]:
+    def run(batch: torch.Tensor) -> list[torch.Tensor]:
         with torch.inference_mode():
-            return [t.float().cpu().numpy() for t in net(batch)]
+            return [t.float() for t in net(batch.to(device))]
 
     return run
-
-
-def _onnx_net(net: nn.Module) -> Net:
-    """`net` on ONNX Runtime; the export is cached by a digest of its weights."""
-    require_runtime()
-    digest = hashlib.sha256(b"".join(t.numpy().tobytes() for t in net.state_dict().values())).hexdigest()[:16]
-    name = type(net).__name__.lower()
-    path: Path = onnx_cache_dir() / f"mtcnn-{name}-{digest}.onnx"
-    n_out = 3 if isinstance(net, ONet) else 2
-    outputs = [f"out{i}" for i in range(n_out)]
-    if not path.is_file():
-        side = {"pnet": 12, "rnet": 24, "onet": 48}[name]
-        spatial = {2: "h", 3: "w"} if name == "pnet" else {}
-        axes = {"x": {0: "n", **spatial}, **{o: {0: "n", **spatial} if name == "pnet" else {0: "n"} for o in outputs}}
-        export_onnx(net, path, torch.zeros(1, 3, side, side), ["x"], outputs, axes, what=f"MTCNN's {name}")
-    session = open_session(path, threads=1)  # small nets: the engine runs detections side by side instead
-    return lambda batch: session.run(None, {"x": batch.contiguous().numpy()})

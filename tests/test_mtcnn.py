@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from facenet_pytorch import MTCNN
 from PIL import Image
+from torch.nn import functional as F
 
 from core.faces import FacePipeline, PipelineConfig, iou
 from core.images import load_image
-from core.mtcnn import Mtcnn, nms, pyramid_scales
+from core.mtcnn import AreaSampler, Mtcnn, nms, pyramid_scales
 from tests.conftest import GROUP, PORTRAIT
 
 
@@ -31,16 +33,6 @@ def test_finds_the_faces_facenet_pytorchs_driver_finds(photos):
             best = max(found, key=lambda d: iou(d.box, box))
             assert iou(best.box, box) > 0.99
             assert abs(best.score - prob) < 1e-3
-
-
-def test_onnx_and_torch_nets_agree(photos):
-    onnx, torch_nets = Mtcnn(20, runtime="onnx"), Mtcnn(20, runtime="torch")
-    assert (onnx.runtime, torch_nets.runtime) == ("onnx", "torch")
-    for img in photos:
-        (a,), (b,) = onnx.detect([img]), torch_nets.detect([img])
-        assert len(a) == len(b)
-        for x, y in zip(sorted(a, key=lambda d: d.box), sorted(b, key=lambda d: d.box)):
-            assert np.allclose(x.box, y.box, atol=0.5) and abs(x.score - y.score) < 1e-3
 
 
 def test_a_batch_finds_what_each_image_finds_alone(photos):
@@ -95,3 +87,29 @@ def test_the_pipeline_detects_large_photos_at_its_detection_side(photos):
 
 def test_an_extreme_aspect_ratio_is_no_face_not_a_crash():
     assert FacePipeline(PipelineConfig()).detect_all(Image.new("RGB", (20000, 30))) == []
+
+
+@pytest.mark.parametrize("vectorised", [False, True], ids=["pooling", "summed-area-table"])
+def test_area_sampling_is_torchs_area_interpolation(vectorised):
+    pixels = torch.randint(0, 256, (2, 3, 37, 53), dtype=torch.uint8)
+    sample = AreaSampler(pixels, vectorised)
+    whole = torch.tensor([[0, 0, 53, 37], [0, 0, 53, 37]])
+    for out in ((23, 33), (12, 12), (37, 53), (50, 70)):  # shrinking, to PNet's window, same size, enlarging
+        expected = F.interpolate(pixels.float(), size=out, mode="area")
+        assert torch.allclose(sample(torch.arange(2), whole, *out), expected, atol=1e-4)
+    regions = torch.tensor([[5, 7, 30, 20], [0, 0, 3, 2]])  # crops as RNet gets them, one tiny
+    for image, region in zip((1, 0), regions):
+        x1, y1, x2, y2 = region.tolist()
+        expected = F.adaptive_avg_pool2d(pixels[image : image + 1, :, y1:y2, x1:x2].float(), 24)
+        assert torch.allclose(sample(torch.tensor([image]), region[None], 24, 24), expected, atol=1e-4)
+
+
+def test_the_gpus_way_of_resampling_finds_the_same_faces(photos):
+    """The summed-area table (what a GPU uses) and torch's pooling (the CPU) over one batch."""
+    pooled, table = Mtcnn(20), Mtcnn(20)
+    table.vectorised_sampling = True
+    batch = [photos[0], photos[0].transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    for a, b in zip(pooled.detect(batch), table.detect(batch)):
+        assert len(a) == len(b) > 0
+        for x, y in zip(sorted(a, key=lambda d: d.box), sorted(b, key=lambda d: d.box)):
+            assert np.allclose(x.box, y.box, atol=0.01) and abs(x.score - y.score) < 1e-5
