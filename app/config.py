@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.gallery.index import DEFAULT_EF_SEARCH, DEFAULT_HNSW_M
+from app.gallery.index import DEFAULT_EF_SEARCH, DEFAULT_HNSW_M, DEFAULT_IVF_NPROBE
 
 
 class Settings(BaseSettings):
@@ -30,9 +30,11 @@ class Settings(BaseSettings):
     max_pending: int = Field(16, ge=1, description="photos waiting for detection; past this, 503 with Retry-After")
     request_timeout_s: float = Field(30.0, gt=0, description="a request's face work past this answers 503")
     batch_size: int = Field(32, ge=1, le=512, description="faces per embedder batch")
-    index: Literal["flat", "hnsw"] = Field("flat", description="hnsw: approximate search for large galleries")
+    index: Literal["flat", "hnsw", "ivf"] = Field(
+        "flat", description="flat: exact; ivf: approximate for large galleries (exact below 50k faces); hnsw: approximate")
     hnsw_m: int = Field(DEFAULT_HNSW_M, ge=4, le=128)
     hnsw_ef_search: int = Field(DEFAULT_EF_SEARCH, ge=8, description="HNSW search breadth: recall against speed")
+    ivf_nprobe: int = Field(DEFAULT_IVF_NPROBE, ge=1, le=4096, description="IVF cells searched per query: recall against speed")
 
     @field_validator("api_key")
     @classmethod

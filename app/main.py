@@ -39,6 +39,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await engine.stop()
+            try:  # the next start loads it instead of rebuilding (a 1M-face IVF index: seconds, not minutes)
+                await run_in_threadpool(gallery.save_index)
+            except OSError as exc:
+                log.warning("index not saved (%s): the next start rebuilds it from the store", exc)
             gallery.close()
 
     app = FastAPI(

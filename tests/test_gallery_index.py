@@ -1,5 +1,6 @@
 """The FAISS index and the gallery without HTTP: exact vs approximate search, deletes."""
 
+import faiss
 import numpy as np
 
 from app.gallery.gallery import Gallery
@@ -54,3 +55,108 @@ def test_gallery_ranks_persons_by_their_best_face(tmp_path):
     (row,) = gallery.search(v[1:2], 5)
     assert [(c.person_id, c.name) for c in row] == [("b", "Bee")]
     gallery.close()
+
+
+def clustered(n_people, per_person, seed=0, spread=0.35):
+    """Face-like vectors: people as centres, photos around them."""
+    rng = np.random.default_rng(seed)
+    centres = unit_rows(n_people, seed)
+    x = np.repeat(centres, per_person, axis=0) + spread / np.sqrt(512) * rng.standard_normal((n_people * per_person, 512))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), centres
+
+
+def test_ivf_is_exact_until_it_has_enough_faces(monkeypatch):
+    monkeypatch.setattr("app.gallery.index.IVF_MIN_FACES", 4000)
+    vectors, _ = clustered(300, 5)
+    small = FaceIndex.over(np.arange(1500), vectors, "ivf")
+    assert small.trained_on == 0 and not small.needs_training
+    _, exact = small.search(vectors[:50], 1)
+    assert exact[:, 0].tolist() == list(range(50))
+
+
+def test_ivf_finds_the_person_exact_search_finds_and_forgets_deleted_faces(monkeypatch):
+    monkeypatch.setattr("app.gallery.index.IVF_MIN_FACES", 4000)
+    vectors, centres = clustered(1000, 5)
+    ids = np.arange(len(vectors), dtype=np.int64) + 100
+    ivf = FaceIndex.over(ids, vectors, "ivf", nprobe=16)
+    assert ivf.trained_on == 5000 and ivf.size == 5000
+    queries = centres + 0.5 / np.sqrt(512) * np.random.default_rng(2).standard_normal(centres.shape)
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    _, approx = ivf.search(queries, 1)
+    person = (approx[:, 0] - 100) // 5
+    assert np.mean(person == np.arange(1000)) >= 0.99
+    ivf.remove([100, 101, 102, 103, 104])  # person 0, every photo
+    _, after = ivf.search(queries[:1], 5)
+    assert not set(after[0].tolist()) & {100, 101, 102, 103, 104} and ivf.size == 4995
+
+
+def test_the_gallery_trains_its_ivf_cells_once_it_has_outgrown_flat_search(tmp_path, monkeypatch):
+    monkeypatch.setattr("app.gallery.index.IVF_MIN_FACES", 3000)
+    vectors, _ = clustered(700, 5)
+    gallery = Gallery(tmp_path, "m@1", "ivf")
+    gallery.enroll_many([(f"p{i}", None, [NewFace(f"{i}-{j}.jpg", vectors[5 * i + j]) for j in range(5)]) for i in range(500)])
+    assert gallery.index.trained_on == 0  # 2,500 faces: still exact
+    gallery.enroll_many([(f"p{i}", None, [NewFace(f"{i}-{j}.jpg", vectors[5 * i + j]) for j in range(5)]) for i in range(500, 700)])
+    assert gallery.index.trained_on == 3500 and gallery.in_sync
+    (best, *_), = gallery.search(vectors[5 * 650 + 2][None], 3)
+    assert best.person_id == "p650"
+    gallery.delete("p650")
+    (best, *_), = gallery.search(vectors[5 * 650 + 2][None], 3)
+    assert best.person_id != "p650" and gallery.in_sync
+    gallery.close()
+
+
+def enrol_people(gallery, vectors, people, per_person=5):
+    gallery.enroll_many([(f"p{i}", None, [NewFace(f"{i}-{j}.jpg", vectors[per_person * i + j]) for j in range(per_person)])
+                         for i in people])
+
+
+def test_a_saved_index_is_loaded_at_the_next_start_instead_of_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setattr("app.gallery.index.IVF_MIN_FACES", 1000)
+    vectors, _ = clustered(300, 5)
+    gallery = Gallery(tmp_path, "m@1", "ivf", ivf_nprobe=8)
+    enrol_people(gallery, vectors, range(300))
+    assert gallery.index.trained_on == 1500
+    before = gallery.search(vectors[:20], 1)
+    gallery.save_index()
+    gallery.close()
+
+    def no_rebuild(self):
+        raise AssertionError("rebuilt from the embeddings")
+
+    with monkeypatch.context() as m:
+        m.setattr("app.gallery.store.Store.embeddings", no_rebuild)
+        again = Gallery(tmp_path, "m@1", "ivf", ivf_nprobe=8)
+    assert again.index.trained_on == 1500 and again.in_sync
+    assert again.search(vectors[:20], 1) == before
+    again.close()
+
+
+def test_a_stale_or_damaged_saved_index_is_rebuilt_from_the_store(tmp_path):
+    vectors, _ = clustered(40, 5)
+    gallery = Gallery(tmp_path, "m@1")
+    enrol_people(gallery, vectors, range(30))
+    gallery.save_index()
+    enrol_people(gallery, vectors, range(30, 40))  # a write after the save: the saved index is stale
+    gallery.close()
+    again = Gallery(tmp_path, "m@1")
+    assert again.index.size == 200 and again.in_sync
+    again.save_index()
+    again.close()
+    (tmp_path / "index.faiss").write_bytes(b"not an index")
+    third = Gallery(tmp_path, "m@1")
+    assert third.index.size == 200 and third.in_sync
+    (best, *_), = third.search(vectors[5 * 35][None], 1)
+    assert best.person_id == "p35"
+    third.close()
+
+
+def test_an_index_saved_for_another_model_or_kind_is_not_used(tmp_path):
+    vectors, _ = clustered(20, 5)
+    gallery = Gallery(tmp_path, "m@1")
+    enrol_people(gallery, vectors, range(20))
+    gallery.save_index()
+    gallery.close()
+    hnsw = Gallery(tmp_path, "m@1", "hnsw")
+    assert isinstance(faiss.downcast_index(hnsw.index._index.index), faiss.IndexHNSWFlat) and hnsw.in_sync
+    hnsw.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Literal
 
 import faiss
@@ -9,22 +11,37 @@ import numpy as np
 
 from core.constants import EMBEDDING_DIM
 
+IndexKind = Literal["flat", "hnsw", "ivf"]
 DEFAULT_HNSW_M = 32
 # Recall@1 against the flat index on 100k synthetic 512-d vectors (benchmarks/service.py):
 # 0.71 at efSearch 128, 0.95 at 512, 0.995 at 1024 (4.4 ms per query on 2 cores).
 DEFAULT_EF_SEARCH = 1024
+# IVF: below this many faces exact search is both exact and fast (~3 ms a query at 50k on 2
+# cores), so the index stays flat; above it, cells are trained on the faces themselves.
+IVF_MIN_FACES = 50_000
+DEFAULT_IVF_NPROBE = 96  # benchmarks/search.py, 1M face-like vectors (2,048 cells): see the README
+
+
+def ivf_lists(n_faces: int) -> int:
+    """Cells for n faces: about 2·√n, a power of two (1M faces: 2048)."""
+    return 2 ** round(math.log2(max(2 * math.sqrt(n_faces), 64)))
 
 
 class FaceIndex:
-    """Flat (exact) by default; HNSW (approximate) for large galleries.
+    """Flat (exact) by default; HNSW or IVF (approximate) for large galleries.
 
     HNSW cannot remove vectors, so deleted ids are masked at search time and the graph is
-    rebuilt by the gallery once too many are masked.
+    rebuilt by the gallery once too many are masked. IVF removes them from its lists; it is
+    trained when built over at least IVF_MIN_FACES faces (`FaceIndex.over`) and is exact flat
+    search until then.
     """
 
-    def __init__(self, kind: Literal["flat", "hnsw"] = "flat", hnsw_m: int = DEFAULT_HNSW_M, ef_search: int = DEFAULT_EF_SEARCH) -> None:
+    def __init__(self, kind: IndexKind = "flat", hnsw_m: int = DEFAULT_HNSW_M, ef_search: int = DEFAULT_EF_SEARCH,
+                 nprobe: int = DEFAULT_IVF_NPROBE) -> None:
         self.kind = kind
-        if kind == "flat":
+        self.nprobe = nprobe
+        self.trained_on = 0  # IVF: faces its cells were trained on (0: still exact)
+        if kind in ("flat", "ivf"):
             base = faiss.IndexFlatIP(EMBEDDING_DIM)
         else:
             base = faiss.IndexHNSWFlat(EMBEDDING_DIM, hnsw_m, faiss.METRIC_INNER_PRODUCT)
@@ -32,6 +49,55 @@ class FaceIndex:
             base.hnsw.efConstruction = max(40, 2 * hnsw_m)
         self._index = faiss.IndexIDMap2(base)
         self._masked: set[int] = set()
+
+    @classmethod
+    def over(cls, ids: np.ndarray, vectors: np.ndarray, kind: IndexKind = "flat", hnsw_m: int = DEFAULT_HNSW_M,
+             ef_search: int = DEFAULT_EF_SEARCH, nprobe: int = DEFAULT_IVF_NPROBE) -> FaceIndex:
+        """An index holding these faces; an IVF one trains its cells on them when they are many."""
+        index = cls(kind, hnsw_m, ef_search, nprobe)
+        if kind == "ivf" and len(ids) >= IVF_MIN_FACES:
+            index._train_ivf(vectors)
+        index.add(ids, vectors)
+        return index
+
+    def _train_ivf(self, vectors: np.ndarray) -> None:
+        nlist = ivf_lists(len(vectors))
+        quantizer = faiss.IndexFlatIP(EMBEDDING_DIM)
+        ivf = faiss.IndexIVFFlat(quantizer, EMBEDDING_DIM, nlist, faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(0).choice(len(vectors), min(len(vectors), 64 * nlist), replace=False)
+        ivf.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))
+        ivf.nprobe = self.nprobe
+        self._quantizer = quantizer  # the IVF index does not own it
+        self._index = ivf  # IVF keeps ids itself and removes them from its lists
+        self.trained_on = len(vectors)
+
+    def save(self, path: Path) -> None:
+        """Write the index (never one with masked deletions) to `path` atomically."""
+        if self._masked:
+            raise ValueError("an index with masked deletions is not saved; rebuild it first")
+        tmp = path.with_suffix(".tmp")
+        faiss.write_index(self._index, str(tmp))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path, trained_on: int, kind: IndexKind = "flat", hnsw_m: int = DEFAULT_HNSW_M,
+             ef_search: int = DEFAULT_EF_SEARCH, nprobe: int = DEFAULT_IVF_NPROBE) -> FaceIndex:
+        index = cls(kind, hnsw_m, ef_search, nprobe)
+        index._index = faiss.read_index(str(path))
+        index.trained_on = trained_on
+        if trained_on:
+            faiss.extract_index_ivf(index._index).nprobe = nprobe
+        elif kind == "hnsw":
+            faiss.downcast_index(index._index.index).hnsw.efSearch = ef_search
+        return index
+
+    @property
+    def needs_training(self) -> bool:
+        """An IVF index that has outgrown its cells: flat past IVF_MIN_FACES, or 4× the faces it
+        was trained on. The gallery then rebuilds it."""
+        if self.kind != "ivf":
+            return False
+        return self.size >= IVF_MIN_FACES if not self.trained_on else self.size >= 4 * self.trained_on
 
     @property
     def size(self) -> int:
@@ -46,7 +112,7 @@ class FaceIndex:
             self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
 
     def remove(self, ids: list[int]) -> None:
-        if self.kind == "flat":
+        if self.kind != "hnsw":
             self._index.remove_ids(np.asarray(ids, dtype=np.int64))
         else:
             self._masked.update(ids)

@@ -37,6 +37,8 @@ CREATE TABLE IF NOT EXISTS faces (
 );
 CREATE INDEX IF NOT EXISTS faces_person ON faces(person_id);
 CREATE INDEX IF NOT EXISTS faces_source ON faces(person_id, source);
+-- 'generation' counts committed writes: a saved index built at another generation is stale
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
@@ -161,6 +163,7 @@ class Store:
             try:
                 cur.execute("BEGIN IMMEDIATE")
                 yield Writer(cur)
+                cur.execute("INSERT INTO meta VALUES ('generation', 1) ON CONFLICT(key) DO UPDATE SET value = value + 1")
                 cur.execute("COMMIT")
             except BaseException as exc:
                 if self._db.in_transaction:
@@ -168,6 +171,18 @@ class Store:
                 if isinstance(exc, sqlite3.Error):
                     raise _store_error(self.path, exc) from exc
                 raise
+
+    def generation(self) -> int:
+        """How many write transactions have committed to this store, by any process."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return int(row[0]) if row else 0
+
+    def face_persons(self) -> tuple[np.ndarray, list[str]]:
+        """(face ids, person id per face), without the embeddings: what a saved index lacks."""
+        with self._lock:
+            rows = self._db.execute("SELECT face_id, person_id FROM faces ORDER BY face_id").fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
 
     def data_version(self) -> int:
         """Changes whenever another connection (another process) commits to the store."""
