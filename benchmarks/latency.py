@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from app.config import Settings
-from app.engine import Engine
+from app.engine import Engine, set_serving_threads
 from app.gallery.gallery import Gallery
 from app.gallery.store import NewFace
 
@@ -57,6 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp))
+        set_serving_threads(settings)  # as `faceid serve` runs
         engine = Engine.from_settings(settings)
         gallery = Gallery.from_settings(settings, engine.model_id)
         rng = np.random.default_rng(0)

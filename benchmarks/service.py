@@ -72,7 +72,7 @@ def jpeg_at(path: Path, long_side: int) -> bytes:
     return buf.getvalue()
 
 
-def http_benchmarks(data: Path, weights: str, n_persons: int, n_requests: int) -> dict:
+def http_benchmarks(data: Path, weights: str, n_persons: int, n_requests: int, client_counts: list[int]) -> dict:
     people = sorted(d for d in data.iterdir() if d.is_dir())
     people = [p for p in people if "_frontal" not in p.name][: n_persons // 2] + [p for p in people if "_frontal" in p.name][: n_persons // 2]
     clean = [(p.name, min(p.glob("*.jpg"))) for p in people]
@@ -95,7 +95,7 @@ def http_benchmarks(data: Path, weights: str, n_persons: int, n_requests: int) -
                     r = local.client.post("/identify", files={"image": ("q.jpg", photos[i % len(photos)], "image/jpeg")})
                     return time.perf_counter() - t, r.status_code
 
-                for clients in (1, 4, 16):
+                for clients in client_counts:
                     one(0)
                     start = time.perf_counter()
                     with ThreadPoolExecutor(clients) as pool:
@@ -153,13 +153,15 @@ def main() -> None:
     parser.add_argument("--weights", default=None, help="default: the service's default model")
     parser.add_argument("--persons", type=int, default=100)
     parser.add_argument("--requests", type=int, default=64)
+    parser.add_argument("--clients", default="1,4,16", help="concurrent clients, each setting in turn")
     parser.add_argument("--sizes", default="1000,100000,1000000")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--out", type=Path, default=Path("reports/bench_service.json"))
     args = parser.parse_args()
     from core.backbone import default_weights
 
-    report = {"http": http_benchmarks(args.data, args.weights or default_weights(), args.persons, args.requests)}
+    report = {"http": http_benchmarks(args.data, args.weights or default_weights(), args.persons, args.requests,
+                                     [int(c) for c in args.clients.split(",")])}
     print(json.dumps(report["http"], indent=2), flush=True)
     if args.sizes:
         report["search"] = search_benchmarks([int(s) for s in args.sizes.split(",")], args.queries)

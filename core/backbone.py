@@ -62,9 +62,14 @@ def make_embedder(backbone: Backbone, device: str, batch_size: int = 32, runtime
         raise ValueError(f"unknown runtime {runtime!r}; choose auto, torch or onnx")
     if runtime == "onnx" and device != "cpu":
         raise ValueError("the onnx runtime runs on the CPU here; use runtime torch for CUDA")
-    if runtime == "onnx" or (runtime == "auto" and device == "cpu" and importlib.util.find_spec("onnxruntime")):
+    if embeds_on_onnx(device, runtime):
         return OnnxEmbedder(backbone.net, backbone.sha256, batch_size)
     return Embedder(backbone.net, device, batch_size)
+
+
+def embeds_on_onnx(device: str, runtime: str = "auto") -> bool:
+    """Whether `make_embedder` picks ONNX Runtime for this device and runtime setting."""
+    return runtime == "onnx" or (runtime == "auto" and device == "cpu" and importlib.util.find_spec("onnxruntime") is not None)
 
 
 def resolve_weights(source: str) -> tuple[Path, str | None]:

@@ -56,6 +56,14 @@ def export_onnx(net: nn.Module, path: Path, example: torch.Tensor, inputs: Seque
         raise RuntimeUnavailable(str(path), f"could not export {what} to ONNX ({type(exc).__name__}: {exc})") from exc
 
 
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity, as a container's CPU set limits it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def open_session(path: Path, threads: int | None = None) -> Any:
     """A CPU inference session over `path`; a file it cannot load is removed, to be exported again."""
     try:
@@ -63,7 +71,7 @@ def open_session(path: Path, threads: int | None = None) -> Any:
     except ImportError as exc:
         raise RuntimeUnavailable("onnxruntime", "not installed: pip install onnxruntime, or set FACEID_RUNTIME=torch") from exc
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.intra_op_num_threads = threads or cpu_cores()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
