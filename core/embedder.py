@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from core.constants import EMBEDDING_DIM
 from core.faces import standardize
+from core.restoration import restore
 
 
 class Embedder:
@@ -20,9 +21,10 @@ class Embedder:
         self.batch_size = batch_size
 
     def embed(self, crops: torch.Tensor, progress: bool = False) -> np.ndarray:
-        """uint8 crops N×3×160×160 → float32 N×512, unit norm."""
+        """uint8 crops N×3×160×160 → float32 N×512, unit norm (impulse-noisy crops restored first)."""
         if len(crops) == 0:
             return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+        crops = restore(crops)
         starts = tqdm(range(0, len(crops), self.batch_size), desc="embed", disable=not progress)
         return np.concatenate([self._unit_vectors(crops[start : start + self.batch_size]) for start in starts])
 

@@ -59,6 +59,13 @@ def _luminance(crop_hwc: np.ndarray) -> np.ndarray:
     return crop_hwc[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
+def impulse_noise(crop_hwc: np.ndarray) -> float:
+    """Mean |luminance − its 3×3 median| of a uint8 H×W×3 crop: high for salt-and-pepper noise
+    and rain streaks, near 0 for clean or blurred faces."""
+    lum = _luminance(crop_hwc)
+    return float(np.abs(lum - ndimage.median_filter(lum, size=3)).mean())
+
+
 def measure(crop_hwc: np.ndarray, face_side: float, detection_score: float | None) -> dict[str, float]:
     """The raw measurements of one uint8 H×W×3 face crop."""
     lum = _luminance(crop_hwc)
@@ -68,7 +75,7 @@ def measure(crop_hwc: np.ndarray, face_side: float, detection_score: float | Non
     return {
         "over_exposed": float((centre >= 250).mean()),
         "too_dark": float(centre.mean()),
-        "noisy": float(np.abs(lum - median).mean()),
+        "noisy": float(np.abs(lum - median).mean()),  # impulse_noise, sharing the median with "blurred"
         "blurred": float(ndimage.laplace(median).var()),  # on the median: impulse noise is not detail
         "too_small": float(face_side),
         "uncertain_detection": float(detection_score if detection_score is not None else 0.0),

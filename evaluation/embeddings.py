@@ -13,13 +13,14 @@ from core.crop_cache import DEFAULT_CACHE_DIR, content_key, face_crops, pipeline
 from core.dataset import Sample
 from core.embedder import Embedder
 from core.faces import DetectedFace, FacePipeline
+from core.restoration import NOISE_TO_RESTORE
 
 
 class EmbeddingCache:
     """Embeddings on disk keyed by (file content, pipeline config, model id), so reruns are fast."""
 
     def __init__(self, cache_dir: Path, pipeline: FacePipeline, model_id: str) -> None:
-        key = hashlib.sha1(f"{pipeline_key(pipeline)}|{model_id}".encode()).hexdigest()[:16]
+        key = hashlib.sha1(f"{pipeline_key(pipeline)}|{model_id}|restore>={NOISE_TO_RESTORE}".encode()).hexdigest()[:16]
         self.path = Path(cache_dir) / "embeddings" / f"{key}.npz"
 
     def load(self) -> dict[str, np.ndarray]:

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from core.crop_cache import face_crops
 from core.dataset import Sample, read_split, scan
 from core.faces import DATASET_PIPELINE, FacePipeline, standardize
+from core.restoration import NOISE_TO_RESTORE, restore
 from training.split_backbone import frozen_stages, trunk
 
 
@@ -60,7 +61,7 @@ def load_crops(samples: list[Sample], cache_dir: Path, device: str = "cpu") -> t
 
 
 def _trunk_key(net: InceptionResnetV1, first_trainable: str, crops: torch.Tensor) -> str:
-    digest = hashlib.sha1(first_trainable.encode())
+    digest = hashlib.sha1(f"{first_trainable}|restore>={NOISE_TO_RESTORE}".encode())
     frozen = set(frozen_stages(first_trainable))
     for name, tensor in net.state_dict().items():
         if name.split(".")[0] in frozen:
@@ -81,7 +82,7 @@ def trunk_features(
     net.eval()
     out = []
     for start in tqdm(range(0, len(crops), batch_size), desc=f"trunk→{first_trainable}"):
-        x = standardize(crops[start : start + batch_size].to(device))
+        x = standardize(restore(crops[start : start + batch_size]).to(device))
         out.append(trunk(net, x, first_trainable).half().cpu())
     features = torch.cat(out)
     path.parent.mkdir(parents=True, exist_ok=True)

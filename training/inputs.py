@@ -17,6 +17,7 @@ from torchvision.transforms import v2
 
 from core.constants import CROP_SIZE
 from core.faces import standardize
+from core.restoration import restore
 from training.data import trunk_features
 from training.distortions import SyntheticDistortions
 from training.split_backbone import frozen_stages, tail
@@ -59,7 +60,7 @@ class FaceInputs:
             x = torch.from_numpy(self.distort(hwc, self.clean[idx.numpy()], distort_share)).permute(0, 3, 1, 2)
         if train and self.augment is not None:
             x = self.augment(x)
-        x = standardize(x.to(self.device)).contiguous(memory_format=self.memory_format)
+        x = standardize(restore(x).to(self.device))  # the pixels the service embeds.contiguous(memory_format=self.memory_format)
         return tail(self.net, x, self.first_trainable)
 
     @torch.inference_mode()
