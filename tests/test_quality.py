@@ -42,3 +42,16 @@ def test_only_a_face_that_is_gone_is_refused_as_a_reference(crop):
     assert assess(np.zeros_like(crop), BOX, 0.99).refusal() is not None
     blurred = np.asarray(Image.fromarray(crop).filter(ImageFilter.GaussianBlur(6)))
     assert assess(blurred, BOX, 0.99).refusal() is None  # poor, but still a reference
+
+
+def test_the_fast_median_is_scipys_median_filter():
+    import numpy as np
+    from scipy import ndimage
+
+    from core.quality import median3x3
+
+    rng = np.random.default_rng(0)
+    for shape in ((160, 160), (7, 5), (3, 3), (1, 4)):
+        x = (rng.random(shape) * 255).astype(np.float32)
+        x[0, 0] = x[-1, -1]  # ties too
+        assert np.array_equal(median3x3(x), ndimage.median_filter(x, size=3)), shape
