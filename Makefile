@@ -25,8 +25,8 @@ test: weights
 	$(BIN)/python -m pytest
 
 bench: weights
-	$(BIN)/python benchmarks/embed.py
-	$(BIN)/python benchmarks/service.py
+	$(BIN)/python -m benchmarks.embed
+	$(BIN)/python -m benchmarks.service
 
 clean:
 	rm -rf $(VENV) .pytest_cache

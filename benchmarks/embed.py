@@ -1,6 +1,6 @@
 """Throughput of each pipeline step on this machine: decode, detect, embed (each runtime), at batch 1 and 32.
 
-    .venv/bin/python benchmarks/embed.py [--data DIR] [--out reports/bench_embed.json]
+    .venv/bin/python -m benchmarks.embed [--data DIR] [--out reports/bench_embed.json]
 """
 
 from __future__ import annotations

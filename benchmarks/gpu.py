@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.machine import machine
 from core.backbone import default_weights, load_backbone, resolve_device
 from core.embedder import Embedder
 from core.faces import SERVICE_PIPELINE, FacePipeline
@@ -184,8 +184,7 @@ def main() -> None:
     if not photos:
         raise SystemExit(f"{args.photos}: no .jpg photos found")
     report: dict = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "cuda": torch.version.cuda,
-                    "torch": torch.__version__, "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-                    "photos": len(photos)}
+                    "machine": machine(), "photos": len(photos)}
     path = IdentifyPath(args.weights or default_weights(), device, args.gallery, workers=os.cpu_count() or 2)
     report["model_id"] = path.model_id
     report["search"] = search(path, device)

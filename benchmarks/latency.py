@@ -2,7 +2,7 @@
 Gallery (no HTTP): decode, detect (with crop and quality), embed, search. For FACECOM photos as they
 are (224x336 portraits, 250x250 LFW-style) and the portraits at 1024 px.
 
-    .venv/bin/python benchmarks/latency.py [--data DIR] [--n 40] [--out reports/bench_latency.json]
+    .venv/bin/python -m benchmarks.latency [--data DIR] [--n 40] [--out reports/bench_latency.json]
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import platform
 import statistics
 import tempfile
 import time
@@ -24,6 +23,7 @@ from app.config import Settings
 from app.engine import Engine, set_serving_threads
 from app.gallery.gallery import Gallery
 from app.gallery.store import NewFace
+from benchmarks.machine import machine
 
 
 def jpeg_at(path: Path, long_side: int | None) -> bytes:
@@ -66,7 +66,7 @@ def main() -> None:
         gallery.enroll_many([(f"p{i}", None, [NewFace(f"{i}.jpg", v)]) for i, v in enumerate(vectors)])
         portraits = sorted(args.data.glob("*_frontal/*.jpg"))[: args.n]
         lfw = sorted(p for p in args.data.glob("*/*_0001.jpg") if "_frontal" not in p.parent.name)[: args.n]
-        report = {"cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
+        report = {"machine": machine(), "torch_threads": torch.get_num_threads(),
                   "embedder": type(engine.embedder).__name__, "gallery_faces": args.gallery, "ms": {}}
         for label, files, side in (("portrait_224x336", portraits, None), ("lfw_250x250", lfw, None), ("portrait_1024px", portraits, 1024)):
             photos = [jpeg_at(p, side) for p in files]
@@ -74,6 +74,8 @@ def main() -> None:
             runs = [stages(engine, gallery, p) for p in photos]
             report["ms"][label] = {k: round(statistics.median(r[k] for r in runs), 2) for k in runs[0]}
             report["ms"][label]["total"] = round(statistics.median(sum(r.values()) for r in runs), 2)
+            totals = [sum(r.values()) for r in runs]  # over the photos: the spread of one request's cost
+            report["ms"][label]["total_p10_p90"] = [round(float(np.percentile(totals, q)), 2) for q in (10, 90)]
             print(label, report["ms"][label], flush=True)
         gallery.close()
     args.out.parent.mkdir(parents=True, exist_ok=True)

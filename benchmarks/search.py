@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import faiss
 import numpy as np
 
 from app.gallery.index import DEFAULT_IVF_NPROBE
+from benchmarks.machine import machine
 
 PHOTOS_PER_PERSON = 5
 
@@ -187,7 +187,7 @@ def main() -> None:
     target = rng.integers(0, args.identities, args.queries)
     queries = FaceLike.photos(centres[target], model.query_spread, rng)
     del centres
-    report: dict = {"cpu": platform.processor() or platform.machine(), "threads": faiss.omp_get_max_threads(),
+    report: dict = {"machine": machine(), "threads": faiss.omp_get_max_threads(),
                     "faiss": faiss.__version__, "faces": len(gallery), "identities": args.identities, "queries": args.queries}
 
     # How face-like the synthetic vectors are: the same profile over real and synthetic data.

@@ -1,7 +1,7 @@
 """Service benchmark on loopback: identify latency/throughput under 1, 4 and 16 concurrent
 clients, enrolment throughput, and search time vs gallery size, flat vs HNSW, with recall@1.
 
-    .venv/bin/python benchmarks/service.py [--data DIR] [--out reports/bench_service.json]
+    .venv/bin/python -m benchmarks.service [--data DIR] [--out reports/bench_service.json]
 
 Starts its own `faceid serve` on a free loopback port with a temporary gallery; every loop
 is bounded in count and stops by itself.
@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from app.gallery.index import FaceIndex
+from benchmarks.machine import machine, spread
 
 
 def free_port() -> int:
@@ -154,14 +155,19 @@ def main() -> None:
     parser.add_argument("--persons", type=int, default=100)
     parser.add_argument("--requests", type=int, default=64)
     parser.add_argument("--clients", default="1,4,16", help="concurrent clients, each setting in turn")
+    parser.add_argument("--repeat", type=int, default=3, help="whole runs, each with its own server: the JSON gives each figure's spread")
     parser.add_argument("--sizes", default="1000,100000,1000000")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--out", type=Path, default=Path("reports/bench_service.json"))
     args = parser.parse_args()
     from core.backbone import default_weights
 
-    report = {"http": http_benchmarks(args.data, args.weights or default_weights(), args.persons, args.requests,
-                                     [int(c) for c in args.clients.split(",")])}
+    runs = [http_benchmarks(args.data, args.weights or default_weights(), args.persons, args.requests,
+                            [int(c) for c in args.clients.split(",")]) for _ in range(args.repeat)]
+    report: dict = {"machine": machine(), "repeats": args.repeat, "http_runs": runs, "http": {"enroll_images_per_s": spread([r["enroll_images_per_s"] for r in runs])}}
+    for key, row in runs[0].items():  # each figure's spread over the runs, each run with its own server
+        if isinstance(row, dict):
+            report["http"][key] = {figure: spread([r[key][figure] for r in runs]) for figure in row}
     print(json.dumps(report["http"], indent=2), flush=True)
     if args.sizes:
         report["search"] = search_benchmarks([int(s) for s in args.sizes.split(",")], args.queries)

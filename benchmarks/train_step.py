@@ -2,7 +2,7 @@
 in fp32 and bf16 autocast, with and without channels_last. Picks the CPU defaults in
 training/config.py.
 
-    .venv/bin/python benchmarks/train_step.py [--batch 32] [--steps 5] [--out reports/bench_train_step.json]
+    .venv/bin/python -m benchmarks.train_step [--batch 32] [--steps 5] [--out reports/bench_train_step.json]
 """
 
 from __future__ import annotations
