@@ -308,3 +308,25 @@ def test_sqlite_errors_map_to_store_errors(tmp_path):
         with store.write() as w:
             w.add_faces([("a", None, [face(1)])], "m@1")
     assert store.counts() == (0, 0) and not store.writable()
+
+
+def test_the_ivf_index_is_saved_at_shutdown_and_loaded_at_the_next_start(tmp_path, group_faces, monkeypatch):
+    """Through the app's lifespan: an IVF gallery past its training size, a restart that loads
+    the saved index (no rebuild from the embeddings), the same answer after it."""
+    monkeypatch.setattr("app.gallery.index.IVF_MIN_FACES", 6)
+    with TestClient(create_app(settings(tmp_path, index="ivf", ivf_nprobe=4))) as c:
+        for i, photo in enumerate(group_faces):
+            enroll(c, f"p{i}", [photo, photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
+        trained = c.app.state.gallery.index.trained_on
+        assert trained >= 6 and c.app.state.gallery.index.size == 12  # trained once it reached 6 faces
+        before = identify(c, jpeg(group_faces[2])).json()["faces"][0]["match"]["person_id"]
+    assert (tmp_path / "gallery" / "index.faiss").is_file()
+
+    def no_rebuild(self):
+        raise AssertionError("rebuilt from the embeddings")
+
+    monkeypatch.setattr("app.gallery.store.Store.embeddings", no_rebuild)
+    with TestClient(create_app(settings(tmp_path, index="ivf", ivf_nprobe=4))) as c:
+        assert c.app.state.gallery.index.trained_on == trained
+        assert identify(c, jpeg(group_faces[2])).json()["faces"][0]["match"]["person_id"] == before == "p2"
+        assert c.get("/readyz").status_code == 200

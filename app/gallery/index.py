@@ -23,8 +23,9 @@ DEFAULT_IVF_NPROBE = 96  # benchmarks/search.py, 1M face-like vectors (2,048 cel
 
 
 def ivf_lists(n_faces: int) -> int:
-    """Cells for n faces: about 2·√n, a power of two (1M faces: 2048)."""
-    return 2 ** round(math.log2(max(2 * math.sqrt(n_faces), 64)))
+    """Cells for n faces: about 2·√n, a power of two (1M faces: 2048), and at least 39 faces
+    to train each cell on (faiss's minimum)."""
+    return max(1, min(2 ** round(math.log2(max(2 * math.sqrt(n_faces), 1))), n_faces // 39))
 
 
 class FaceIndex:
