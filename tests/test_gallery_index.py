@@ -160,3 +160,19 @@ def test_an_index_saved_for_another_model_or_kind_is_not_used(tmp_path):
     hnsw = Gallery(tmp_path, "m@1", "hnsw")
     assert isinstance(faiss.downcast_index(hnsw.index._index.index), faiss.IndexHNSWFlat) and hnsw.in_sync
     hnsw.close()
+
+
+def test_a_failed_retraining_keeps_the_enrolment_and_the_index(tmp_path, monkeypatch):
+    monkeypatch.setattr("app.gallery.index.IVF_MIN_FACES", 1000)
+    vectors, _ = clustered(300, 5)
+    gallery = Gallery(tmp_path, "m@1", "ivf")
+
+    def broken(self, vectors):
+        raise RuntimeError("faiss ran out of something")
+
+    monkeypatch.setattr("app.gallery.index.FaceIndex._train_ivf", broken)
+    enrol_people(gallery, vectors, range(300))  # crosses 1,000 faces: retraining fails
+    assert gallery.index.size == 1500 and gallery.in_sync and gallery.index.trained_on == 0
+    (best, *_), = gallery.search(vectors[5 * 250][None], 1)
+    assert best.person_id == "p250"
+    gallery.close()

@@ -162,8 +162,18 @@ class Gallery:
                 self._forget(indexed)  # the commit failed after the index took the faces
                 raise
             if self.index.needs_training:  # an IVF index outgrew its cells: train them anew
-                self.rebuild()
+                self._retrain()
             return [(len(new_ids), created) for new_ids, created in added]
+
+    def _retrain(self) -> None:
+        """Rebuild with freshly trained cells. The faces are committed and in the current index
+        already, so a failure here keeps that index and leaves the answer to the caller intact."""
+        current = self.index, dict(self._person_of)
+        try:
+            self.rebuild()
+        except (RuntimeError, MemoryError) as exc:
+            self.index, self._person_of = current
+            log.error("could not retrain the index (%s); keeping the current one", exc)
 
     def delete(self, person_id: str) -> bool:
         with self._lock:
