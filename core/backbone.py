@@ -55,21 +55,24 @@ class Backbone:
     sha256: str  # of the weights file
 
 
+RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
+
+
 def make_embedder(backbone: Backbone, device: str, batch_size: int = 32, runtime: str = "auto") -> Embedder:
     """The embedder that fits the hardware: ONNX Runtime on the CPU when installed (3× faster
-    at batch 1), torch on CUDA. `runtime` "torch" or "onnx" forces one."""
-    if runtime not in {"auto", "torch", "onnx"}:
-        raise ValueError(f"unknown runtime {runtime!r}; choose auto, torch or onnx")
-    if runtime == "onnx" and device != "cpu":
-        raise ValueError("the onnx runtime runs on the CPU here; use runtime torch for CUDA")
+    at batch 1), torch on CUDA. `runtime` "torch", "onnx" or "onnx-int8" (core/int8.py) forces one."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose {', '.join(RUNTIMES)}")
+    if runtime.startswith("onnx") and device != "cpu":
+        raise ValueError(f"the {runtime} runtime runs on the CPU here; use runtime torch for CUDA")
     if embeds_on_onnx(device, runtime):
-        return OnnxEmbedder(backbone.net, backbone.sha256, batch_size)
+        return OnnxEmbedder(backbone.net, backbone.sha256, batch_size, int8=runtime == "onnx-int8")
     return Embedder(backbone.net, device, batch_size)
 
 
 def embeds_on_onnx(device: str, runtime: str = "auto") -> bool:
     """Whether `make_embedder` picks ONNX Runtime for this device and runtime setting."""
-    return runtime == "onnx" or (runtime == "auto" and device == "cpu" and importlib.util.find_spec("onnxruntime") is not None)
+    return runtime.startswith("onnx") or (runtime == "auto" and device == "cpu" and importlib.util.find_spec("onnxruntime") is not None)
 
 
 def resolve_weights(source: str) -> tuple[Path, str | None]:

@@ -35,13 +35,20 @@ class OnnxEmbedder(Embedder):
     """`Embedder` on ONNX Runtime, on the CPU: the same batching, another forward pass."""
 
     def __init__(self, net: nn.Module, sha256: str, batch_size: int = 32, threads: int | None = None,
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, int8: bool = False) -> None:
         require_runtime()
         path = (cache_dir or onnx_cache_dir()) / f"{sha256}.onnx"
         if not path.is_file():
             log.info("exporting the backbone to %s (once per weights)", path)
             export_onnx(net, path, torch.zeros(1, 3, CROP_SIZE, CROP_SIZE), ["crops"], ["embeddings"],
                         {"crops": {0: "n"}, "embeddings": {0: "n"}}, what="the backbone")
+        if int8:  # core/int8.py: quantized once from the fp32 export, cached beside it
+            from core.int8 import CALIBRATION, quantize
+
+            fp32, path = path, path.with_name(f"{sha256}-int8-{CALIBRATION}.onnx")
+            if not path.is_file():
+                log.info("quantizing the backbone to %s (once per weights)", path)
+                quantize(fp32, path)
         self.session = open_session(path, threads)
         super().__init__(net, "cpu", batch_size)
         self.path = path

@@ -18,7 +18,7 @@ from app.main import create_app
 from core.faces import FacePipeline, PipelineConfig
 from core.images import load_image
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "core" / "calibration"  # packaged: int8 calibration uses them
 GROUP = FIXTURES / "group.jpg"
 PORTRAIT = FIXTURES / "portrait.png"
 

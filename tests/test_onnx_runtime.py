@@ -78,5 +78,51 @@ def test_the_runtime_follows_the_hardware(backbone, monkeypatch, tmp_path):
     monkeypatch.setenv("FACEID_MODELS_DIR", str(tmp_path))
     assert isinstance(make_embedder(backbone, "cpu", runtime="auto"), OnnxEmbedder)
     assert type(make_embedder(backbone, "cpu", runtime="torch")) is Embedder
-    with pytest.raises(ValueError, match="choose auto, torch or onnx"):
+    with pytest.raises(ValueError, match="choose auto, torch, onnx, onnx-int8"):
         make_embedder(backbone, "cpu", runtime="tensorrt")
+
+
+@pytest.fixture(scope="module")
+def int8(backbone, onnx) -> OnnxEmbedder:
+    return OnnxEmbedder(backbone.net, backbone.sha256, batch_size=8, cache_dir=onnx.path.parent, int8=True)
+
+
+def test_int8_embeddings_stay_close_and_give_the_same_answers(backbone, onnx, int8, crops):
+    """Calibrated on the packaged photos' faces (core/int8.py); on FACECOM people the cosine to
+    fp32 was >= 0.986. Here the crops are partly the calibration faces themselves, distorted
+    otherwise, so the check is the answers and a loose cosine floor."""
+    assert int8.path.name.startswith(backbone.sha256) and "int8" in int8.path.name
+    assert np.sum(int8.embed(crops) * onnx.embed(crops), axis=1).min() >= 0.98
+    n = 6
+    vectors = int8.embed(crops)
+    assert (vectors[n:] @ vectors[:n].T).argmax(axis=1).tolist() == [i % n for i in range(len(crops) - n)]
+
+
+def test_the_int8_model_is_made_once(backbone, int8, monkeypatch):
+    def no_quantizing(*args, **kwargs):
+        raise AssertionError("quantized twice")
+
+    monkeypatch.setattr("core.int8.quantize", no_quantizing)
+    again = OnnxEmbedder(backbone.net, backbone.sha256, cache_dir=int8.path.parent, int8=True)
+    assert again.path == int8.path
+
+
+def test_a_failed_quantization_is_a_clear_error_and_leaves_nothing(backbone, onnx, tmp_path, monkeypatch):
+    import onnxruntime.quantization
+
+    def broken(*args, **kwargs):
+        raise ValueError("unsupported node")
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_static", broken)
+    (tmp_path / onnx.path.name).write_bytes(onnx.path.read_bytes())
+    with pytest.raises(RuntimeUnavailable, match="could not quantize the backbone to int8.*unsupported node"):
+        OnnxEmbedder(backbone.net, backbone.sha256, cache_dir=tmp_path, int8=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [onnx.path.name]
+
+
+def test_int8_is_a_runtime_the_settings_accept(backbone, monkeypatch, tmp_path):
+    from app.config import Settings
+
+    assert Settings(runtime="onnx-int8").runtime == "onnx-int8"
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        make_embedder(backbone, "cuda", runtime="onnx-int8")
