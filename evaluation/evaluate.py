@@ -24,6 +24,7 @@ class EvaluationRun:
     device: str = "auto"
     plots: Path | None = None
     threshold: float | None = None  # for the open-set figures; default: the service's for this model
+    runtime: str = "auto"  # the embedder's, as FACEID_RUNTIME picks it for the service
 
 
 def evaluate(run: EvaluationRun) -> dict:
@@ -33,13 +34,15 @@ def evaluate(run: EvaluationRun) -> dict:
     backbone = load_backbone(run.weights, device)
     config = replace(DATASET_PIPELINE, use_fallback=run.use_fallback, retry_enhanced=run.retry_enhanced)
     pipeline = FacePipeline(config, device)
-    embedder = make_embedder(backbone, device)  # as the service embeds: ONNX Runtime on the CPU
-    embeddings, faces, crops = embed_samples(samples, pipeline, embedder, backbone.model_id, run.cache_dir)
+    embedder = make_embedder(backbone, device, runtime=run.runtime)  # as the service embeds: ONNX Runtime on the CPU
+    cache_id = backbone.model_id if run.runtime in ("auto", "onnx", "torch") else f"{backbone.model_id}|{run.runtime}"
+    embeddings, faces, crops = embed_samples(samples, pipeline, embedder, cache_id, run.cache_dir)
     threshold = run.threshold if run.threshold is not None else model_threshold(backbone.source)
     flagged = [bool(assess(c.permute(1, 2, 0).numpy(), f.box, f.score).reasons) for c, f in zip(crops, faces)]
     report = report_from_embeddings(samples, embeddings, faces, threshold, flagged)
     report["weights"] = backbone.source
     report["model_id"] = backbone.model_id
+    report["runtime"] = run.runtime
     report["pipeline"] = {"use_fallback": config.use_fallback, "retry_enhanced": config.retry_enhanced}
     if run.plots:
         from evaluation.plots import write_all

@@ -30,7 +30,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     report = evaluate(EvaluationRun(
         data=args.data, split=args.split, weights=args.weights, cache_dir=args.cache, use_fallback=not args.no_fallback,
-        retry_enhanced=not args.no_retry, device=args.device, plots=args.plots, threshold=args.threshold,
+        retry_enhanced=not args.no_retry, device=args.device, plots=args.plots, threshold=args.threshold, runtime=args.runtime,
     ))
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(report, indent=2))
@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-retry", action="store_true", help="no detection retries on enhanced copies")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threshold", type=float, default=None, help="for the open-set figures (default: the service's for the model)")
+    p.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"], help="the embedder's, as FACEID_RUNTIME")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("split", help="write a seeded list of held-out (validation or test) identities")

@@ -49,3 +49,21 @@ def test_detection_cache_follows_file_content(facecom_dir, tmp_path):
     assert len(DetectionCache(cache_dir, pipeline).entries) == 2
     # Another pipeline configuration never reads these detections.
     assert DetectionCache(cache_dir, FacePipeline(PipelineConfig(margin=10))).entries == {}
+
+
+def test_evaluate_embeds_with_the_runtime_asked_for(facecom_dir, tmp_path, monkeypatch):
+    """`--runtime` reaches the embedder (as FACEID_RUNTIME does in the service) and the report."""
+    import core.backbone
+
+    asked = []
+    real = core.backbone.make_embedder
+
+    def spy(backbone, device, batch_size=32, runtime="auto"):
+        asked.append(runtime)
+        return real(backbone, device, batch_size, runtime="torch")
+
+    monkeypatch.setattr("evaluation.evaluate.make_embedder", spy)
+    report_path = tmp_path / "r.json"
+    assert main(["evaluate", "--data", str(facecom_dir), "--weights", "casia-webface", "--report", str(report_path),
+                 "--cache", str(tmp_path / "cache"), "--runtime", "onnx-int8"]) == 0
+    assert asked == ["onnx-int8"] and json.loads(report_path.read_text())["runtime"] == "onnx-int8"
