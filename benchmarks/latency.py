@@ -8,7 +8,6 @@ are (224x336 portraits, 250x250 LFW-style) and the portraits at 1024 px.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
 import tempfile
@@ -17,22 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from app.config import Settings
 from app.engine import Engine, set_serving_threads
 from app.gallery.gallery import Gallery
 from app.gallery.store import NewFace
 from benchmarks.machine import machine
-
-
-def jpeg_at(path: Path, long_side: int | None) -> bytes:
-    img = Image.open(path).convert("RGB")
-    if long_side:
-        img = img.resize((round(img.width * long_side / max(img.size)), round(img.height * long_side / max(img.size))))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
+from benchmarks.photos import jpeg_at
 
 
 def stages(engine: Engine, gallery: Gallery, data: bytes) -> dict[str, float]:

@@ -10,7 +10,6 @@ is bounded in count and stops by itself.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import socket
@@ -24,10 +23,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from PIL import Image
 
 from app.gallery.index import FaceIndex
 from benchmarks.machine import machine, spread
+from benchmarks.photos import jpeg_at
 
 
 def free_port() -> int:
@@ -63,14 +62,6 @@ def query_sets(people: list[Path]) -> dict[str, list[bytes]]:
     lfw = [min(p.glob("*.jpg")) for p in people if "_frontal" not in p.name]
     portraits = [min(p.glob("*.jpg")) for p in people if "_frontal" in p.name]
     return {"lfw_250x250": [p.read_bytes() for p in lfw], "portrait_1024px": [jpeg_at(p, 1024) for p in portraits]}
-
-
-def jpeg_at(path: Path, long_side: int) -> bytes:
-    img = Image.open(path).convert("RGB")
-    scale = long_side / max(img.size)
-    buf = io.BytesIO()
-    img.resize((round(img.width * scale), round(img.height * scale))).save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
 
 
 def http_benchmarks(data: Path, weights: str, n_persons: int, n_requests: int, client_counts: list[int]) -> dict:
