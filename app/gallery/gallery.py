@@ -70,22 +70,21 @@ class Gallery:
             self._seen_version = self.store.data_version()
             others = {m: n for m, n in self.store.model_ids().items() if m != self.model_id}
             self.mismatch = None
-            if others:
+            if others:  # nothing is searchable until the gallery is re-embedded; its vectors are not read
                 found = ", ".join(f"{n} faces from {m}" for m, n in others.items())
                 self.mismatch = (
                     f"the gallery holds {found}, but the service runs {self.model_id}; "
                     f"re-embed it with: faceid gallery reembed --data-dir {self.data_dir}"
                 )
-            if not others and (saved := self._saved_index()) is not None:
+                self.index, self._person_of = FaceIndex(*self._index_args), {}
+                return
+            if (saved := self._saved_index()) is not None:
                 self.index = saved
                 ids, persons = self.store.face_persons()
-                self._person_of = dict(zip(ids.tolist(), persons))
-                return
-            ids, vectors, persons = self.store.embeddings()
-            if others:
-                ids, vectors = ids[:0], vectors[:0]
-            self.index = FaceIndex.over(ids, vectors, *self._index_args)
-            self._person_of = dict(zip(ids.tolist(), persons)) if not others else {}
+            else:
+                ids, vectors, persons = self.store.embeddings()
+                self.index = FaceIndex.over(ids, vectors, *self._index_args)
+            self._person_of = dict(zip(ids.tolist(), persons))
 
     def _note(self) -> dict:
         return {"generation": self.store.generation(), "model_id": self.model_id, "index": list(self._index_args)}
