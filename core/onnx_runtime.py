@@ -66,10 +66,7 @@ def cpu_cores() -> int:
 
 def open_session(path: Path, threads: int | None = None) -> Any:
     """A CPU inference session over `path`; a file it cannot load is removed, to be exported again."""
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise RuntimeUnavailable("onnxruntime", "not installed: pip install onnxruntime, or set FACEID_RUNTIME=torch") from exc
+    ort = require_runtime()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or cpu_cores()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -80,9 +77,11 @@ def open_session(path: Path, threads: int | None = None) -> Any:
         raise RuntimeUnavailable(str(path), f"ONNX Runtime cannot load the exported model ({exc})") from exc
 
 
-def require_runtime() -> None:
-    """Fail before any export work when ONNX Runtime is not installed."""
+def require_runtime() -> Any:
+    """The onnxruntime module; a clear error when it is not installed (callers check before any
+    export work)."""
     try:
-        import onnxruntime  # noqa: F401
+        import onnxruntime
     except ImportError as exc:
         raise RuntimeUnavailable("onnxruntime", "not installed: pip install onnxruntime, or set FACEID_RUNTIME=torch") from exc
+    return onnxruntime
