@@ -118,9 +118,10 @@ class AreaSampler:
     """
 
     def __init__(self, pixels: torch.Tensor, vectorised: bool | None = None) -> None:  # N×3×H×W uint8
-        self.pixels = pixels.float()
         self.vectorised = pixels.device.type != "cpu" if vectorised is None else vectorised
-        if self.vectorised:
+        if not self.vectorised:
+            self.pixels = pixels.float()
+        else:  # the table replaces the pixels: no float copy of the batch on the device
             n, _, h, w = pixels.shape
             dtype = torch.int32 if 255 * h * w < 2**31 else torch.int64
             table = nn.functional.pad(pixels.to(dtype).cumsum(2).cumsum(3), (1, 0, 1, 0))  # zero first row, column
