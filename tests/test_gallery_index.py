@@ -65,6 +65,11 @@ def clustered(n_people, per_person, seed=0, spread=0.35):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), centres
 
 
+def enrol_people(gallery, vectors, people, per_person=5):
+    gallery.enroll_many([(f"p{i}", None, [NewFace(f"{i}-{j}.jpg", vectors[per_person * i + j]) for j in range(per_person)])
+                         for i in people])
+
+
 def test_ivf_is_exact_until_it_has_enough_faces(monkeypatch):
     monkeypatch.setattr("app.gallery.index.IVF_MIN_FACES", 4000)
     vectors, _ = clustered(300, 5)
@@ -94,9 +99,9 @@ def test_the_gallery_trains_its_ivf_cells_once_it_has_outgrown_flat_search(tmp_p
     monkeypatch.setattr("app.gallery.index.IVF_MIN_FACES", 3000)
     vectors, _ = clustered(700, 5)
     gallery = Gallery(tmp_path, "m@1", "ivf")
-    gallery.enroll_many([(f"p{i}", None, [NewFace(f"{i}-{j}.jpg", vectors[5 * i + j]) for j in range(5)]) for i in range(500)])
+    enrol_people(gallery, vectors, range(500))
     assert gallery.index.trained_on == 0  # 2,500 faces: still exact
-    gallery.enroll_many([(f"p{i}", None, [NewFace(f"{i}-{j}.jpg", vectors[5 * i + j]) for j in range(5)]) for i in range(500, 700)])
+    enrol_people(gallery, vectors, range(500, 700))
     assert gallery.index.trained_on == 3500 and gallery.in_sync
     (best, *_), = gallery.search(vectors[5 * 650 + 2][None], 3)
     assert best.person_id == "p650"
@@ -104,11 +109,6 @@ def test_the_gallery_trains_its_ivf_cells_once_it_has_outgrown_flat_search(tmp_p
     (best, *_), = gallery.search(vectors[5 * 650 + 2][None], 3)
     assert best.person_id != "p650" and gallery.in_sync
     gallery.close()
-
-
-def enrol_people(gallery, vectors, people, per_person=5):
-    gallery.enroll_many([(f"p{i}", None, [NewFace(f"{i}-{j}.jpg", vectors[per_person * i + j]) for j in range(per_person)])
-                         for i in people])
 
 
 def test_a_saved_index_is_loaded_at_the_next_start_instead_of_rebuilt(tmp_path, monkeypatch):
