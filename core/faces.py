@@ -94,7 +94,7 @@ class FacePipeline:
     # -- detection ---------------------------------------------------------------------
     def _mtcnn_faces(self, images: Sequence[Image.Image], path: DetectionPath) -> list[list[DetectedFace]]:
         """MTCNN over same-sized images, each reduced to `detect_side`; boxes in their pixels."""
-        scale = min(1.0, self.config.detect_side / max(images[0].size))
+        scale = self._detect_scale(images[0].size)
         if scale < 1.0:
             size = (round(images[0].width * scale), round(images[0].height * scale))
             images = [img.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0) for img in images]
@@ -127,9 +127,12 @@ class FacePipeline:
                     results[i] = [self.fallback(images[i])]
         return results
 
+    def _detect_scale(self, size: tuple[int, int]) -> float:
+        """The factor an image of this size is reduced by for detection (1: as it is)."""
+        return min(1.0, self.config.detect_side / max(size))
+
     def _detectable(self, size: tuple[int, int]) -> bool:
-        scale = min(1.0, self.config.detect_side / max(size))
-        return min(size) * scale >= self.config.min_face_size
+        return min(size) * self._detect_scale(size) >= self.config.min_face_size
 
     def fallback(self, img: Image.Image) -> DetectedFace:
         w, h = img.size
