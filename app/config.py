@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.gallery.index import DEFAULT_EF_SEARCH, DEFAULT_HNSW_M, DEFAULT_IVF_NPROBE
+from core.constants import DECODE_MAX_SIDE
 
 
 class Settings(BaseSettings):
@@ -27,7 +28,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(40_000_000, ge=10_000)
     max_images_per_enroll: int = Field(20, ge=1)
-    detect_max_side: int = Field(1024, ge=160, description="photos are decoded at most this many pixels on a side (faces are cut from this; detection itself runs on a copy of at most 384); boxes stay in the photo's own pixels")
+    detect_max_side: int = Field(DECODE_MAX_SIDE, ge=160, description="photos are decoded at most this many pixels on a side, a large JPEG at between half this and this (DCT scaling); faces are cut from that, detection runs on a copy of at most 384 px (so by default nothing is decoded at more than twice what detection uses); boxes stay in the photo's own pixels")
     max_pending: int = Field(16, ge=1, description="photos waiting for detection; past this, 503 with Retry-After")
     request_timeout_s: float = Field(30.0, gt=0, description="a request's face work past this answers 503")
     batch_size: int = Field(32, ge=1, le=512, description="faces per embedder batch")

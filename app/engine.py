@@ -29,8 +29,14 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
-from core.backbone import Backbone, embeds_on_onnx, load_backbone, make_embedder, model_threshold
-from core.constants import EMBEDDING_DIM
+from core.backbone import (
+    Backbone,
+    embeds_on_onnx,
+    load_backbone,
+    make_embedder,
+    model_threshold,
+)
+from core.constants import DECODE_MAX_SIDE, EMBEDDING_DIM
 from core.errors import NoFaceFound, UnusableFace
 from core.faces import SERVICE_PIPELINE, DetectedFace, FacePipeline, PipelineConfig
 from core.images import Decoded, decode_reduced
@@ -86,7 +92,7 @@ class FaceCrop:
 
 class Engine:
     def __init__(self, backbone: Backbone, device: str, batch_size: int, max_pixels: int,
-                 pipeline_config: PipelineConfig = SERVICE_PIPELINE, detect_max_side: int = 1024,
+                 pipeline_config: PipelineConfig = SERVICE_PIPELINE, detect_max_side: int = DECODE_MAX_SIDE,
                  max_pending: int = 16, timeout_s: float = 30.0, runtime: str = "torch") -> None:
         self.backbone = backbone
         self.pipeline = FacePipeline(pipeline_config, device)

@@ -28,6 +28,7 @@ import torch
 
 from benchmarks.machine import machine
 from core.backbone import default_weights, load_backbone, resolve_device
+from core.constants import DECODE_MAX_SIDE
 from core.embedder import Embedder
 from core.faces import SERVICE_PIPELINE, FacePipeline
 from core.images import decode_reduced
@@ -63,7 +64,7 @@ class IdentifyPath:
         self.gallery = torch.nn.functional.normalize(gallery, dim=1).to(torch.float16 if device == "cuda" else torch.float32)
 
     def decode(self, photos: list[bytes]) -> list:
-        return list(self.pool.map(lambda data: decode_reduced(data, "photo", max_side=1024), photos))
+        return list(self.pool.map(lambda data: decode_reduced(data, "photo", max_side=DECODE_MAX_SIDE), photos))
 
     def detect(self, decoded: list) -> list:
         """The subject's crop of each photo that has a face. On CUDA the whole batch goes to the
@@ -120,7 +121,7 @@ def stock_mtcnn(photos: list[bytes], device: str, batch: int) -> dict:
     """facenet-pytorch's own MTCNN driver on a batch of same-sized photos: the reference."""
     from facenet_pytorch import MTCNN
 
-    images = [decode_reduced(p, "photo", max_side=1024).image for p in photos]
+    images = [decode_reduced(p, "photo", max_side=DECODE_MAX_SIDE).image for p in photos]
     size = max({im.size for im in images}, key=lambda s: sum(im.size == s for im in images))
     same = [im for im in images if im.size == size]
     same = (same * (batch // len(same) + 1))[:batch]

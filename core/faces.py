@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter, ImageOps
 
-from core.constants import CROP_SIZE
+from core.constants import CROP_SIZE, DETECT_SIDE
 from core.errors import NoFaceFound, TooManyFaces
 from core.mtcnn import Mtcnn
 
@@ -61,7 +61,7 @@ class PipelineConfig:
     # ms, a 1024-px photo: 93 ms). The smallest face found grows with the photo: 5% of its
     # longer side, 53 px in a 1024-px photo, about where quality starts to flag too_small.
     # FACECOM-sized photos (<= 336 px) are detected as they are.
-    detect_side: int = 384
+    detect_side: int = DETECT_SIDE
     min_score: float = 0.90  # MTCNN's face probability for a detection to count as a face
     # Where faces sit in FACECOM/LFW-style face photos (x1, y1, x2, y2 as fractions of the
     # image): the median MTCNN box of clean photos of the validation identities.

@@ -50,9 +50,10 @@ def decode_reduced(data: bytes, source: str = "image", max_pixels: int = DEFAULT
     """Decode `data` to upright RGB, no larger than `max_side` on its longer side.
 
     The pixel count is checked from the header before any pixel is decoded, so a
-    decompression bomb costs nothing. A JPEG is decoded by its DCT scaling (Pillow's draft
-    mode) at the smallest of 1/1, 1/2, 1/4, 1/8 that is still at least `max_side`, so a large
-    photo is never decoded at more than twice the size it is used at.
+    decompression bomb costs nothing. A larger JPEG is decoded by its DCT scaling (Pillow's
+    draft mode) at the smallest of 1/1, 1/2, 1/4, 1/8 that keeps its longer side at least
+    `max_side` / 2, so it arrives between half of `max_side` and `max_side` (only a photo
+    over 8x `max_side` is resized after decoding) and never costs a full-size decode.
     """
     if not data:
         raise InvalidImage(source, "empty upload")
@@ -69,7 +70,7 @@ def decode_reduced(data: bytes, source: str = "image", max_pixels: int = DEFAULT
             if width * height > max_pixels:
                 raise ImageTooLarge(source, f"{width}x{height} pixels exceeds the limit of {max_pixels}")
             if max_side is not None and img.format == "JPEG" and max(width, height) > max_side:
-                img.draft("RGB", (max_side, max_side))
+                img.draft("RGB", _draft_size(width, height, max_side))
             img.load()
             img = _to_rgb(ImageOps.exif_transpose(img))
             if max_side is not None and max(img.size) > max_side:
@@ -82,6 +83,16 @@ def decode_reduced(data: bytes, source: str = "image", max_pixels: int = DEFAULT
     except (OSError, SyntaxError, ValueError) as exc:
         # Truncated or corrupt files surface from Pillow as OSError/SyntaxError.
         raise InvalidImage(source, f"corrupt image ({exc})") from exc
+
+
+def _draft_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """The size to ask Pillow's JPEG draft mode for: the image at 1/s, for the largest s of 1,
+    2, 4, 8 that keeps the longer side at least max_side / 2 (Pillow picks the largest s with
+    both sides still at least the size asked)."""
+    longer, scale = max(width, height), 1
+    while scale < 8 and longer // (2 * scale) >= max_side / 2:
+        scale *= 2
+    return max(1, width // scale), max(1, height // scale)
 
 
 def read_file(path: Path) -> bytes:

@@ -2,7 +2,7 @@ import pytest
 from PIL import Image
 
 from core.errors import ImageTooLarge, InvalidImage
-from core.images import decode_image, load_image
+from core.images import decode_image, decode_reduced, load_image
 from tests.conftest import PORTRAIT, jpeg, png_header_only
 
 
@@ -43,3 +43,17 @@ def test_load_image_names_missing_file(tmp_path):
 
 def test_real_fixture_loads():
     assert load_image(PORTRAIT).size == (112, 112)
+
+
+@pytest.mark.parametrize("size", [(683, 1024), (1024, 683), (769, 500), (4000, 3000), (9000, 600)])
+def test_a_large_jpeg_is_decoded_between_half_and_all_of_max_side(size):
+    """DCT scaling (draft mode) does the reduction: never a full-size decode, never below what
+    detection needs (half of max_side), boxes mapped back through `scale`."""
+    decoded = decode_reduced(jpeg(Image.new("RGB", size, (90, 120, 150))), max_side=768)
+    assert 384 <= max(decoded.image.size) <= 768
+    assert decoded.scale == pytest.approx(max(size) / max(decoded.image.size))
+
+
+def test_a_jpeg_within_max_side_is_decoded_as_it_is():
+    decoded = decode_reduced(jpeg(Image.new("RGB", (768, 500), "white")), max_side=768)
+    assert decoded.image.size == (768, 500) and decoded.scale == 1.0
