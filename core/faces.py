@@ -1,9 +1,11 @@
 """Faces: detection, selection, crop and pixel normalisation — the one definition used everywhere.
 
 Distorted photos defeat MTCNN (over-exposed ones most of all), so detection retries on
-enhanced copies of the image, and, where the caller knows its images are face photos
-(FACECOM-style data sets), falls back to the box where faces usually are. Every face
-records which of these paths found it, so evaluation can score each path.
+enhanced copies of the image, then asks the box regressor (core/box_regressor.py), a small
+net trained to place the face in glared, rainy and noisy photos and to say when there is
+none. Only where the caller knows its images are face photos (FACECOM-style data sets) does
+it fall back to the box where faces usually are. Every face records which of these paths
+found it, so evaluation can score each path.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageFilter
 
+from core.box_regressor import BoxRegressor
 from core.constants import CROP_SIZE, DETECT_SIDE
 from core.errors import NoFaceFound, TooManyFaces
 from core.mtcnn import Mtcnn
+from core.paths import models_dir
 
 # A photo's subject is among the faces at least this share of the largest face's area...
 COMPARABLE_AREA = 0.5
@@ -29,7 +33,8 @@ COMPARABLE_AREA = 0.5
 CENTRE_MARGIN = 0.1
 MIN_BOX_IOU = 0.3  # a caller's box names the face it overlaps at least this much
 
-DetectionPath = Literal["direct", "equalized", "denoised", "darkened", "fallback", "whole-image"]
+DetectionPath = Literal["direct", "denoised", "regressed", "fallback", "whole-image"]
+BOX_REGRESSOR = "box-regressor"  # its folder under the models folder
 
 
 def standardize(pixels: torch.Tensor) -> torch.Tensor:
@@ -37,17 +42,12 @@ def standardize(pixels: torch.Tensor) -> torch.Tensor:
     return (pixels.float() - 127.5) / 128.0
 
 
-def _darken(img: Image.Image) -> Image.Image:
-    # Over-exposed ("sunny") photos: a gamma > 1 pulls washed-out skin back into range.
-    lut = [round(255 * (v / 255) ** 2.2) for v in range(256)]
-    return ImageOps.autocontrast(img.point(lut * 3), cutoff=1)
-
-
-# Tried in order on images where plain detection finds nothing.
+# Tried on images where plain detection finds nothing. Equalised and darkened copies were
+# tried too, for over-exposed photos; since the box regressor takes those, they only added
+# wrong faces: on the validation people's sunny photos detection recall is 92.1% with them
+# and 94.9% without (noisy 99.4% either way, which the denoised copy is for).
 ENHANCEMENTS: tuple[tuple[DetectionPath, Callable[[Image.Image], Image.Image]], ...] = (
-    ("equalized", ImageOps.equalize),
     ("denoised", lambda img: img.filter(ImageFilter.MedianFilter(5))),
-    ("darkened", _darken),
 )
 
 
@@ -67,6 +67,7 @@ class PipelineConfig:
     # image): the median MTCNN box of clean photos of the validation identities.
     fallback_box: tuple[float, float, float, float] = (0.32, 0.27, 0.70, 0.75)
     retry_enhanced: bool = True
+    regress_missing: bool = True  # the box regressor, where MTCNN and its retries found nothing
     use_fallback: bool = False  # only for inputs known to be face photos
 
 
@@ -87,9 +88,13 @@ class DetectedFace:
 class FacePipeline:
     """Detects faces with MTCNN (core/mtcnn.py) and turns them into normalised 160×160 crops."""
 
-    def __init__(self, config: PipelineConfig = PipelineConfig(), device: str | torch.device = "cpu") -> None:
+    def __init__(self, config: PipelineConfig = PipelineConfig(), device: str | torch.device = "cpu",
+                 regressor: BoxRegressor | None = None) -> None:
         self.config = config
         self._mtcnn = Mtcnn(config.min_face_size, device)
+        self.regressor = None
+        if config.regress_missing:
+            self.regressor = regressor or BoxRegressor.load(models_dir() / BOX_REGRESSOR, device)
 
     # -- detection ---------------------------------------------------------------------
     def _mtcnn_faces(self, images: Sequence[Image.Image], path: DetectionPath) -> list[list[DetectedFace]]:
@@ -121,6 +126,10 @@ class FacePipeline:
                 batch = [enhance(images[todo[i]]) for i in indices]
                 for i, faces in zip(indices, self._mtcnn_faces(batch, path)):
                     results[todo[i]] = faces
+        if self.regressor is not None and (todo := [i for i in detectable if not results[i]]):
+            for i, found in zip(todo, self.regressor.find([images[i] for i in todo])):
+                if found is not None:
+                    results[i] = [DetectedFace(found.box, found.score, "regressed")]
         if self.config.use_fallback:
             for i, faces in enumerate(results):
                 if not faces:

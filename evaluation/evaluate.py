@@ -43,7 +43,8 @@ def evaluate(run: EvaluationRun) -> dict:
     report["weights"] = backbone.source
     report["model_id"] = backbone.model_id
     report["runtime"] = run.runtime
-    report["pipeline"] = {"use_fallback": config.use_fallback, "retry_enhanced": config.retry_enhanced}
+    report["pipeline"] = {"use_fallback": config.use_fallback, "retry_enhanced": config.retry_enhanced,
+                          "box_regressor": pipeline.regressor.sha256 if pipeline.regressor is not None else None}
     if run.plots:
         from evaluation.plots import write_all
 

@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from core.dataset import DEFAULT_VAL_SPLIT
+from core.dataset import DEFAULT_TEST_SPLIT, DEFAULT_VAL_SPLIT
 from core.errors import FaceIdError
 
 
@@ -71,6 +71,15 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config or CONFIGS_DIR / f"{args.stage}.yaml", [f"stage={args.stage}", *overrides])
     best = fit(BUILDERS[args.stage](config), resume=args.resume)
     print(f"best checkpoint: {best}")
+    return 0
+
+
+def _train_box_regressor(args: argparse.Namespace) -> int:
+    from training.box_regressor import train
+
+    card = train(args.data, args.val_split, args.test_split, args.out, args.epochs, args.seed)
+    print(json.dumps({k: card[k] for k in ("threshold", "validation", "test")}, indent=1))
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -174,6 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue from <out_dir>/last.pt")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("train-box-regressor", help="train the net that places the face where MTCNN finds none (glare, rain, noise)")
+    p.add_argument("--data", type=Path, default=Path("../shared/data/facecom-train"))
+    p.add_argument("--val-split", type=Path, default=DEFAULT_VAL_SPLIT, help="people the threshold is chosen on")
+    p.add_argument("--test-split", type=Path, default=DEFAULT_TEST_SPLIT, help="people only measured on")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("models/box-regressor"))
+    p.set_defaults(func=_train_box_regressor)
 
     p = sub.add_parser("export", help="export a checkpoint's backbone with a model card")
     p.add_argument("--ckpt", type=Path, required=True)

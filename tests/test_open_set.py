@@ -26,7 +26,7 @@ def test_detection_recall_by_kind():
     f = lambda box, path="direct": DetectedFace(box, 0.99, path)  # noqa: E731
     samples = [s("clean"), s("noisy"), s("noisy"), s("noisy"), s("sunny"), s("clean", "b"), s("sunny", "b")]
     faces = [f((0, 0, 10, 10)), f((1, 1, 10, 10)), f((30, 30, 40, 40)), f((0, 0, 10, 10), "fallback"),
-             f((0, 0, 9, 9), "darkened"), f((0, 0, 5, 5), "fallback"), f((0, 0, 5, 5))]
+             f((0, 0, 9, 9), "regressed"), f((0, 0, 5, 5), "fallback"), f((0, 0, 5, 5))]
     rec = detection.recall(samples, faces)
     # b's clean photo has no detected face: its sunny copy carries no label.
     assert rec == {
