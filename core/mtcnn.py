@@ -98,7 +98,7 @@ def _regress(boxes: torch.Tensor, offsets: torch.Tensor, inclusive: bool = True)
     return out
 
 
-def pyramid_scales(width: int, height: int, min_face_size: int) -> list[float]:
+def pyramid_scales(width: int, height: int, min_face_size: float) -> list[float]:
     """Scales at which a min_face_size face fills PNet's 12-px window, down to a 12-px image."""
     scale, shorter, scales = 12.0 / min_face_size, min(width, height), []
     while shorter * scale >= 12:
@@ -162,7 +162,7 @@ class Mtcnn:
     """Faces in same-sized RGB images, as boxes with MTCNN's probability and five landmarks.
     Every stage runs on the whole batch at once, so a GPU sees few, large launches."""
 
-    def __init__(self, min_face_size: int = 20, device: str | torch.device = "cpu") -> None:
+    def __init__(self, min_face_size: float = 20, device: str | torch.device = "cpu") -> None:
         self.min_face_size = min_face_size
         self.device = torch.device(device)  # where the pixels and the nets are
         self.pnet, self.rnet, self.onet = (_torch_net(n, device) for n in (PNet(), RNet(), ONet()))
