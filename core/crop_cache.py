@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from core.constants import CROP_SIZE
-from core.faces import ENHANCEMENTS, DetectedFace, FacePipeline
+from core.faces import ENHANCEMENTS, GLARE_SHARE, DetectedFace, FacePipeline
 from core.images import load_image
 from core.mtcnn import VERSION as MTCNN_VERSION
 
@@ -31,7 +31,7 @@ def pipeline_key(pipeline: FacePipeline) -> str:
     regressor = pipeline.regressor.sha256 if pipeline.regressor is not None else None
     retries = [name for name, _ in ENHANCEMENTS]
     config = json.dumps({**dataclasses.asdict(pipeline.config), "detector": MTCNN_VERSION, "retries": retries,
-                         "box_regressor": regressor}, sort_keys=True)
+                         "box_regressor": regressor, "glare_share": GLARE_SHARE}, sort_keys=True)
     return hashlib.sha1(config.encode()).hexdigest()[:12]
 
 

@@ -23,7 +23,7 @@ from core.box_regressor import (
     letterbox,
     window,
 )
-from core.faces import BOX_REGRESSOR, MIN_BOX_IOU, SERVICE_PIPELINE, FacePipeline, iou
+from core.faces import BOX_REGRESSOR, MIN_BOX_IOU, SERVICE_PIPELINE, FacePipeline, glared, iou
 from core.images import load_image
 from core.paths import models_dir
 from tests.conftest import PORTRAIT
@@ -222,3 +222,19 @@ def test_the_shipped_regressor_sees_no_face_in_face_free_pictures(shipped):
         Image.fromarray(np.tile(np.linspace(0, 255, 240, dtype=np.uint8)[None, :, None], (200, 1, 3))),
     ]
     assert shipped.find(pictures) == [None] * len(pictures)
+
+
+def test_on_a_glared_photo_the_regressor_adds_the_face_mtcnn_missed():
+    """MTCNN finds the face in the corner; the blown-out centre is where the regressor looks,
+    and its face is added unless it is one MTCNN already has."""
+    photo = Image.new("RGB", (400, 400), (90, 90, 90))
+    photo.paste(Image.new("RGB", (200, 200), (255, 255, 255)), (100, 100))  # the glare: the central half
+    photo.paste(load_image(PORTRAIT), (0, 0))
+    assert glared(photo) and not glared(load_image(PORTRAIT))
+    config = replace(SERVICE_PIPELINE, retry_enhanced=False)
+    centre = FacePipeline(config, regressor=Recording(Found((150.0, 140.0, 250.0, 260.0), 0.9)))  # type: ignore[arg-type]
+    (faces,) = centre.detect_batch([photo])
+    assert [f.path for f in faces] == ["direct", "regressed"] and faces[1].box == (150.0, 140.0, 250.0, 260.0)
+    (mtcnn_face,) = [f for f in faces if f.path == "direct"]
+    same = FacePipeline(config, regressor=Recording(Found(mtcnn_face.box, 0.9)))  # type: ignore[arg-type]
+    assert [f.path for f in same.detect_batch([photo])[0]] == ["direct"]
