@@ -25,6 +25,7 @@ from core.constants import CROP_SIZE, DETECT_SIDE
 from core.errors import NoFaceFound, TooManyFaces
 from core.mtcnn import PYRAMID_FACTOR, Mtcnn
 from core.paths import models_dir
+from core.quality import blown_out_share
 
 # A photo's subject is among the faces at least this share of the largest face's area...
 COMPARABLE_AREA = 0.5
@@ -58,9 +59,8 @@ GLARE_SHARE = 0.2
 
 
 def glared(img: Image.Image) -> bool:
-    w, h = img.size
-    centre = np.asarray(img.crop((w // 4, h // 4, w - w // 4, h - h // 4)).convert("L"))
-    return centre.size > 0 and float((centre >= 250).mean()) >= GLARE_SHARE
+    """Whether the photo's centre is blown out (core.quality's measure of an over-exposed face)."""
+    return min(img.size) >= 2 and blown_out_share(np.asarray(img)) >= GLARE_SHARE
 
 
 @dataclass(frozen=True)

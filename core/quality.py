@@ -59,6 +59,21 @@ def _luminance(crop_hwc: np.ndarray) -> np.ndarray:
     return crop_hwc[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
+BLOWN_OUT = 250  # luminance (0-255) at which a pixel counts as blown out to white
+
+
+def central_half(pixels: np.ndarray) -> np.ndarray:
+    """The middle half of an image in each direction: where a face crop's face is."""
+    h, w = pixels.shape[:2]
+    return pixels[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4]
+
+
+def blown_out_share(pixels_hwc: np.ndarray) -> float:
+    """Share of the central half of a uint8 H×W×3 image blown out to white: a face crop's
+    `over_exposed` measure, and how the face pipeline tells a glared photo."""
+    return float((_luminance(central_half(pixels_hwc)) >= BLOWN_OUT).mean())
+
+
 # Devillard's median-of-9 sorting network: 19 compare-exchanges, each a vectorised min/max.
 _MEDIAN9 = ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3),
             (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2))
@@ -85,11 +100,10 @@ def impulse_noise(crop_hwc: np.ndarray) -> float:
 def measure(crop_hwc: np.ndarray, face_side: float, detection_score: float | None) -> dict[str, float]:
     """The raw measurements of one uint8 H×W×3 face crop."""
     lum = _luminance(crop_hwc)
-    h, w = lum.shape
-    centre = lum[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4]
+    centre = central_half(lum)
     median = median3x3(lum)
     return {
-        "over_exposed": float((centre >= 250).mean()),
+        "over_exposed": float((centre >= BLOWN_OUT).mean()),  # blown_out_share, on the luminance at hand
         "too_dark": float(centre.mean()),
         "noisy": float(np.abs(lum - median).mean()),  # impulse_noise, sharing the median with "blurred"
         "blurred": float(ndimage.laplace(median).var()),  # on the median: impulse noise is not detail
