@@ -12,7 +12,6 @@ photos where MTCNN and its retries found nothing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+
+from core.weights import sha256_of
 
 INPUT_SIDE = 96  # the photo, letterboxed into a square this size
 WORK_SIDE = 128  # photos are first shrunk to this (longer side); training cuts windows from it
@@ -106,8 +107,7 @@ class BoxRegressor:
             if not path.is_file():
                 raise FileNotFoundError(f"box regressor: {path} is missing")
         card = json.loads(card_path.read_text())
-        data = weights.read_bytes()
-        sha256 = hashlib.sha256(data).hexdigest()
+        sha256 = sha256_of(weights)
         if card.get("sha256") != sha256:
             raise ValueError(f"box regressor: {weights} does not match the sha256 in {card_path}")
         net = BoxNet()

@@ -15,7 +15,6 @@ pictures; the card records recall per distortion there.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections import defaultdict
@@ -43,6 +42,7 @@ from core.box_regressor import (
 from core.dataset import read_split, scan
 from core.faces import SERVICE_PIPELINE, FacePipeline, iou
 from core.images import load_image
+from core.weights import sha256_of
 from training.distortions import build_distortions
 
 MIN_IOU = 0.5  # a box counts as the face at this overlap with the label (evaluation/detection.py)
@@ -257,7 +257,7 @@ def save(net: BoxNet, folder: Path, card: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / WEIGHTS_FILE
     torch.save({k: v.detach().clone() for k, v in net.state_dict().items()}, weights)
-    card = {"sha256": hashlib.sha256(weights.read_bytes()).hexdigest(), **card}
+    card = {"sha256": sha256_of(weights), **card}
     (folder / CARD_FILE).write_text(json.dumps(card, indent=1) + "\n")
     return folder
 
