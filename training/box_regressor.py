@@ -35,6 +35,7 @@ from core.box_regressor import (
     WEIGHTS_FILE,
     BoxNet,
     BoxRegressor,
+    Found,
     shrink,
     standardize,
     window,
@@ -57,13 +58,20 @@ class Photo:
     erased: np.ndarray | None  # clean photos: the same with the face painted out
 
 
+def _grown(box: Sequence[float]) -> tuple[float, float, float, float]:
+    """The face box grown by a third of its size each way: hair, ears and chin with it.
+    Face-free pictures keep clear of it; painting the face out covers it."""
+    x1, y1, x2, y2 = box
+    gx, gy = (x2 - x1) / 3, (y2 - y1) / 3
+    return x1 - gx, y1 - gy, x2 + gx, y2 + gy
+
+
 def _erase(pixels: np.ndarray, box: Sequence[float]) -> np.ndarray:
     """The photo with the face (its box grown by a third each way, to take hair and chin) painted
     out from its surroundings."""
-    x1, y1, x2, y2 = box
-    gx, gy = (x2 - x1) / 3, (y2 - y1) / 3
+    x1, y1, x2, y2 = _grown(box)
     mask = np.zeros(pixels.shape[:2], np.uint8)
-    mask[max(0, int(y1 - gy)): int(y2 + gy) + 1, max(0, int(x1 - gx)): int(x2 + gx) + 1] = 255
+    mask[max(0, int(y1)): int(y2) + 1, max(0, int(x1)): int(x2) + 1] = 255
     return cv2.inpaint(np.ascontiguousarray(pixels), mask, 5, cv2.INPAINT_TELEA)
 
 
@@ -118,20 +126,19 @@ def positive(photo: Photo, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
 
 def negative(photo: Photo, rng: np.random.Generator) -> np.ndarray | None:
     """A face-free picture: the face-erased photo (any part), or background clear of the face
-    grown by a third. None when the photo has no such background."""
+    grown by a third (`_grown`). None when the photo has no such background."""
     h, w = photo.pixels.shape[:2]
     if photo.erased is not None and rng.random() < 0.4:
         width, height = _shape(rng, rng.uniform(0.6, 1.4) * max(w, h), 2.0)
         x, y = rng.uniform(min(0, w - width), max(0, w - width)), rng.uniform(min(0, h - height), max(0, h - height))
         return _framed(photo.erased, x, y, width, height)
-    x1, y1, x2, y2 = photo.box
-    gx, gy = (x2 - x1) / 3, (y2 - y1) / 3
+    x1, y1, x2, y2 = _grown(photo.box)
     for _ in range(8):
         width, height = _shape(rng, rng.uniform(0.25, 0.9) * max(w, h), 4.0)
         # Up to a tenth may hang off the photo (as letterbox padding would).
         x = rng.uniform(-0.1 * width, max(-0.1 * width, w - 0.9 * width))
         y = rng.uniform(-0.1 * height, max(-0.1 * height, h - 0.9 * height))
-        if x + width <= x1 - gx or x >= x2 + gx or y + height <= y1 - gy or y >= y2 + gy:
+        if x + width <= x1 or x >= x2 or y + height <= y1 or y >= y2:
             return _framed(photo.pixels, x, y, width, height)
     return None
 
@@ -214,9 +221,8 @@ def face_free(photos: Sequence[Photo], seed: int, per_photo: int = 2) -> list[np
     distortions = list(build_distortions().values())
     out = []
     for photo in photos:
-        x1, y1, x2, y2 = photo.box
-        gx, gy = (x2 - x1) / 3, (y2 - y1) / 3
-        strips = [photo.pixels[:, : max(0, int(x1 - gx))], photo.pixels[:, int(x2 + gx) + 1:], photo.pixels[: max(0, int(y1 - gy))]]
+        x1, y1, x2, _ = _grown(photo.box)  # strips left, right and above the face
+        strips = [photo.pixels[:, : max(0, int(x1))], photo.pixels[:, int(x2) + 1:], photo.pixels[: max(0, int(y1))]]
         strips = [s for s in strips if min(s.shape[:2]) >= 24]
         if strips:
             out.append(max(strips, key=lambda s: s.size))
@@ -226,14 +232,19 @@ def face_free(photos: Sequence[Photo], seed: int, per_photo: int = 2) -> list[np
     return out
 
 
-def _scores(regressor: BoxRegressor, pictures: Sequence[np.ndarray]) -> list:
+def _scores(regressor: BoxRegressor, pictures: Sequence[np.ndarray]) -> list[Found]:
     found = []
     for start in range(0, len(pictures), 256):
         found += regressor.scores([Image.fromarray(np.ascontiguousarray(p)) for p in pictures[start:start + 256]])
     return found
 
 
-def measure(regressor: BoxRegressor, photos: Sequence[Photo], negatives: Sequence[np.ndarray]) -> dict:
+def face_free_scores(regressor: BoxRegressor, negatives: Sequence[np.ndarray]) -> list[float]:
+    """The net's face probability for each face-free picture."""
+    return [f.score for f in _scores(regressor, negatives)]
+
+
+def measure(regressor: BoxRegressor, photos: Sequence[Photo], negative_scores: Sequence[float]) -> dict:
     """Per kind: the share of photos whose box overlaps the label (IoU >= 0.5) with a face
     probability over the threshold; and the share of face-free pictures given a face."""
     found = _scores(regressor, [p.pixels for p in photos])
@@ -241,14 +252,14 @@ def measure(regressor: BoxRegressor, photos: Sequence[Photo], negatives: Sequenc
     for photo, f in zip(photos, found):
         per_kind[photo.kind][0] += 1
         per_kind[photo.kind][1] += f.score >= regressor.threshold and iou(f.box, photo.box) >= MIN_IOU
-    false = sum(f.score >= regressor.threshold for f in _scores(regressor, negatives))
+    false = sum(score >= regressor.threshold for score in negative_scores)
     return {"found": {k: round(v[1] / v[0], 4) for k, v in sorted(per_kind.items())},
-            "face_free_pictures": len(negatives), "face_free_given_a_face": round(false / max(1, len(negatives)), 4)}
+            "face_free_pictures": len(negative_scores), "face_free_given_a_face": round(false / max(1, len(negative_scores)), 4)}
 
 
-def choose_threshold(regressor: BoxRegressor, negatives: Sequence[np.ndarray], target: float = TARGET_FALSE) -> float:
+def choose_threshold(negative_scores: Sequence[float], target: float = TARGET_FALSE) -> float:
     """The lowest face probability that lets at most `target` of these face-free pictures through."""
-    scores = np.sort([f.score for f in _scores(regressor, negatives)])[::-1]
+    scores = np.sort(negative_scores)[::-1]
     allowed = int(np.floor(target * len(scores)))
     return float(np.nextafter(scores[allowed], 1.0)) if allowed < len(scores) else 0.0
 
@@ -278,8 +289,9 @@ def train(data: Path, val_split: Path, test_split: Path, out: Path, epochs: int,
     net = fit(train_photos, epochs, seed=seed)
     train_s = time.perf_counter() - started
     regressor = BoxRegressor(net, 0.5, "")
-    val_negatives, test_negatives = face_free(val_photos, seed + 1), face_free(test_photos, seed + 2)
-    regressor.threshold = choose_threshold(regressor, val_negatives)
+    val_negatives = face_free_scores(regressor, face_free(val_photos, seed + 1))
+    test_negatives = face_free_scores(regressor, face_free(test_photos, seed + 2))
+    regressor.threshold = choose_threshold(val_negatives)
     card = {
         "threshold": regressor.threshold,
         "threshold_rule": f"face probability letting at most {TARGET_FALSE:.0%} of the validation people's face-free pictures through",
