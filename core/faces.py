@@ -5,8 +5,8 @@ a denoised copy of the image, then asks the box regressor (core/box_regressor.py
 net trained to place the face in glared, rainy and noisy photos and to say when there is
 none; on glared photos it asks the regressor too, since MTCNN there finds the people around
 the glare but not the subject under it. Only where the caller knows its images are face
-photos (FACECOM-style data sets) does it fall back to the box where faces usually are. Every face records which of these paths
-found it, so evaluation can score each path.
+photos (FACECOM-style data sets) does it fall back to the box where faces usually are.
+Every face records which of these paths found it, so evaluation can score each path.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class PipelineConfig:
     # image): the median MTCNN box of clean photos of the validation identities.
     fallback_box: tuple[float, float, float, float] = (0.32, 0.27, 0.70, 0.75)
     retry_enhanced: bool = True
-    regress_missing: bool = True  # the box regressor, where MTCNN and its retries found nothing
+    regress_missing: bool = True  # the box regressor, where MTCNN found nothing and on glared photos
     use_fallback: bool = False  # only for inputs known to be face photos
 
 
