@@ -61,8 +61,11 @@ def test_whole_network_trains_on_cpu(config_for, channels_last, bf16):
     run = build_stage1(config)
     assert all(p.requires_grad for p in run.net.parameters())
     assert run.net.conv2d_1a.conv.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+    layouts = []  # the batches the stem sees: channels_last inputs, not only weights
+    run.net.conv2d_1a.register_forward_pre_hook(lambda _, x: layouts.append(x[0].is_contiguous(memory_format=torch.channels_last)))
     start = {k: v.clone() for k, v in run.net.state_dict().items()}
     fit(run)
+    assert layouts and set(layouts) == {channels_last}
     history = json.loads((config.out_dir / "history.json").read_text())
     assert history[-1]["loss"] < history[1]["loss"]
     assert not torch.equal(run.net.conv2d_1a.conv.weight, start["conv2d_1a.conv.weight"])  # the stem trained too

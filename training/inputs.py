@@ -60,7 +60,7 @@ class FaceInputs:
             x = torch.from_numpy(self.distort(hwc, self.clean[idx.numpy()], distort_share)).permute(0, 3, 1, 2)
         if train and self.augment is not None:
             x = self.augment(x)
-        x = standardize(restore(x).to(self.device))  # the pixels the service embeds.contiguous(memory_format=self.memory_format)
+        x = standardize(restore(x).to(self.device)).contiguous(memory_format=self.memory_format)  # the pixels the service embeds
         return tail(self.net, x, self.first_trainable)
 
     @torch.inference_mode()
