@@ -38,8 +38,9 @@ def evaluate(run: EvaluationRun) -> dict:
     cache_id = backbone.model_id if run.runtime in ("auto", "onnx", "torch") else f"{backbone.model_id}|{run.runtime}"
     embeddings, faces, crops = embed_samples(samples, pipeline, embedder, cache_id, run.cache_dir)
     threshold = run.threshold if run.threshold is not None else model_threshold(backbone.source)
-    flagged = [bool(assess(c.permute(1, 2, 0).numpy(), f.box, f.score).reasons) for c, f in zip(crops, faces)]
-    report = report_from_embeddings(samples, embeddings, faces, threshold, flagged)
+    qualities = [assess(c.permute(1, 2, 0).numpy(), f.box, f.score) for c, f in zip(crops, faces)]
+    report = report_from_embeddings(samples, embeddings, faces, threshold, [bool(q.reasons) for q in qualities],
+                                    [q.measures["over_exposed"] for q in qualities])
     report["weights"] = backbone.source
     report["model_id"] = backbone.model_id
     report["runtime"] = run.runtime

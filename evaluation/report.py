@@ -12,14 +12,19 @@ from core.faces import DetectedFace
 from evaluation import detection, open_set
 from evaluation.metrics import retrieval_report, templates, top1
 
+# Bins of a query crop's blown-out share (core.quality's over_exposed: the share of the crop's
+# central half at luminance >= 250): how much of the face glare left to recognise.
+BLOWN_OUT_BINS = (0.5, 0.95)
+
 
 def report_from_embeddings(
     samples: Sequence[Sample], embeddings: np.ndarray, faces: Sequence[DetectedFace] | None = None, threshold: float | None = None,
-    flagged: Sequence[bool] | None = None,
+    flagged: Sequence[bool] | None = None, blown_out: Sequence[float] | None = None,
 ) -> dict:
     """Score embeddings of `samples`; the same function serves `faceid evaluate` and training's
     validation. With the detected faces: detection recall, and (given the service's
-    `threshold`) the open-set figures of what the service would answer."""
+    `threshold`) the open-set figures of what the service would answer. With each crop's
+    blown-out share: top-1 by how much of the face is left."""
     clean = np.array([s.is_clean for s in samples])
     queries = ~clean
     pick = lambda mask, attr: [getattr(s, attr) for s, m in zip(samples, mask) if m]  # noqa: E731
@@ -27,6 +32,8 @@ def report_from_embeddings(
         embeddings[clean], pick(clean, "identity"), pick(clean, "source"),
         embeddings[queries], pick(queries, "identity"), pick(queries, "kind"), pick(queries, "source"),
     )
+    if blown_out is not None:
+        report["face_left"] = face_left_report(samples, embeddings, blown_out)
     if faces is not None:
         report["detection"] = detection_report(samples, faces, embeddings)
         report["detection_recall"] = detection.recall(samples, faces)
@@ -39,13 +46,35 @@ def report_from_embeddings(
     return report
 
 
-def detection_report(samples: Sequence[Sample], faces: Sequence[DetectedFace], embeddings: np.ndarray) -> dict:
-    """How often each detection path was taken, and what queries found by each path score."""
-    counts = Counter(f.path for f in faces)
+def query_hits(samples: Sequence[Sample], embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of the queries in `samples`, whether each one's top-1 is right)."""
     clean = np.array([s.is_clean for s in samples])
     tmpl, names = templates(embeddings[clean], [s.identity for s in samples if s.is_clean])
     q_idx = np.flatnonzero(~clean)
-    hits = top1(embeddings[q_idx] @ tmpl.T, names, [samples[i].identity for i in q_idx])
+    return q_idx, top1(embeddings[q_idx] @ tmpl.T, names, [samples[i].identity for i in q_idx])
+
+
+def face_left_report(samples: Sequence[Sample], embeddings: np.ndarray, blown_out: Sequence[float]) -> dict:
+    """Queries binned by the share of their crop's centre blown out to white (BLOWN_OUT_BINS):
+    per bin the count, top-1 and the distortions in it. Shows what glare leaves to recognise."""
+    q_idx, hits = query_hits(samples, embeddings)
+    shares = np.asarray(blown_out, dtype=float)[q_idx]
+    edges = (0.0, *BLOWN_OUT_BINS, np.inf)
+    out = {}
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (shares >= low) & (shares < high)
+        out[f"{low:g}-{high:g}"] = {
+            "n": int(inside.sum()),
+            "top1": float(hits[inside].mean()) if inside.any() else float("nan"),
+            "kinds": dict(sorted(Counter(samples[i].kind for i in q_idx[inside]).items())),
+        }
+    return out
+
+
+def detection_report(samples: Sequence[Sample], faces: Sequence[DetectedFace], embeddings: np.ndarray) -> dict:
+    """How often each detection path was taken, and what queries found by each path score."""
+    counts = Counter(f.path for f in faces)
+    q_idx, hits = query_hits(samples, embeddings)
     by_path: dict[str, list[bool]] = defaultdict(list)
     by_path_kind: dict[str, Counter] = defaultdict(Counter)
     for i, hit in zip(q_idx, hits):

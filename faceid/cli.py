@@ -40,6 +40,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"source left out: {report['source_left_out']['top1']:.4f} ({report['source_left_out']['n_queries']} queries)")
     recall = ", ".join(f"{k} {v['found']:.3f}" for k, v in report["detection_recall"].items())
     print(f"detection recall (IoU >= 0.5 with the clean photo's face): {recall}")
+    left = ", ".join(f"{k} {v['n']} queries top-1 {v['top1']:.3f}" for k, v in report["face_left"].items() if v["n"])
+    print(f"by share of the face blown out: {left}")
     o = report["open_set"]
     target = "none (no face found in any query)" if o["threshold_for_target"] is None else f"{o['threshold_for_target']:.3f}"
     print(f"as the service answers (threshold {o['threshold']:.3f}): {o['overall']['named_correctly']:.3f} named correctly, "

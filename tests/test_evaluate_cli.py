@@ -25,6 +25,7 @@ def test_evaluate_writes_report_and_plots(facecom_dir, tmp_path, capsys):
     by_quality = report["open_set"]["by_quality"]
     assert by_quality["flagged"]["n"] + by_quality["not_flagged"]["n"] <= 21
     assert report["verification"]["n_genuine"] == 21
+    assert sum(b["n"] for b in report["face_left"].values()) == 21  # every query in one blown-out bin
     assert sorted(p.name for p in plots.iterdir()) == ["per_distortion.png", "similarity_matrix.png", "tsne.png"]
     assert "top-1" in capsys.readouterr().out
 

@@ -1,8 +1,11 @@
 """Metric code against cases computed by hand."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from core.dataset import Sample
 from evaluation.metrics import (
     retrieval_report,
     source_left_out,
@@ -10,6 +13,7 @@ from evaluation.metrics import (
     templates,
     top1,
 )
+from evaluation.report import face_left_report
 
 
 def unit(*v):
@@ -71,3 +75,17 @@ def test_source_left_out_uses_only_other_photos():
     g2 = np.stack([unit(0.8, 0, 0.6), unit(0, 1, 0), unit(0, 0.3, 1)])
     res = source_left_out(np.concatenate([g2, unit(0, 0.9, 0.1)[None]]), ["a", "a", "c", "b"], ["a1", "a2", "c1", "b1"], q, ["a"], ["a1"])
     assert res["top1"] == 0.0
+
+
+def test_face_left_bins_queries_by_blown_out_share():
+    s = lambda who, kind: Sample(who, Path(f"{who}_{kind}.jpg"), kind, who)  # noqa: E731
+    samples = [s("A", "clean"), s("B", "clean"), s("A", "sunny"), s("B", "sunny"), s("A", "noisy"), s("B", "foggy")]
+    # A's sunny query looks like B (wrong), B's sunny like B (right), both others right.
+    embeddings = np.stack([unit(1, 0), unit(0, 1), unit(0.1, 1), unit(0.2, 1), unit(1, 0.1), unit(0.1, 1)])
+    blown = [0.0, 0.0, 0.99, 0.97, 0.0, 0.6]  # clean photos' shares are not queries' and are ignored
+    bins = face_left_report(samples, embeddings, blown)
+    assert bins == {
+        "0-0.5": {"n": 1, "top1": 1.0, "kinds": {"noisy": 1}},
+        "0.5-0.95": {"n": 1, "top1": 1.0, "kinds": {"foggy": 1}},
+        "0.95-inf": {"n": 2, "top1": 0.5, "kinds": {"sunny": 2}},
+    }
