@@ -90,7 +90,8 @@ def retrieval_report(
         "n_identities": len(names),
         "macro_f1": float(f1_score(query_labels, predicted, labels=names, average="macro", zero_division=0)),
         "verification": verification(genuine, sim[impostor_mask]),
-        "source_left_out": source_left_out(gallery, gallery_labels, gallery_sources, queries, query_labels, query_sources),
+        "source_left_out": source_left_out(gallery, gallery_labels, gallery_sources, queries, query_labels, query_sources,
+                                           query_kinds),
         "clean_verification": clean_verification(gallery, gallery_labels),
     }
 
@@ -102,16 +103,20 @@ def source_left_out(
     queries: np.ndarray,
     query_labels: Sequence[str],
     query_sources: Sequence[str],
+    query_kinds: Sequence[str] | None = None,
 ) -> dict:
     """Top-1 when the query's own clean photo is not in the gallery: recognising the person,
-    not the photo. Only identities with 2+ clean photos can be scored this way."""
+    not the photo. Only identities with 2+ clean photos can be scored this way. With the
+    queries' kinds, also per distortion."""
     labels = np.asarray(gallery_labels)
     sources = np.asarray(gallery_sources)
     counts = Counter(gallery_labels)
     tmpl, names = templates(gallery, gallery_labels)
     sums = {n: gallery[labels == n].sum(axis=0) for n in names}
-    hits = []
-    for q, label, source in zip(queries, query_labels, query_sources):
+    hits: list[bool] = []
+    per_kind: dict[str, list[bool]] = defaultdict(list)
+    kinds = query_kinds if query_kinds is not None else [None] * len(query_labels)
+    for q, label, source, kind in zip(queries, query_labels, query_sources, kinds):
         if counts[label] < 2:
             continue
         own = gallery[(labels == label) & (sources == source)].sum(axis=0)
@@ -119,7 +124,11 @@ def source_left_out(
         i = names.index(label)
         reduced[i] = _normalise((sums[label] - own)[None])[0]
         hits.append(names[int(np.argmax(reduced @ q))] == label)
-    return {"top1": float(np.mean(hits)) if hits else float("nan"), "n_queries": len(hits)}
+        per_kind[kind].append(hits[-1])
+    out = {"top1": float(np.mean(hits)) if hits else float("nan"), "n_queries": len(hits)}
+    if query_kinds is not None:
+        out["per_distortion"] = {k: float(np.mean(v)) for k, v in sorted(per_kind.items())}
+    return out
 
 
 def clean_verification(gallery: np.ndarray, gallery_labels: Sequence[str]) -> dict:

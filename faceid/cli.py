@@ -37,7 +37,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     per = ", ".join(f"{k} {v:.3f}" for k, v in report["per_distortion"].items())
     print(f"top-1 {report['top1']:.4f} over {report['n_queries']} queries, {report['n_identities']} identities")
     print(f"per distortion: {per}")
-    print(f"source left out: {report['source_left_out']['top1']:.4f} ({report['source_left_out']['n_queries']} queries)")
+    slo = report["source_left_out"]
+    slo_per = ", ".join(f"{k} {v:.3f}" for k, v in slo.get("per_distortion", {}).items())
+    print(f"source left out: {slo['top1']:.4f} ({slo['n_queries']} queries): {slo_per}")
     recall = ", ".join(f"{k} {v['found']:.3f}" for k, v in report["detection_recall"].items())
     print(f"detection recall (IoU >= 0.5 with the clean photo's face): {recall}")
     left = ", ".join(f"{k} {v['n']} queries top-1 {v['top1']:.3f}" for k, v in report["face_left"].items() if v["n"])

@@ -68,13 +68,21 @@ def test_source_left_out_uses_only_other_photos():
     # Query 1 comes from a1: with a1 removed, a's template is a2 alone, still nearest.
     result = source_left_out(gallery, g_labels, g_sources, queries[:1], q_labels[:1], q_sources[:1])
     assert result == {"top1": 1.0, "n_queries": 1}
+    by_kind = source_left_out(gallery, g_labels, g_sources, queries[:1], q_labels[:1], q_sources[:1], ["noisy"])
+    assert by_kind["per_distortion"] == {"noisy": 1.0}
     # Identities with one clean photo are not scored.
     assert source_left_out(gallery, g_labels, g_sources, queries[2:], q_labels[2:], q_sources[2:])["n_queries"] == 0
     # A query far from a2 but equal to a1 is a hit in the standard figure and a miss here.
     q = unit(0.8, 0, 0.6)[None]
     g2 = np.stack([unit(0.8, 0, 0.6), unit(0, 1, 0), unit(0, 0.3, 1)])
-    res = source_left_out(np.concatenate([g2, unit(0, 0.9, 0.1)[None]]), ["a", "a", "c", "b"], ["a1", "a2", "c1", "b1"], q, ["a"], ["a1"])
+    g3 = np.concatenate([g2, unit(0, 0.9, 0.1)[None]])
+    res = source_left_out(g3, ["a", "a", "c", "b"], ["a1", "a2", "c1", "b1"], q, ["a"], ["a1"])
     assert res["top1"] == 0.0
+    # Per distortion: that miss as a sunny query, and the same pixels made from a2 as a noisy
+    # query, a hit (a1 is then in the gallery and equal to it).
+    both = source_left_out(g3, ["a", "a", "c", "b"], ["a1", "a2", "c1", "b1"], np.concatenate([q, q]),
+                           ["a", "a"], ["a1", "a2"], ["sunny", "noisy"])
+    assert both == {"top1": 0.5, "n_queries": 2, "per_distortion": {"noisy": 1.0, "sunny": 0.0}}
 
 
 def test_face_left_bins_queries_by_blown_out_share():
