@@ -43,8 +43,10 @@ def scores(gallery: np.ndarray, gallery_labels: Sequence[str], queries: np.ndarr
     return {"right": right, "top": top, "stranger_top": without_own.max(axis=1)}
 
 
-def threshold_for_stranger_rate(stranger_top: np.ndarray, rate: float = TARGET_STRANGER_RATE) -> float:
-    """The lowest threshold that names at most `rate` of strangers (a name needs similarity ≥ threshold)."""
+def threshold_for_stranger_rate(stranger_top: Sequence[float], rate: float = TARGET_STRANGER_RATE) -> float:
+    """The lowest threshold that names at most `rate` of strangers (a name needs similarity ≥ threshold).
+    The box regressor's threshold follows the same rule, its face-free pictures' face
+    probabilities standing for the strangers' similarities."""
     ordered = np.sort(stranger_top)[::-1]
     allowed = int(np.floor(rate * len(ordered)))  # strangers that may be named
     if allowed >= len(ordered):

@@ -33,11 +33,11 @@ from core.faces import (
 )
 from core.images import load_image
 from core.paths import models_dir
+from evaluation.open_set import threshold_for_stranger_rate
 from tests.conftest import PORTRAIT
 from training.box_regressor import (
     Examples,
     Photo,
-    choose_threshold,
     face_free_scores,
     fit,
     negative,
@@ -193,7 +193,7 @@ def test_the_threshold_keeps_the_false_share_on_the_pictures_it_was_chosen_on():
     torch.manual_seed(1)
     regressor = BoxRegressor(BoxNet(), 0.0, "")
     for target in (0.0, 0.1, 0.3):
-        regressor.threshold = choose_threshold(face_free_scores(regressor, pictures), target)
+        regressor.threshold = threshold_for_stranger_rate(face_free_scores(regressor, pictures), target)
         given = sum(f is not None for f in regressor.find([Image.fromarray(p) for p in pictures]))
         assert given <= target * len(pictures)
 

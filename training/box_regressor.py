@@ -44,6 +44,7 @@ from core.dataset import read_split, scan
 from core.faces import SERVICE_PIPELINE, FacePipeline, iou
 from core.images import load_image
 from core.weights import sha256_of
+from evaluation.open_set import threshold_for_stranger_rate
 from training.distortions import build_distortions
 
 MIN_IOU = 0.5  # a box counts as the face at this overlap with the label (evaluation/detection.py)
@@ -257,13 +258,6 @@ def measure(regressor: BoxRegressor, photos: Sequence[Photo], negative_scores: S
             "face_free_pictures": len(negative_scores), "face_free_given_a_face": round(false / max(1, len(negative_scores)), 4)}
 
 
-def choose_threshold(negative_scores: Sequence[float], target: float = TARGET_FALSE) -> float:
-    """The lowest face probability that lets at most `target` of these face-free pictures through."""
-    scores = np.sort(negative_scores)[::-1]
-    allowed = int(np.floor(target * len(scores)))
-    return float(np.nextafter(scores[allowed], 1.0)) if allowed < len(scores) else 0.0
-
-
 def save(net: BoxNet, folder: Path, card: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / WEIGHTS_FILE
@@ -291,7 +285,9 @@ def train(data: Path, val_split: Path, test_split: Path, out: Path, epochs: int,
     regressor = BoxRegressor(net, 0.5, "")
     val_negatives = face_free_scores(regressor, face_free(val_photos, seed + 1))
     test_negatives = face_free_scores(regressor, face_free(test_photos, seed + 2))
-    regressor.threshold = choose_threshold(val_negatives)
+    # The open-set rule, face-free pictures standing for strangers: the lowest face probability
+    # that lets at most TARGET_FALSE of them through.
+    regressor.threshold = threshold_for_stranger_rate(val_negatives, TARGET_FALSE)
     card = {
         "threshold": regressor.threshold,
         "threshold_rule": f"face probability letting at most {TARGET_FALSE:.0%} of the validation people's face-free pictures through",
