@@ -22,6 +22,7 @@ import torch
 
 from core.backbone import load_backbone, make_embedder
 from core.constants import CROP_SIZE
+from core.crop_cache import face_crops
 from core.dataset import read_split, scan
 from core.faces import DATASET_PIPELINE, FacePipeline
 from evaluation.embeddings import embed_samples
@@ -74,7 +75,7 @@ def measure(data: Path, split: Path | None, kind: str, weights: str | None, cach
     embedder = make_embedder(backbone, "cpu")
     pipeline = FacePipeline(DATASET_PIPELINE, "cpu")
     gallery, _, _ = embed_samples(clean, pipeline, embedder, backbone.model_id, cache_dir, progress=False)
-    _, _, crops = embed_samples(queries, pipeline, embedder, backbone.model_id, cache_dir, progress=False)
+    crops, _ = face_crops([s.path for s in queries], pipeline, cache_dir, progress=False)  # embedded by `answer`
     tmpl, names = templates(gallery, [s.identity for s in clean])
     answer = lambda x: np.asarray(names)[(embedder.embed(x) @ tmpl.T).argmax(axis=1)]  # noqa: E731
     return {"kind": kind, "model_id": backbone.model_id} | occlusion_report(crops, [s.identity for s in queries], answer)
