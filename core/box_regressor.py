@@ -6,8 +6,9 @@ head's outline, the hair, the shoulders and where the glare sits still show wher
 The net is trained (training/box_regressor.py) on FACECOM photos of the training people, the
 distorted copies labelled with the box MTCNN finds in their clean source, and on face-free
 pictures (backgrounds, and photos whose face was painted out, then distorted the same ways),
-so that it answers "no face" where there is none. The pipeline (core/faces.py) runs it only on
-photos where MTCNN and its retries found nothing.
+so that it answers "no face" where there is none. The pipeline (core/faces.py) runs it on
+photos where MTCNN and its retries found nothing, and on glared photos, where MTCNN finds the
+people around the glare but not the subject under it.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ class BoxNet(nn.Module):
 
 
 def standardize(pixels: torch.Tensor) -> torch.Tensor:
-    """N×3×H×W uint8-range → the net's input."""
+    """N×3×H×W uint8-range → the net's input. The same numbers as the backbone's
+    (core.faces.standardize) but this net's own: its weights were trained with them, and must
+    not follow the backbone if that ever changes."""
     return (pixels.float() - 127.5) / 128.0
 
 

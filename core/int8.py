@@ -7,10 +7,11 @@ two packaged photos (`core/calibration/`), each as it is and in seven distorted 
 blur, dark, over-exposed, down-sized, impulse noise, low contrast), cut by the service's own
 pipeline. Measured with the model shipped before the four-epoch one (facecom-ft@44f639ca44b6,
 2 cores): batch 1 embeds in 5.7 ms against 14.8; on the test people top-1 85.71 against
-85.71, source-left-out 82.1 against 82.0, clean TAR@1e-3 0.981 against 0.978, named correctly by the service 81.95% both, strangers named 0.18% both;
-embeddings' cosine to fp32 ≥ 0.986 (median 0.999). On the validation people strangers named
-at the model's threshold were 1.05% against 0.89%, so int8 is offered (FACEID_RUNTIME=
-onnx-int8), not the default.
+85.71, source-left-out 82.1 against 82.0, clean TAR@1e-3 0.981 against 0.978, named
+correctly by the service 81.95% both, strangers named 0.18% both; embeddings' cosine to
+fp32 ≥ 0.986 (median 0.999). On the validation people strangers named at the model's
+threshold were 1.05% against 0.89%, so int8 is offered (FACEID_RUNTIME=onnx-int8), not the
+default.
 """
 
 from __future__ import annotations
