@@ -21,14 +21,17 @@ class Settings(BaseSettings):
     open_probes: bool = Field(False, description="with a key set, leave /readyz and /metrics open (for probes that cannot send it)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
-        "auto", description="embedding runtime: auto is ONNX Runtime on the CPU, torch on CUDA; onnx-int8 quantized, ~2.6x faster on the CPU")
+        "auto", description="embedding runtime: auto is ONNX Runtime on the CPU, torch on CUDA; onnx-int8 quantized")
     threshold: float | None = Field(None, ge=-1.0, le=1.0, description="cosine below which a face is unknown (default: the model's FAR 1e-3 threshold)")
     top_k: int = Field(5, ge=1, le=100)
     max_faces: int = Field(10, ge=1, le=100)
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(40_000_000, ge=10_000)
     max_images_per_enroll: int = Field(20, ge=1)
-    detect_max_side: int = Field(DECODE_MAX_SIDE, ge=160, description="photos are decoded at most this many pixels on a side, a large JPEG at between half this and this (DCT scaling); faces are cut from that, detection runs on a copy of at most 384 px (so by default nothing is decoded at more than twice what detection uses); boxes stay in the photo's own pixels")
+    detect_max_side: int = Field(DECODE_MAX_SIDE, ge=160, description=(
+        "photos are decoded at most this many pixels on a side, a large JPEG at between half this and this (DCT scaling); "
+        "faces are cut from that, detection runs on a copy of at most 384 px (so by default nothing is decoded at more than "
+        "twice what detection uses); boxes stay in the photo's own pixels"))
     max_pending: int = Field(16, ge=1, description="photos waiting for detection; past this, 503 with Retry-After")
     request_timeout_s: float = Field(30.0, gt=0, description="a request's face work past this answers 503")
     batch_size: int = Field(32, ge=1, le=512, description="faces per embedder batch")
@@ -45,8 +48,15 @@ class Settings(BaseSettings):
             raise ValueError("FACEID_API_KEY must be at least 16 characters")
         return value
 
+    def answer_threshold(self) -> float:
+        """The threshold answers use when a request gives none; the app's lifespan fills in the
+        model's own default before the first request."""
+        if self.threshold is None:
+            raise RuntimeError("the threshold is resolved by the app's lifespan before any request")
+        return self.threshold
+
     def resolved_device(self) -> str:
         # Imported here: torch loads only when a model is about to.
-        from core.backbone import resolve_device
+        from core.device import resolve_device
 
         return resolve_device(self.device)

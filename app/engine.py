@@ -17,31 +17,23 @@ face work past `request_timeout_s` answers 503 instead of holding its client.
 from __future__ import annotations
 
 import asyncio
-import io
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 import torch
-from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
-from core.backbone import (
-    Backbone,
-    embeds_on_onnx,
-    load_backbone,
-    make_embedder,
-    model_threshold,
-)
 from core.constants import DECODE_MAX_SIDE, EMBEDDING_DIM
-from core.errors import NoFaceFound, UnusableFace
-from core.faces import SERVICE_PIPELINE, DetectedFace, FacePipeline, PipelineConfig
+from core.device import cpu_cores
+from core.embedding.embedder import Embedder
+from core.embedding.runtime import embeds_on_onnx, make_embedder
+from core.faces.pipeline import SERVICE_PIPELINE, Face, FacePipeline, load_pipeline
 from core.images import Decoded, decode_reduced
-from core.onnx_runtime import cpu_cores
-from core.quality import Quality, assess
+from core.models.backbone import Backbone, load_backbone
+from core.models.thresholds import model_threshold
 
 T = TypeVar("T")
 
@@ -60,43 +52,15 @@ class Overloaded(Exception):
     """Too much work queued, or a request ran past its time limit: come back shortly."""
 
 
-@dataclass(frozen=True)
-class FaceCrop:
-    face: DetectedFace  # its box in the pixels of the (possibly reduced) decoded image
-    crop: torch.Tensor  # uint8 3×160×160
-    scale: float  # original pixels per decoded pixel
-    image_size: tuple[int, int]  # of the decoded image
-    quality: Quality
-
-    @classmethod
-    def cut(cls, pipeline: FacePipeline, decoded: Decoded, face: DetectedFace) -> FaceCrop:
-        crop = pipeline.crop(decoded.image, face.box)
-        box = [v * decoded.scale for v in face.box]
-        return cls(face, crop, decoded.scale, decoded.image.size, assess(crop.permute(1, 2, 0).numpy(), box, face.score))
-
-    @property
-    def box(self) -> tuple[float, float, float, float]:
-        """x1, y1, x2, y2 in the original photo's pixels."""
-        return tuple(v * self.scale for v in self.face.box)  # type: ignore[return-value]
-
-    @property
-    def area(self) -> float:
-        x1, y1, x2, y2 = self.box
-        return max(x2 - x1, 0.0) * max(y2 - y1, 0.0)
-
-    def png(self) -> bytes:
-        buf = io.BytesIO()
-        Image.fromarray(self.crop.permute(1, 2, 0).numpy()).save(buf, format="PNG")
-        return buf.getvalue()
-
-
 class Engine:
-    def __init__(self, backbone: Backbone, device: str, batch_size: int, max_pixels: int,
-                 pipeline_config: PipelineConfig = SERVICE_PIPELINE, detect_max_side: int = DECODE_MAX_SIDE,
-                 max_pending: int = 16, timeout_s: float = 30.0, runtime: str = "torch") -> None:
+    """Schedules and bounds the core's work for the service: decode, the face pipeline, the
+    embedder. It holds loaded models; `from_settings` loads them."""
+
+    def __init__(self, backbone: Backbone, pipeline: FacePipeline, embedder: Embedder, device: str, max_pixels: int,
+                 detect_max_side: int = DECODE_MAX_SIDE, max_pending: int = 16, timeout_s: float = 30.0) -> None:
         self.backbone = backbone
-        self.pipeline = FacePipeline(pipeline_config, device)
-        self.embedder = make_embedder(backbone, device, batch_size, runtime)
+        self.pipeline = pipeline
+        self.embedder = embedder
         self.max_pixels = max_pixels
         self.detect_max_side = detect_max_side
         self.max_pending, self.timeout_s = max_pending, timeout_s
@@ -111,9 +75,10 @@ class Engine:
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
         device = settings.resolved_device()
-        return cls(load_backbone(settings.weights, device), device, settings.batch_size, settings.max_pixels,
-                   detect_max_side=settings.detect_max_side, max_pending=settings.max_pending, timeout_s=settings.request_timeout_s,
-                   runtime=settings.runtime)
+        backbone = load_backbone(settings.weights, device)
+        return cls(backbone, load_pipeline(SERVICE_PIPELINE, device), make_embedder(backbone, device, settings.batch_size, settings.runtime),
+                   device, settings.max_pixels, detect_max_side=settings.detect_max_side, max_pending=settings.max_pending,
+                   timeout_s=settings.request_timeout_s)
 
     @property
     def model_id(self) -> str:
@@ -127,28 +92,13 @@ class Engine:
     def decode(self, data: bytes, source: str) -> Decoded:
         return decode_reduced(data, source, self.max_pixels, self.detect_max_side)
 
-    def detect_images(self, images: Sequence[Decoded]) -> list[list[FaceCrop]]:
-        """Every face of each image, cropped; same-sized images share detection passes."""
+    def detect_images(self, photos: Sequence[Decoded]) -> list[list[Face]]:
+        """Every face of each photo, whole; same-sized photos share detection passes."""
         with self._detect_slots:
-            found = self.pipeline.detect_batch([d.image for d in images])
-        return [[FaceCrop.cut(self.pipeline, d, f) for f in faces] for d, faces in zip(images, found)]
+            return self.pipeline.faces(photos)
 
-    def detect_blocking(self, data: bytes, source: str) -> list[FaceCrop]:
+    def detect_blocking(self, data: bytes, source: str) -> list[Face]:
         return self.detect_images([self.decode(data, source)])[0]
-
-    @staticmethod
-    def subject(faces: Sequence[FaceCrop], source: str, box: Sequence[float] | None = None) -> tuple[FaceCrop, list[FaceCrop]]:
-        """(the face an enrolment photo stands for, the others): the one rule for /enroll and
-        bulk import (`FacePipeline.subject`), refusing a face too poor to be a reference.
-        `box` is in the original photo's pixels."""
-        if not faces:
-            raise NoFaceFound(source, "no face found")
-        decoded_box = [v / faces[0].scale for v in box] if box is not None else None
-        chosen = FacePipeline.subject([f.face for f in faces], faces[0].image_size, source, decoded_box)
-        subject = next(f for f in faces if f.face is chosen)
-        if reason := subject.quality.refusal():
-            raise UnusableFace(source, f"{reason}; enrol a photo where the face is visible")
-        return subject, [f for f in faces if f.face is not chosen]
 
     # -- bounded work ----------------------------------------------------------------------
     async def _bounded(self, source: str, fn: Callable[..., T], *args: object) -> T:
@@ -180,7 +130,7 @@ class Engine:
             return self.embedder.embed(crops)
 
     # -- async API: the routes -------------------------------------------------------------
-    async def detect(self, data: bytes, source: str) -> list[FaceCrop]:
+    async def detect(self, data: bytes, source: str) -> list[Face]:
         return await self._bounded(source, self.detect_blocking, data, source)
 
     async def start(self) -> None:

@@ -105,7 +105,8 @@ def install(app: FastAPI) -> None:
             log.warning("%s on %s %s: %s", cls.__name__, request.method, request.url.path, exc)
         return JSONResponse({"detail": str(exc)}, status_code=STATUS[cls], headers=headers)
 
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)  # the handler is registered for it alone
         return JSONResponse({"detail": _sanitised(list(exc.errors()))}, status_code=422)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

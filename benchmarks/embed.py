@@ -13,9 +13,12 @@ from pathlib import Path
 
 import torch
 
-from core.backbone import load_backbone, make_embedder, resolve_device
-from core.faces import FacePipeline, PipelineConfig
+from core.device import resolve_device
+from core.embedding.runtime import make_embedder
+from core.faces.pipeline import PipelineConfig, load_pipeline
+from core.faces.subject import subject
 from core.images import decode_image
+from core.models.backbone import load_backbone
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 
@@ -40,7 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device("auto")
     raw = images(args.data, args.n)
-    pipeline = FacePipeline(PipelineConfig(use_fallback=True), device)
+    pipeline = load_pipeline(PipelineConfig(use_fallback=True), device)
     backbone = load_backbone(args.weights, device)
     results: dict = {"device": device, "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
                      "n_images": len(raw), "image_size": None}
@@ -57,7 +60,7 @@ def main() -> None:
         for i in range(0, len(decoded), batch):
             faces += pipeline.detect_batch(decoded[i : i + batch])
         results[f"detect_batch{batch}_images_per_s"] = rate(len(decoded), time.perf_counter() - start)
-    crops = torch.stack([pipeline.crop(img, pipeline.primary(img, f).box) for img, f in zip(decoded, faces)])
+    crops = torch.stack([pipeline.crop(img, subject(f, img.size).box) for img, f in zip(decoded, faces)])
 
     runtimes = ["torch", "onnx"] if device == "cpu" else ["torch"]
     for runtime in runtimes:

@@ -27,12 +27,14 @@ import numpy as np
 import torch
 
 from benchmarks.machine import machine
-from core.backbone import default_weights, load_backbone, resolve_device
 from core.constants import DECODE_MAX_SIDE
-from core.embedder import Embedder
-from core.faces import SERVICE_PIPELINE, FacePipeline
+from core.device import resolve_device
+from core.embedding.embedder import Embedder
+from core.embedding.onnx_runtime import RuntimeUnavailable
+from core.faces.pipeline import SERVICE_PIPELINE, load_pipeline
+from core.faces.subject import subject
 from core.images import decode_reduced
-from core.onnx_runtime import RuntimeUnavailable
+from core.models.backbone import default_weights, load_backbone
 
 DETECT_CHUNK = 16  # photos one detection worker takes at a time
 
@@ -57,7 +59,7 @@ class IdentifyPath:
         self.device = device
         backbone = load_backbone(weights, device)
         self.model_id = backbone.model_id
-        self.pipeline = FacePipeline(SERVICE_PIPELINE, device)
+        self.pipeline = load_pipeline(SERVICE_PIPELINE, device)
         self.embedder = Embedder(backbone.net, device, batch_size=512)
         self.pool = ThreadPoolExecutor(workers)
         gallery = torch.randn(gallery_size, 512, device=device)
@@ -73,12 +75,12 @@ class IdentifyPath:
         if self.device == "cuda":
             found = self.pipeline.detect_batch([d.image for d in decoded])
             pairs = [(d, faces) for d, faces in zip(decoded, found) if faces]
-            return list(self.pool.map(lambda pair: self.pipeline.crop(pair[0].image, FacePipeline.primary(pair[0].image, pair[1]).box), pairs))
+            return list(self.pool.map(lambda pair: self.pipeline.crop(pair[0].image, subject(pair[1], pair[0].image.size).box), pairs))
         chunks = [decoded[i : i + DETECT_CHUNK] for i in range(0, len(decoded), DETECT_CHUNK)]
 
         def work(chunk: list) -> list:
             found = self.pipeline.detect_batch([d.image for d in chunk])
-            return [self.pipeline.crop(d.image, FacePipeline.primary(d.image, faces).box) for d, faces in zip(chunk, found) if faces]
+            return [self.pipeline.crop(d.image, subject(faces, d.image.size).box) for d, faces in zip(chunk, found) if faces]
 
         return [crop for crops in self.pool.map(work, chunks) for crop in crops]
 
@@ -126,7 +128,7 @@ def stock_mtcnn(photos: list[bytes], device: str, batch: int) -> dict:
     same = [im for im in images if im.size == size]
     same = (same * (batch // len(same) + 1))[:batch]
     mtcnn = MTCNN(min_face_size=20, keep_all=True, device=device)
-    ours = FacePipeline(SERVICE_PIPELINE, device)
+    ours = load_pipeline(SERVICE_PIPELINE, device)
     mtcnn.detect(same[:4])
     ours.detect_batch(same[:4])
     _, theirs_s = timed(lambda: mtcnn.detect(same), device)

@@ -41,21 +41,22 @@ def real_embeddings(data: Path, cache: Path) -> tuple[np.ndarray, np.ndarray, np
     if fit.is_file():
         with np.load(fit) as z:
             return z["vectors"], z["identity"], z["clean"]
-    from core.backbone import default_weights, load_backbone, make_embedder
-    from core.dataset import (
+    from core.data.dataset import (
         DEFAULT_TEST_SPLIT,
         DEFAULT_VAL_SPLIT,
         identities,
         read_split,
         scan,
     )
-    from core.faces import DATASET_PIPELINE, FacePipeline
+    from core.embedding.runtime import make_embedder
+    from core.faces.pipeline import DATASET_PIPELINE, load_pipeline
+    from core.models.backbone import default_weights, load_backbone
     from evaluation.embeddings import embed_samples
 
     held_out = read_split(DEFAULT_VAL_SPLIT) | read_split(DEFAULT_TEST_SPLIT)
     samples = scan(data, set(identities(data)) - held_out)
     backbone = load_backbone(default_weights())
-    vectors, _, _ = embed_samples(samples, FacePipeline(DATASET_PIPELINE), make_embedder(backbone, "cpu"), backbone.model_id, cache)
+    vectors, _, _ = embed_samples(samples, load_pipeline(DATASET_PIPELINE), make_embedder(backbone, "cpu"), backbone.model_id, cache)
     names = sorted({s.identity for s in samples})
     identity = np.array([names.index(s.identity) for s in samples])
     clean = np.array([s.is_clean for s in samples])

@@ -151,11 +151,12 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--out", type=Path, default=Path("reports/bench_service.json"))
     args = parser.parse_args()
-    from core.backbone import default_weights
+    from core.models.backbone import default_weights
 
     runs = [http_benchmarks(args.data, args.weights or default_weights(), args.persons, args.requests,
                             [int(c) for c in args.clients.split(",")]) for _ in range(args.repeat)]
-    report: dict = {"machine": machine(), "repeats": args.repeat, "http_runs": runs, "http": {"enroll_images_per_s": spread([r["enroll_images_per_s"] for r in runs])}}
+    report: dict = {"machine": machine(), "repeats": args.repeat, "http_runs": runs,
+                    "http": {"enroll_images_per_s": spread([r["enroll_images_per_s"] for r in runs])}}
     for key, row in runs[0].items():  # each figure's spread over the runs, each run with its own server
         if isinstance(row, dict):
             report["http"][key] = {figure: spread([r[key][figure] for r in runs]) for figure in row}

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.backbone import build_backbone, resolve_device
+from core.device import resolve_device
+from core.models.backbone import build_backbone
 
 
 def images_per_second(device: str, batch: int, steps: int, bf16: bool, channels_last: bool) -> list[float]:

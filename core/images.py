@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from core.errors import ImageTooLarge, InvalidImage, UnsupportedFormat
 
@@ -19,6 +19,7 @@ _UNSUPPORTED_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"heim
                        b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
 # Pillow's modes for more than 8 bits per sample; .convert("RGB") clips them to white.
 _WIDE_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+_QUARTER_TURNS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 
 
 def _unsupported_container(data: bytes) -> str | None:
@@ -39,6 +40,12 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 class Decoded:
     image: Image.Image  # upright RGB, at most `max_side` pixels on its longer side
     scale: float  # original pixels per pixel of `image` (1.0 when not reduced)
+    original_size: tuple[int, int]  # the upright photo's width and height, before any reduction
+
+    @classmethod
+    def whole(cls, image: Image.Image) -> Decoded:
+        """An image decoded at its full size."""
+        return cls(image, 1.0, image.size)
 
 
 def decode_image(data: bytes, source: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -63,7 +70,7 @@ def decode_reduced(data: bytes, source: str = "image", max_pixels: int = DEFAULT
         with warnings.catch_warnings():
             # Pillow warns (not raises) between 1x and 2x its own limit; ours is explicit below.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data))
             if img.format not in SUPPORTED_FORMATS:
                 raise UnsupportedFormat(source, f"unsupported image format {img.format!r}; send JPEG, PNG, WebP, BMP, TIFF or GIF")
             width, height = img.size
@@ -72,10 +79,12 @@ def decode_reduced(data: bytes, source: str = "image", max_pixels: int = DEFAULT
             if max_side is not None and img.format == "JPEG" and max(width, height) > max_side:
                 img.draft("RGB", _draft_size(width, height, max_side))
             img.load()
+            turned = img.getexif().get(ExifTags.Base.Orientation, 1) in _QUARTER_TURNS
             img = _to_rgb(ImageOps.exif_transpose(img))
             if max_side is not None and max(img.size) > max_side:
                 img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-            return Decoded(img, max(width, height) / max(img.size))  # EXIF rotation keeps the longer side
+            original = (height, width) if turned else (width, height)
+            return Decoded(img, max(width, height) / max(img.size), original)  # EXIF rotation keeps the longer side
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(source, str(exc)) from exc
     except UnidentifiedImageError as exc:

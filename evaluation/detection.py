@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from core.dataset import Sample
-from core.faces import DetectedFace, iou
+from core.data.dataset import Sample
+from core.faces.geometry import SAME_FACE_IOU, iou
+from core.faces.pipeline import DetectedFace
 from evaluation.open_set import UNDETECTED_PATHS
-
-MIN_IOU = 0.5
 
 
 def detected(face: DetectedFace) -> bool:
@@ -30,7 +29,7 @@ def recall(samples: Sequence[Sample], faces: Sequence[DetectedFace]) -> dict:
         row["n"] += 1
         if not detected(face):
             row["missed"] += 1
-        elif iou(face.box, box) >= MIN_IOU:
+        elif iou(face.box, box) >= SAME_FACE_IOU:
             row["found"] += 1
         else:
             row["wrong_face"] += 1

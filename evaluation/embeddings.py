@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.crop_cache import DEFAULT_CACHE_DIR, content_key, face_crops, pipeline_key
-from core.dataset import Sample
-from core.embedder import Embedder
-from core.faces import DetectedFace, FacePipeline
-from core.restoration import NOISE_TO_RESTORE
+from core.data.crop_cache import DEFAULT_CACHE_DIR, content_key, face_crops, pipeline_key
+from core.data.dataset import Sample
+from core.embedding.embedder import Embedder
+from core.embedding.restoration import NOISE_TO_RESTORE
+from core.faces.pipeline import DetectedFace, FacePipeline
+from core.files import atomic_write
 
 
 class EmbeddingCache:
@@ -30,10 +31,8 @@ class EmbeddingCache:
             return dict(zip(data["keys"].tolist(), data["vectors"]))
 
     def save(self, entries: dict[str, np.ndarray]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp.npz")
-        np.savez(tmp, keys=np.array(list(entries)), vectors=np.stack(list(entries.values())))
-        tmp.replace(self.path)
+        with atomic_write(self.path) as tmp:
+            np.savez(tmp, keys=np.array(list(entries)), vectors=np.stack(list(entries.values())))
 
 
 def embed_samples(

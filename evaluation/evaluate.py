@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from core.backbone import load_backbone, make_embedder, model_threshold, resolve_device
-from core.dataset import read_split, scan
-from core.faces import DATASET_PIPELINE, FacePipeline
-from core.quality import assess
+from core.data.dataset import read_split, scan
+from core.device import resolve_device
+from core.embedding.runtime import make_embedder
+from core.faces.pipeline import DATASET_PIPELINE, load_pipeline
+from core.faces.quality import assess
+from core.models.backbone import load_backbone
+from core.models.thresholds import model_threshold
 from evaluation.embeddings import embed_samples
 from evaluation.report import report_from_embeddings
 
@@ -33,7 +36,7 @@ def evaluate(run: EvaluationRun) -> dict:
     device = resolve_device(run.device)
     backbone = load_backbone(run.weights, device)
     config = replace(DATASET_PIPELINE, use_fallback=run.use_fallback, retry_enhanced=run.retry_enhanced)
-    pipeline = FacePipeline(config, device)
+    pipeline = load_pipeline(config, device)
     embedder = make_embedder(backbone, device, runtime=run.runtime)  # as the service embeds: ONNX Runtime on the CPU
     cache_id = backbone.model_id if run.runtime in ("auto", "onnx", "torch") else f"{backbone.model_id}|{run.runtime}"
     embeddings, faces, crops = embed_samples(samples, pipeline, embedder, cache_id, run.cache_dir)

@@ -21,11 +21,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from core.dataset import read_split, scan
-from core.faces import SERVICE_PIPELINE, DetectedFace, FacePipeline, iou
+from core.data.dataset import read_split, scan
+from core.faces.geometry import OVERLAPS_FACE_IOU, grown, iou
+from core.faces.pipeline import SERVICE_PIPELINE, DetectedFace, FacePipeline, load_pipeline
+from core.faces.subject import subject
 from core.images import load_image
 
-OVERLAP = 0.3  # a detection overlapping the labelled face at least this much is that face
 MIN_STRIP = 64
 
 
@@ -33,29 +34,28 @@ def background_strip(size: tuple[int, int], box: Sequence[float]) -> tuple[int, 
     """The largest of the four strips (left, right, above, below) clear of the face box grown
     by a third on each side; None when none is at least MIN_STRIP px on its shorter side."""
     w, h = size
-    x1, y1, x2, y2 = box
-    grow_x, grow_y = (x2 - x1) / 3, (y2 - y1) / 3
-    left, top = max(0, int(x1 - grow_x)), max(0, int(y1 - grow_y))
-    right, bottom = min(w, int(x2 + grow_x) + 1), min(h, int(y2 + grow_y) + 1)
+    gx1, gy1, gx2, gy2 = grown(box)
+    left, top = max(0, int(gx1)), max(0, int(gy1))
+    right, bottom = min(w, int(gx2) + 1), min(h, int(gy2) + 1)
     strips = [(0, 0, left, h), (right, 0, w, h), (0, 0, w, top), (0, bottom, w, h)]
     strips = [s for s in strips if min(s[2] - s[0], s[3] - s[1]) >= MIN_STRIP]
     return max(strips, key=lambda s: (s[2] - s[0]) * (s[3] - s[1]), default=None)
 
 
 def count_false(faces: Sequence[DetectedFace], label: Sequence[float]) -> int:
-    return sum(1 for f in faces if iou(f.box, label) < OVERLAP)
+    return sum(1 for f in faces if iou(f.box, label) < OVERLAPS_FACE_IOU)
 
 
 def measure(data: Path, split: Path | None, pipeline: FacePipeline) -> dict:
     samples = scan(data, read_split(split) if split else None)
-    labels: dict[tuple[str, str], tuple[float, ...]] = {}
+    labels: dict[tuple[str, str | None], tuple[float, ...]] = {}
     found: list[tuple[str, list[DetectedFace], tuple[float, ...] | None]] = []
     strips: list[tuple[str, Image.Image]] = []
     for sample in sorted(samples, key=lambda s: not s.is_clean):  # clean photos first: they label the rest
         img = load_image(sample.path)
         faces = pipeline.detect_all(img)
         if sample.is_clean and faces:
-            labels[(sample.identity, sample.source)] = FacePipeline.primary(img, faces).box
+            labels[(sample.identity, sample.source)] = subject(faces, img.size).box
         label = labels.get((sample.identity, sample.source))
         if label is not None and (strip := background_strip(img.size, label)) is not None:
             strips.append((sample.kind, img.crop(strip)))
@@ -72,8 +72,8 @@ def measure(data: Path, split: Path | None, pipeline: FacePipeline) -> dict:
     background = {kind: {"photos": int(r["photos"]), "share_with_false_face": round(r["with_false_face"] / r["photos"], 4),
                          "false_faces_per_photo": round(r["false_faces"] / r["photos"], 4)} for kind, r in sorted(per_kind.items())}
     by_kind: dict[str, list[Image.Image]] = defaultdict(list)
-    for kind, strip in strips:
-        by_kind[kind].append(strip)
+    for kind, picture in strips:
+        by_kind[kind].append(picture)
     without = {}
     for kind, images in sorted(by_kind.items()):
         no_face = [pipeline.detect_all(strip) for strip in images]
@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--split", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("reports/false_faces.json"))
     args = parser.parse_args()
-    report = measure(args.data, args.split, FacePipeline(SERVICE_PIPELINE))
+    report = measure(args.data, args.split, load_pipeline(SERVICE_PIPELINE))
     print(json.dumps(report, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

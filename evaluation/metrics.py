@@ -40,7 +40,7 @@ def tar_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float) -> tuple[f
 
 def verification(genuine: np.ndarray, impostor: np.ndarray, fars: Sequence[float] = (1e-2, 1e-3)) -> dict:
     """{n_genuine, n_impostor, tar@far=F, threshold@far=F}; read it with `tar_at` and `threshold_at`."""
-    out = {"n_genuine": int(len(genuine)), "n_impostor": int(len(impostor))}
+    out: dict[str, float] = {"n_genuine": int(len(genuine)), "n_impostor": int(len(impostor))}
     for far in fars:
         out[_key("tar", far)], out[_key("threshold", far)] = tar_at_far(genuine, impostor, far)
     return out
@@ -114,8 +114,8 @@ def source_left_out(
     tmpl, names = templates(gallery, gallery_labels)
     sums = {n: gallery[labels == n].sum(axis=0) for n in names}
     hits: list[bool] = []
-    per_kind: dict[str, list[bool]] = defaultdict(list)
-    kinds = query_kinds if query_kinds is not None else [None] * len(query_labels)
+    per_kind: dict[str | None, list[bool]] = defaultdict(list)
+    kinds: Sequence[str | None] = query_kinds if query_kinds is not None else [None] * len(query_labels)
     for q, label, source, kind in zip(queries, query_labels, query_sources, kinds):
         if counts[label] < 2:
             continue
@@ -125,9 +125,9 @@ def source_left_out(
         reduced[i] = _normalise((sums[label] - own)[None])[0]
         hits.append(names[int(np.argmax(reduced @ q))] == label)
         per_kind[kind].append(hits[-1])
-    out = {"top1": float(np.mean(hits)) if hits else float("nan"), "n_queries": len(hits)}
+    out: dict = {"top1": float(np.mean(hits)) if hits else float("nan"), "n_queries": len(hits)}
     if query_kinds is not None:
-        out["per_distortion"] = {k: float(np.mean(v)) for k, v in sorted(per_kind.items())}
+        out["per_distortion"] = {k: float(np.mean(v)) for k, v in sorted(per_kind.items(), key=lambda kv: str(kv[0]))}
     return out
 
 

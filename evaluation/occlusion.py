@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.backbone import load_backbone, make_embedder
 from core.constants import CROP_SIZE
-from core.crop_cache import face_crops
-from core.dataset import read_split, scan
-from core.faces import DATASET_PIPELINE, FacePipeline
+from core.data.crop_cache import face_crops
+from core.data.dataset import read_split, scan
+from core.embedding.runtime import make_embedder
+from core.faces.pipeline import DATASET_PIPELINE, load_pipeline
+from core.models.backbone import load_backbone
 from evaluation.embeddings import embed_samples
 from evaluation.metrics import templates
 
@@ -55,12 +56,12 @@ def occlusion_report(
 ) -> dict:
     """`answer(crops)` gives each crop's top-1 person. Per painted region: top-1, and the share
     of the unpainted crops' right answers that stay right."""
-    labels = np.asarray(labels)
-    right = answer(crops) == labels
-    out: dict = {"n": int(len(labels)), "top1": float(right.mean()) if len(labels) else float("nan"), "painted": {}}
+    truth = np.asarray(labels)
+    right = answer(crops) == truth
+    out: dict = {"n": int(len(truth)), "top1": float(right.mean()) if len(truth) else float("nan"), "painted": {}}
     for name, mask in (masks or region_masks(crops.shape[-1])).items():
-        still = answer(paint(crops, mask)) == labels
-        out["painted"][name] = {"top1": float(still.mean()) if len(labels) else float("nan"),
+        still = answer(paint(crops, mask)) == truth
+        out["painted"][name] = {"top1": float(still.mean()) if len(truth) else float("nan"),
                                 "right_answers_kept": float(still[right].mean()) if right.any() else float("nan")}
     return out
 
@@ -73,11 +74,11 @@ def measure(data: Path, split: Path | None, kind: str, weights: str | None, cach
         raise ValueError(f"{data}: no {kind!r} photos")
     backbone = load_backbone(weights, "cpu")
     embedder = make_embedder(backbone, "cpu")
-    pipeline = FacePipeline(DATASET_PIPELINE, "cpu")
+    pipeline = load_pipeline(DATASET_PIPELINE, "cpu")
     gallery, _, _ = embed_samples(clean, pipeline, embedder, backbone.model_id, cache_dir, progress=False)
     crops, _ = face_crops([s.path for s in queries], pipeline, cache_dir, progress=False)  # embedded by `answer`
     tmpl, names = templates(gallery, [s.identity for s in clean])
-    answer = lambda x: np.asarray(names)[(embedder.embed(x) @ tmpl.T).argmax(axis=1)]  # noqa: E731
+    answer = lambda x: np.asarray(names)[(embedder.embed(x) @ tmpl.T).argmax(axis=1)]
     return {"kind": kind, "model_id": backbone.model_id} | occlusion_report(crops, [s.identity for s in queries], answer)
 
 

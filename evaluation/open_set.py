@@ -43,7 +43,7 @@ def scores(gallery: np.ndarray, gallery_labels: Sequence[str], queries: np.ndarr
     return {"right": right, "top": top, "stranger_top": without_own.max(axis=1)}
 
 
-def threshold_for_stranger_rate(stranger_top: Sequence[float], rate: float = TARGET_STRANGER_RATE) -> float:
+def threshold_for_stranger_rate(stranger_top: Sequence[float] | np.ndarray, rate: float = TARGET_STRANGER_RATE) -> float:
     """The lowest threshold that names at most `rate` of strangers (a name needs similarity ≥ threshold).
     The box regressor's threshold follows the same rule, its face-free pictures' face
     probabilities standing for the strangers' similarities."""
@@ -63,31 +63,31 @@ def report(
     target rate on these queries (choose it on validation people, report it on test people).
     `flagged`: queries whose face the quality check gave a reason; their figures are split out."""
     s = scores(gallery, gallery_labels, queries, query_labels)
-    detected = np.asarray(detected, dtype=bool)
-    named_right = detected & s["right"] & (s["top"] >= threshold)
-    stranger_named = detected & (s["stranger_top"] >= threshold)
+    found = np.asarray(detected, dtype=bool)
+    named_right = found & s["right"] & (s["top"] >= threshold)
+    stranger_named = found & (s["stranger_top"] >= threshold)
     by_kind: dict[str, list[int]] = defaultdict(list)
     for i, kind in enumerate(query_kinds):
         by_kind[kind].append(i)
 
-    def figures(idx: Sequence[int]) -> dict:
-        idx = np.asarray(idx, dtype=int)
+    def figures(indices: Sequence[int] | np.ndarray) -> dict:
+        idx = np.asarray(indices, dtype=int)
         return {
             "n": int(len(idx)),
             "named_correctly": float(named_right[idx].mean()),
             "strangers_named": float(stranger_named[idx].mean()),
-            "no_face": float((~detected[idx]).mean()),
-            "right_but_below_threshold": float((detected & s["right"] & (s["top"] < threshold))[idx].mean()),
-            "wrong_name": float((detected & ~s["right"] & (s["top"] >= threshold))[idx].mean()),
+            "no_face": float((~found[idx]).mean()),
+            "right_but_below_threshold": float((found & s["right"] & (s["top"] < threshold))[idx].mean()),
+            "wrong_name": float((found & ~s["right"] & (s["top"] >= threshold))[idx].mean()),
         }
 
     return {
         "threshold": float(threshold),
         "target_stranger_rate": TARGET_STRANGER_RATE,
-        "threshold_for_target": threshold_for_stranger_rate(s["stranger_top"][detected]) if detected.any() else None,
+        "threshold_for_target": threshold_for_stranger_rate(s["stranger_top"][found]) if found.any() else None,
         "overall": figures(range(len(query_labels))),
         "per_distortion": {kind: figures(idx) for kind, idx in sorted(by_kind.items())},
     } | ({} if flagged is None else {"by_quality": {
-        "flagged": figures(np.flatnonzero(detected & np.asarray(flagged, dtype=bool))),
-        "not_flagged": figures(np.flatnonzero(detected & ~np.asarray(flagged, dtype=bool))),
+        "flagged": figures(np.flatnonzero(found & np.asarray(flagged, dtype=bool))),
+        "not_flagged": figures(np.flatnonzero(found & ~np.asarray(flagged, dtype=bool))),
     }})

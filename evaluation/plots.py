@@ -8,11 +8,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on servers
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.manifold import TSNE  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.manifold import TSNE
 
-from evaluation.metrics import templates  # noqa: E402
+from evaluation.metrics import templates
 
 
 def per_distortion_bars(report: dict, out: Path) -> None:
@@ -70,6 +70,6 @@ def write_all(report: dict, embeddings: np.ndarray, labels: Sequence[str], clean
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / "per_distortion.png", out_dir / "similarity_matrix.png", out_dir / "tsne.png"]
     per_distortion_bars(report, paths[0])
-    similarity_matrix(embeddings[np.asarray(clean)], [l for l, c in zip(labels, clean) if c], paths[1])
+    similarity_matrix(embeddings[np.asarray(clean)], [label for label, c in zip(labels, clean) if c], paths[1])
     tsne(embeddings, labels, clean, paths[2])
     return paths

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from core.dataset import Sample
-from core.faces import DetectedFace
+from core.data.dataset import Sample
+from core.faces.pipeline import DetectedFace
 from evaluation import detection, open_set
 from evaluation.metrics import retrieval_report, templates, top1
 
-# Bins of a query crop's blown-out share (core.quality's over_exposed: the share of the crop's
+# Bins of a query crop's blown-out share (core.faces.quality's over_exposed: the share of the crop's
 # central half at luminance >= 250): how much of the face glare left to recognise.
 BLOWN_OUT_BINS = (0.5, 0.95)
 
@@ -27,7 +27,7 @@ def report_from_embeddings(
     blown-out share: top-1 by how much of the face is left."""
     clean = np.array([s.is_clean for s in samples])
     queries = ~clean
-    pick = lambda mask, attr: [getattr(s, attr) for s, m in zip(samples, mask) if m]  # noqa: E731
+    pick = lambda mask, attr: [getattr(s, attr) for s, m in zip(samples, mask) if m]
     report = retrieval_report(
         embeddings[clean], pick(clean, "identity"), pick(clean, "source"),
         embeddings[queries], pick(queries, "identity"), pick(queries, "kind"), pick(queries, "source"),
@@ -51,7 +51,7 @@ def query_hits(samples: Sequence[Sample], embeddings: np.ndarray) -> tuple[np.nd
     clean = np.array([s.is_clean for s in samples])
     tmpl, names = templates(embeddings[clean], [s.identity for s in samples if s.is_clean])
     q_idx = np.flatnonzero(~clean)
-    return q_idx, top1(embeddings[q_idx] @ tmpl.T, names, [samples[i].identity for i in q_idx])
+    return q_idx, top1(embeddings[q_idx] @ tmpl.T, names, [samples[int(i)].identity for i in q_idx])
 
 
 def face_left_report(samples: Sequence[Sample], embeddings: np.ndarray, blown_out: Sequence[float]) -> dict:

@@ -12,12 +12,12 @@ import logging
 import sys
 from pathlib import Path
 
-from core.dataset import DEFAULT_TEST_SPLIT, DEFAULT_VAL_SPLIT
+from core.data.dataset import DEFAULT_TEST_SPLIT, DEFAULT_VAL_SPLIT
 from core.errors import FaceIdError
 
 
 def _weights(args: argparse.Namespace) -> int:
-    from core.weights import WeightsNote, ensure_pretrained
+    from core.models.pretrained import WeightsNote, ensure_pretrained
 
     path = ensure_pretrained(args.name, offline=args.offline)
     note = WeightsNote.read(path)
@@ -54,7 +54,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _split(args: argparse.Namespace) -> int:
-    from core.dataset import read_split, split_identities, write_split
+    from core.data.dataset import read_split, split_identities, write_split
 
     exclude = read_split(args.exclude) if args.exclude else None
     ids = split_identities(args.data, args.n_val, args.seed, exclude)

@@ -15,10 +15,10 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 from app.config import Settings
 from app.main import create_app
-from core.faces import FacePipeline, PipelineConfig
+from core.faces.pipeline import FacePipeline, PipelineConfig, load_pipeline
 from core.images import load_image
 
-FIXTURES = Path(__file__).resolve().parents[1] / "core" / "calibration"  # packaged: int8 calibration uses them
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # the tests' own: the int8 calibration photos are apart
 GROUP = FIXTURES / "group.jpg"
 PORTRAIT = FIXTURES / "portrait.png"
 
@@ -38,13 +38,13 @@ def free_port() -> int:
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims a huge size: a decompression bomb that must not be decoded."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))  # noqa: E731
+    chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
 
 
 @pytest.fixture(scope="session")
 def pipeline() -> FacePipeline:
-    return FacePipeline(PipelineConfig())
+    return load_pipeline(PipelineConfig())
 
 
 @pytest.fixture(scope="session")

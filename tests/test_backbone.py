@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from core.backbone import load_backbone, load_state
-from core.embedder import Embedder
+from core.embedding.embedder import Embedder
+from core.embedding.standardize import standardize
 from core.errors import WeightsError
-from core.faces import standardize
+from core.faces.subject import subject
 from core.images import load_image
-from core.model_card import ModelCard
+from core.models.backbone import load_backbone, load_state
+from core.models.model_card import ModelCard
 from tests.conftest import DISTORTIONS, PORTRAIT
 
 
@@ -20,10 +21,10 @@ def backbone():
 
 def test_converted_backbone_matches_opencv(backbone, pipeline):
     cv2 = pytest.importorskip("cv2")  # the `convert` extra; only this test needs it
-    from core.convert_sandberg import graph_path
+    from core.models.sandberg import graph_path
 
     img = load_image(PORTRAIT)
-    crop = pipeline.crop(img, pipeline.subject(pipeline.detect_all(img), img.size).box)
+    crop = pipeline.crop(img, subject(pipeline.detect_all(img), img.size).box)
     x = standardize(crop)[None].numpy()
     net = cv2.dnn.readNetFromTensorflow(str(graph_path()))
     net.setInput(x)
@@ -39,7 +40,7 @@ def test_same_person_is_closer_than_other_people(backbone, pipeline, group_faces
     embedder = Embedder(backbone.net)
 
     def embed(photos):
-        crops = [pipeline.crop(p, pipeline.primary(p, pipeline.detect_all(p)).box) for p in photos]
+        crops = [pipeline.crop(p, subject(pipeline.detect_all(p), p.size).box) for p in photos]
         return embedder.embed(torch.stack(crops))
 
     clean = embed(group_faces)
@@ -81,7 +82,8 @@ def test_unknown_source_names_the_choices():
 
 
 def test_default_weights_are_the_shipped_model():
-    from core.backbone import default_weights, model_threshold
+    from core.models.backbone import default_weights
+    from core.models.thresholds import model_threshold
     from core.paths import shipped_model
 
     backbone = load_backbone()  # what `faceid serve` and `faceid evaluate` use without --weights
@@ -93,7 +95,7 @@ def test_default_weights_are_the_shipped_model():
 
 
 def test_models_dir_follows_its_setting(tmp_path, monkeypatch):
-    from core.backbone import default_weights
+    from core.models.backbone import default_weights
     from core.paths import MODELS_ENV, pretrained_dir
 
     monkeypatch.setenv(MODELS_ENV, str(tmp_path))
@@ -102,7 +104,7 @@ def test_models_dir_follows_its_setting(tmp_path, monkeypatch):
 
 
 def test_device_choice():
-    from core.backbone import resolve_device
+    from core.device import resolve_device
 
     assert resolve_device("cpu") == "cpu"
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.box_regressor import (
+from core.faces.box_regressor import (
     CARD_FILE,
     INPUT_SIDE,
     PAD_VALUE,
@@ -23,14 +23,10 @@ from core.box_regressor import (
     letterbox,
     window,
 )
-from core.faces import (
-    BOX_REGRESSOR,
-    MIN_BOX_IOU,
-    SERVICE_PIPELINE,
-    FacePipeline,
-    glared,
-    iou,
-)
+from core.faces.geometry import OVERLAPS_FACE_IOU, iou
+from core.faces.mtcnn import Mtcnn
+from core.faces.pipeline import BOX_REGRESSOR, SERVICE_PIPELINE, FacePipeline, glared, load_pipeline
+from core.faces.subject import subject
 from core.images import load_image
 from core.paths import models_dir
 from evaluation.open_set import threshold_for_stranger_rate
@@ -68,7 +64,7 @@ def drawn_photo(size: tuple[int, int] = (120, 96), box: tuple[int, int, int, int
     erased = pixels.copy()
     x1, y1, x2, y2 = box
     pixels[y1:y2, x1:x2] = FACE
-    return Photo(pixels, tuple(float(v) for v in box), "clean", erased)  # type: ignore[arg-type]
+    return Photo(pixels, (float(x1), float(y1), float(x2), float(y2)), "clean", erased)
 
 
 def is_face_colour(pixels: np.ndarray) -> np.ndarray:
@@ -131,19 +127,24 @@ class Recording:
         return [self.answer for _ in images]
 
 
+def with_regressor(config, regressor) -> FacePipeline:
+    return FacePipeline(config, Mtcnn(config.min_face_size), regressor)
+
+
 def test_the_pipeline_asks_the_regressor_only_where_mtcnn_finds_nothing():
     config = replace(SERVICE_PIPELINE, retry_enhanced=False)
     answer = Found((10.0, 20.0, 60.0, 90.0), 0.8)
-    pipeline = FacePipeline(config, regressor=Recording(answer))  # type: ignore[arg-type]
+    recording = Recording(answer)
+    pipeline = with_regressor(config, recording)
     portrait, blank = load_image(PORTRAIT), Image.new("RGB", (200, 160), (90, 90, 90))
     found = pipeline.detect_batch([portrait, blank])
-    assert pipeline.regressor.asked == [(200, 160)]  # type: ignore[union-attr]
+    assert recording.asked == [(200, 160)]
     assert [f.path for f in found[0]] == ["direct"]
     assert len(found[1]) == 1 and found[1][0].path == "regressed"
     assert found[1][0].box == answer.box and found[1][0].score == 0.8
-    unsure = FacePipeline(config, regressor=Recording(None))  # type: ignore[arg-type]
+    unsure = with_regressor(config, Recording(None))
     assert unsure.detect_batch([blank]) == [[]]
-    assert FacePipeline(replace(config, regress_missing=False)).regressor is None
+    assert load_pipeline(replace(config, regress_missing=False)).regressor is None
 
 
 def test_a_positive_window_holds_the_face_where_its_box_says():
@@ -208,15 +209,15 @@ def test_the_shipped_regressor_places_glared_faces(shipped, group_faces):
     group photo, where MTCNN finds none: each box is centred in the face MTCNN finds in the
     unglared photo and overlaps it as much as the pipeline asks of a face a caller names
     (these crops are framed tighter than FACECOM's, so the boxes run large)."""
-    mtcnn = FacePipeline(replace(SERVICE_PIPELINE, regress_missing=False))
-    labels = [FacePipeline.primary(p, mtcnn.detect_all(p)).box for p in group_faces]
+    mtcnn = load_pipeline(replace(SERVICE_PIPELINE, regress_missing=False))
+    labels = [subject(mtcnn.detect_all(p), p.size).box for p in group_faces]
     glare = build_distortions()["sunny"]
     glared = [Image.fromarray(glare(np.asarray(p), np.random.default_rng(i))) for i, p in enumerate(group_faces)]
     assert mtcnn.detect_batch(glared) == [[]] * len(glared)
     for found, (x1, y1, x2, y2) in zip(shipped.find(glared), labels):
         assert found is not None
         cx, cy = (found.box[0] + found.box[2]) / 2, (found.box[1] + found.box[3]) / 2
-        assert x1 < cx < x2 and y1 < cy < y2 and iou(found.box, (x1, y1, x2, y2)) >= MIN_BOX_IOU
+        assert x1 < cx < x2 and y1 < cy < y2 and iou(found.box, (x1, y1, x2, y2)) >= OVERLAPS_FACE_IOU
 
 
 def test_the_shipped_regressor_sees_no_face_in_face_free_pictures(shipped):
@@ -240,9 +241,9 @@ def test_on_a_glared_photo_the_regressor_adds_the_face_mtcnn_missed():
     photo.paste(load_image(PORTRAIT), (0, 0))
     assert glared(photo) and not glared(load_image(PORTRAIT))
     config = replace(SERVICE_PIPELINE, retry_enhanced=False)
-    centre = FacePipeline(config, regressor=Recording(Found((150.0, 140.0, 250.0, 260.0), 0.9)))  # type: ignore[arg-type]
+    centre = with_regressor(config, Recording(Found((150.0, 140.0, 250.0, 260.0), 0.9)))
     (faces,) = centre.detect_batch([photo])
     assert [f.path for f in faces] == ["direct", "regressed"] and faces[1].box == (150.0, 140.0, 250.0, 260.0)
     (mtcnn_face,) = [f for f in faces if f.path == "direct"]
-    same = FacePipeline(config, regressor=Recording(Found(mtcnn_face.box, 0.9)))  # type: ignore[arg-type]
+    same = with_regressor(config, Recording(Found(mtcnn_face.box, 0.9)))
     assert [f.path for f in same.detect_batch([photo])[0]] == ["direct"]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from core.dataset import (
+from core.data.dataset import (
     LayoutError,
     identities,
     read_split,

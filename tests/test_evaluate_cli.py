@@ -3,8 +3,8 @@
 import json
 import shutil
 
-from core.crop_cache import DetectionCache, face_crops
-from core.faces import FacePipeline, PipelineConfig
+from core.data.crop_cache import DetectionCache, face_crops
+from core.faces.pipeline import PipelineConfig, load_pipeline
 from faceid.cli import main
 
 
@@ -39,7 +39,7 @@ def test_detection_cache_follows_file_content(facecom_dir, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(facecom_dir, data)
     path = data / "person_1" / "person_1_0001.jpg"
-    pipeline = FacePipeline(PipelineConfig())
+    pipeline = load_pipeline(PipelineConfig())
     cache_dir = tmp_path / "cache"
     face_crops([path], pipeline, cache_dir, progress=False)
     assert len(DetectionCache(cache_dir, pipeline).entries) == 1
@@ -49,15 +49,15 @@ def test_detection_cache_follows_file_content(facecom_dir, tmp_path):
     face_crops([path], pipeline, cache_dir, progress=False)
     assert len(DetectionCache(cache_dir, pipeline).entries) == 2
     # Another pipeline configuration never reads these detections.
-    assert DetectionCache(cache_dir, FacePipeline(PipelineConfig(margin=10))).entries == {}
+    assert DetectionCache(cache_dir, load_pipeline(PipelineConfig(margin=10))).entries == {}
 
 
 def test_evaluate_embeds_with_the_runtime_asked_for(facecom_dir, tmp_path, monkeypatch):
     """`--runtime` reaches the embedder (as FACEID_RUNTIME does in the service) and the report."""
-    import core.backbone
+    import core.embedding.runtime
 
     asked = []
-    real = core.backbone.make_embedder
+    real = core.embedding.runtime.make_embedder
 
     def spy(backbone, device, batch_size=32, runtime="auto"):
         asked.append(runtime)

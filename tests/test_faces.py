@@ -2,15 +2,12 @@ import pytest
 import torch
 from PIL import Image
 
-from core.errors import NoFaceFound, TooManyFaces
-from core.faces import (
-    CROP_SIZE,
-    DetectedFace,
-    FacePipeline,
-    PipelineConfig,
-    standardize,
-)
-from core.images import load_image
+from core.constants import CROP_SIZE
+from core.embedding.standardize import standardize
+from core.errors import NoFaceFound, TooManyFaces, UnusableFace
+from core.faces.pipeline import DetectedFace, PipelineConfig, load_pipeline
+from core.faces.subject import reference, subject
+from core.images import Decoded, load_image
 from tests.conftest import GROUP, PORTRAIT
 
 
@@ -23,23 +20,24 @@ def test_group_photo_has_six_faces(pipeline):
 def test_enrolment_refuses_several_comparable_faces(pipeline):
     img = load_image(GROUP)
     with pytest.raises(TooManyFaces, match="faces of comparable size and place.*box"):
-        pipeline.subject(pipeline.detect_all(img), img.size, "group.jpg")
+        subject(pipeline.detect_all(img), img.size, "group.jpg", require_clear=True)
+    assert subject(pipeline.detect_all(img), img.size) in pipeline.detect_all(img)  # caches take the nearest anyway
 
 
 def test_enrolment_takes_the_central_face_and_a_chosen_one():
     size = (320, 320)
-    subject = DetectedFace((100, 100, 200, 220), 0.99, "direct")  # at the centre
+    central = DetectedFace((100, 100, 200, 220), 0.99, "direct")  # at the centre
     background = DetectedFace((10, 10, 70, 80), 0.99, "direct")  # under half the subject's area
-    assert FacePipeline.subject([background, subject], size) == subject
+    assert subject([background, central], size, require_clear=True) == central
     aside = DetectedFace((230, 0, 320, 110), 0.99, "direct")  # as large, but far off to the side
-    assert FacePipeline.subject([background, subject, aside], size) == subject
+    assert subject([background, central, aside], size, require_clear=True) == central
     beside = DetectedFace((60, 100, 150, 210), 0.99, "direct")  # a pair photo: as central as the other
     pair = [DetectedFace((170, 100, 260, 210), 0.99, "direct"), beside]
     with pytest.raises(TooManyFaces, match="2 faces"):
-        FacePipeline.subject(pair, size)
-    assert FacePipeline.subject(pair, size, box=(55, 95, 145, 215)) == beside
+        subject(pair, size, require_clear=True)
+    assert subject(pair, size, box=(55, 95, 145, 215), require_clear=True) == beside
     with pytest.raises(NoFaceFound, match="no face at box"):
-        FacePipeline.subject([subject], size, box=(400, 400, 450, 450))
+        subject([central], size, box=(400, 400, 450, 450))
 
 
 def test_tiny_images_have_no_face_and_do_not_fail(pipeline):
@@ -52,28 +50,52 @@ def test_blank_image_has_no_face(pipeline):
     faces = pipeline.detect_all(blank)
     assert faces == []
     with pytest.raises(NoFaceFound):
-        pipeline.primary(blank, faces)
+        subject(faces, blank.size)
+    with pytest.raises(NoFaceFound):
+        reference([], "blank.png")
 
 
 def test_fallback_box_only_when_enabled():
     blank = Image.new("RGB", (200, 100), (120, 120, 120))
-    faces = FacePipeline(PipelineConfig(use_fallback=True)).detect_all(blank)
+    faces = load_pipeline(PipelineConfig(use_fallback=True)).detect_all(blank)
     assert [f.path for f in faces] == ["fallback"]
     x1, y1, x2, y2 = faces[0].box
     assert 0 <= x1 < x2 <= 200 and 0 <= y1 < y2 <= 100
 
 
-def test_primary_prefers_the_central_face():
+def test_the_subject_is_the_central_face_among_the_large_ones():
     img = Image.new("RGB", (300, 300))
     edge = DetectedFace((0, 0, 100, 100), 0.99, "direct")
     centre = DetectedFace((110, 110, 190, 190), 0.95, "direct")  # smaller but over half the size
     tiny = DetectedFace((140, 140, 160, 160), 0.99, "direct")
-    assert FacePipeline.primary(img, [edge, centre, tiny]) == centre
+    assert subject([edge, centre, tiny], img.size) == centre
+
+
+def test_whole_faces_carry_the_box_in_the_photos_own_pixels(pipeline):
+    img = load_image(PORTRAIT).resize((448, 448))
+    (full,) = pipeline.faces([Decoded.whole(img)])
+    half = img.resize((img.width // 2, img.height // 2))
+    (reduced,) = pipeline.faces([Decoded(half, 2.0, img.size)])
+    assert len(full) == len(reduced) == 1
+    assert all(abs(a - b) < 0.05 * img.width for a, b in zip(full[0].box, reduced[0].box))
+    assert full[0].crop.shape == (3, CROP_SIZE, CROP_SIZE) and full[0].crop.dtype == torch.uint8
+    assert full[0].photo_size == reduced[0].photo_size == img.size
+    assert reference(full, "portrait.png") is full[0]
+
+
+def test_a_blown_out_face_is_no_reference(pipeline):
+    img = load_image(PORTRAIT)
+    (faces,) = pipeline.faces([Decoded.whole(img)])
+    white = Image.new("RGB", img.size, (255, 255, 255))
+    (blown,) = [[pipeline.face(Decoded.whole(white), pipeline.detect_all(img)[0])]]
+    assert faces and blown[0].quality.refusal() is not None
+    with pytest.raises(UnusableFace, match="unusable as a reference"):
+        reference(blown, "white.png")
 
 
 def test_crop_is_uint8_160(pipeline):
     img = load_image(PORTRAIT)
-    face = pipeline.subject(pipeline.detect_all(img), img.size)
+    face = subject(pipeline.detect_all(img), img.size)
     crop = pipeline.crop(img, face.box)
     assert crop.shape == (3, CROP_SIZE, CROP_SIZE) and crop.dtype == torch.uint8
 

@@ -1,6 +1,6 @@
 """False-face measurement: the background strips and the counting, by hand."""
 
-from core.faces import DetectedFace
+from core.faces.pipeline import DetectedFace
 from evaluation.false_faces import background_strip, count_false
 
 

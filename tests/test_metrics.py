@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.dataset import Sample
+from core.data.dataset import Sample
 from evaluation.metrics import (
     retrieval_report,
     source_left_out,
@@ -86,7 +86,7 @@ def test_source_left_out_uses_only_other_photos():
 
 
 def test_face_left_bins_queries_by_blown_out_share():
-    s = lambda who, kind: Sample(who, Path(f"{who}_{kind}.jpg"), kind, who)  # noqa: E731
+    s = lambda who, kind: Sample(who, Path(f"{who}_{kind}.jpg"), kind, who)
     samples = [s("A", "clean"), s("B", "clean"), s("A", "sunny"), s("B", "sunny"), s("A", "noisy"), s("B", "foggy")]
     # A's sunny query looks like B (wrong), B's sunny like B (right), both others right.
     embeddings = np.stack([unit(1, 0), unit(0, 1), unit(0.1, 1), unit(0.2, 1), unit(1, 0.1), unit(0.1, 1)])

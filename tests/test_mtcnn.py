@@ -9,9 +9,10 @@ from facenet_pytorch import MTCNN
 from PIL import Image
 from torch.nn import functional as F
 
-from core.faces import FacePipeline, PipelineConfig, iou
+from core.faces.geometry import iou
+from core.faces.mtcnn import AreaSampler, Mtcnn, nms, pyramid_scales
+from core.faces.pipeline import PipelineConfig, load_pipeline
 from core.images import load_image
-from core.mtcnn import AreaSampler, Mtcnn, nms, pyramid_scales
 from tests.conftest import GROUP, PORTRAIT
 
 
@@ -77,7 +78,7 @@ def test_the_pipeline_detects_large_photos_at_its_detection_side(photos):
     in its own pixels, where the same faces are."""
     group = photos[0]
     big = group.resize((group.width * 4, group.height * 4))
-    pipeline = FacePipeline(PipelineConfig(detect_side=max(group.size)))
+    pipeline = load_pipeline(PipelineConfig(detect_side=max(group.size)))
     small = sorted(pipeline.detect_all(group), key=lambda f: f.box[0])
     large = sorted(pipeline.detect_all(big), key=lambda f: f.box[0])
     assert len(small) == len(large) > 0
@@ -86,7 +87,7 @@ def test_the_pipeline_detects_large_photos_at_its_detection_side(photos):
 
 
 def test_an_extreme_aspect_ratio_is_no_face_not_a_crash():
-    assert FacePipeline(PipelineConfig()).detect_all(Image.new("RGB", (20000, 30))) == []
+    assert load_pipeline(PipelineConfig()).detect_all(Image.new("RGB", (20000, 30))) == []
 
 
 @pytest.mark.parametrize("vectorised", [False, True], ids=["pooling", "summed-area-table"])

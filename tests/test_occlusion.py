@@ -21,7 +21,7 @@ def test_report_counts_the_right_answers_a_region_carries():
     for i, value in enumerate([10, 20, 30, 20]):
         crops[i, :, :HAIR_ROWS] = value
     names = {10: "A", 20: "B", 30: "C"}
-    answer = lambda x: np.array([names.get(int(c[0, 0, 0]), "nobody") for c in x])  # noqa: E731
+    answer = lambda x: np.array([names.get(int(c[0, 0, 0]), "nobody") for c in x])
     report = occlusion_report(crops, ["A", "B", "C", "A"], answer)  # the last one is answered B: wrong
     assert report["n"] == 4 and report["top1"] == 0.75
     painted = report["painted"]

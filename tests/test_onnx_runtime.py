@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from core.backbone import load_backbone, make_embedder
-from core.embedder import Embedder
-from core.onnx_embedder import OnnxEmbedder, RuntimeUnavailable
+from core.embedding.embedder import Embedder
+from core.embedding.onnx_embedder import OnnxEmbedder, RuntimeUnavailable
+from core.embedding.runtime import make_embedder
+from core.faces.subject import subject
+from core.models.backbone import load_backbone
 from tests.conftest import DISTORTIONS
 
 
@@ -18,7 +20,7 @@ def backbone():
 @pytest.fixture(scope="module")
 def crops(pipeline, group_faces) -> torch.Tensor:
     photos = list(group_faces) + [d(p) for d in DISTORTIONS.values() for p in group_faces]
-    return torch.stack([pipeline.crop(p, pipeline.primary(p, pipeline.detect_all(p)).box) for p in photos])
+    return torch.stack([pipeline.crop(p, subject(pipeline.detect_all(p), p.size).box) for p in photos])
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +104,7 @@ def test_the_int8_model_is_made_once(backbone, int8, monkeypatch):
     def no_quantizing(*args, **kwargs):
         raise AssertionError("quantized twice")
 
-    monkeypatch.setattr("core.int8.quantize", no_quantizing)
+    monkeypatch.setattr("core.embedding.int8.quantize", no_quantizing)
     again = OnnxEmbedder(backbone.net, backbone.sha256, cache_dir=int8.path.parent, int8=True)
     assert again.path == int8.path
 

@@ -5,8 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.dataset import Sample
-from core.faces import DetectedFace, iou
+from core.data.dataset import Sample
+from core.faces.geometry import iou
+from core.faces.pipeline import DetectedFace
 from evaluation import detection, open_set
 
 
@@ -22,8 +23,8 @@ def test_iou():
 
 
 def test_detection_recall_by_kind():
-    s = lambda kind, source="a": Sample("p", Path(f"{source}_{kind}.jpg"), kind, source)  # noqa: E731
-    f = lambda box, path="direct": DetectedFace(box, 0.99, path)  # noqa: E731
+    s = lambda kind, source="a": Sample("p", Path(f"{source}_{kind}.jpg"), kind, source)
+    f = lambda box, path="direct": DetectedFace(box, 0.99, path)
     samples = [s("clean"), s("noisy"), s("noisy"), s("noisy"), s("sunny"), s("clean", "b"), s("sunny", "b")]
     faces = [f((0, 0, 10, 10)), f((1, 1, 10, 10)), f((30, 30, 40, 40)), f((0, 0, 10, 10), "fallback"),
              f((0, 0, 9, 9), "regressed"), f((0, 0, 5, 5), "fallback"), f((0, 0, 5, 5))]

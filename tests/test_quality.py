@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from core.quality import assess
+from core.faces.quality import assess
 from training.distortions import build_distortions
 
 BOX = (0, 0, 100, 100)
@@ -48,7 +48,7 @@ def test_the_fast_median_is_scipys_median_filter():
     import numpy as np
     from scipy import ndimage
 
-    from core.quality import median3x3
+    from core.pixels import median3x3
 
     rng = np.random.default_rng(0)
     for shape in ((160, 160), (7, 5), (3, 3), (1, 4)):

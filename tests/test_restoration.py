@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from core.quality import impulse_noise
-from core.restoration import NOISE_TO_RESTORE, restore
+from core.embedding.restoration import NOISE_TO_RESTORE, restore
+from core.pixels import impulse_noise
 from tests.conftest import PORTRAIT
 
 
@@ -43,8 +43,8 @@ def test_a_batch_with_nothing_to_restore_is_returned_as_is():
 
 
 def test_the_embedder_restores_before_embedding():
-    from core.backbone import build_backbone
-    from core.embedder import Embedder
+    from core.embedding.embedder import Embedder
+    from core.models.backbone import build_backbone
 
     clean = face_crop()
     noisy = salt_and_pepper(clean, 0.1)

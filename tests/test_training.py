@@ -6,17 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from core.backbone import (
-    PRETRAINED_THRESHOLDS,
-    build_backbone,
-    load_backbone,
-    load_state,
-    model_threshold,
-    resolve_weights,
-)
-from core.dataset import write_split
-from core.embedder import Embedder
-from core.model_card import ModelCard
+from core.data.dataset import write_split
+from core.embedding.embedder import Embedder
+from core.models.backbone import build_backbone, load_backbone, load_state, resolve_weights
+from core.models.model_card import ModelCard
+from core.models.thresholds import PRETRAINED_THRESHOLDS, model_threshold
 from evaluation.metrics import threshold_at
 from training.checkpoint import load_checkpoint
 from training.config import load_config

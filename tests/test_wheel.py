@@ -16,7 +16,18 @@ import pytest
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-SKIP = shutil.ignore_patterns(".git", ".venv", ".cache", "runs", "reports", "data", "build", "*.egg-info", "__pycache__", "pretrained")
+ANYWHERE = shutil.ignore_patterns("*.egg-info", "__pycache__")
+AT_ROOT = {".git", ".venv", ".venv-lock", ".cache", "runs", "reports", "data", "build"}  # core/data is code: only the root's
+
+
+def skip(folder: str, names: list[str]) -> set[str]:
+    """What the copied source tree leaves out: caches and venvs, the gallery, the pretrained cache."""
+    left = set(ANYWHERE(folder, names))
+    if Path(folder) == ROOT:
+        left |= AT_ROOT & set(names)
+    if Path(folder) == ROOT / "models":
+        left |= {"pretrained", "onnx"} & set(names)
+    return left
 
 
 def run(*argv: str, **kw) -> subprocess.CompletedProcess:
@@ -28,7 +39,7 @@ def installed(tmp_path_factory) -> Path:
     """A fresh venv holding only the wheel; dependencies come from this venv's site-packages,
     added as a plain path (its .pth files, the editable install's among them, are not run)."""
     tmp = tmp_path_factory.mktemp("wheel")
-    shutil.copytree(ROOT, tmp / "src", ignore=SKIP)
+    shutil.copytree(ROOT, tmp / "src", ignore=skip)
     run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(tmp / "dist"), str(tmp / "src"))
     shutil.rmtree(tmp / "src")
     run(sys.executable, "-m", "venv", "--without-pip", str(tmp / "venv"))
@@ -50,14 +61,15 @@ def test_installed_package_is_not_the_checkout(installed):
 
 
 def test_default_weights_are_the_packaged_shipped_model(installed):
-    out = in_venv(installed, "from core.backbone import default_weights, model_threshold as t; w = default_weights(); print(w, t(w))")
+    out = in_venv(installed, "from core.models.backbone import default_weights\nfrom core.models.thresholds import model_threshold\n"
+                             "w = default_weights(); print(w, model_threshold(w))")
     weights, threshold = out.split()
     assert Path(weights).name == "facecom-ft" and weights.startswith(str(installed))
     assert 0.0 < float(threshold) < 1.0
 
 
 def test_splits_and_training_configs_are_packaged(installed):
-    code = ("from core.dataset import DEFAULT_VAL_SPLIT, read_split\nfrom training.config import CONFIGS_DIR, load_config\n"
+    code = ("from core.data.dataset import DEFAULT_VAL_SPLIT, read_split\nfrom training.config import CONFIGS_DIR, load_config\n"
             "print(len(read_split(DEFAULT_VAL_SPLIT)), load_config(CONFIGS_DIR / 'stage1.yaml').first_trainable, DEFAULT_VAL_SPLIT)")
     n_ids, first_trainable, split = in_venv(installed, code).split()
     assert int(n_ids) == 100 and first_trainable and split.startswith(str(installed))

@@ -28,7 +28,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from core.box_regressor import (
+from core.data.dataset import read_split, scan
+from core.faces.box_regressor import (
     CARD_FILE,
     INPUT_SIDE,
     PAD_VALUE,
@@ -40,37 +41,29 @@ from core.box_regressor import (
     standardize,
     window,
 )
-from core.dataset import read_split, scan
-from core.faces import SERVICE_PIPELINE, FacePipeline, iou
+from core.faces.geometry import SAME_FACE_IOU, Box, grown, iou, scaled
+from core.faces.pipeline import SERVICE_PIPELINE, FacePipeline, load_pipeline
+from core.faces.subject import subject
+from core.files import atomic_write, sha256_of, write_text_atomic
 from core.images import load_image
-from core.weights import sha256_of
 from evaluation.open_set import threshold_for_stranger_rate
 from training.distortions import build_distortions
 
-MIN_IOU = 0.5  # a box counts as the face at this overlap with the label (evaluation/detection.py)
 TARGET_FALSE = 0.01  # the threshold lets at most this share of validation face-free pictures through
 
 
 @dataclass(frozen=True)
 class Photo:
-    pixels: np.ndarray  # uint8 H×W×3, shrunk as the net's input is (core.box_regressor.shrink)
-    box: tuple[float, float, float, float]  # the face, in these pixels
+    pixels: np.ndarray  # uint8 H×W×3, shrunk as the net's input is (core.faces.box_regressor.shrink)
+    box: Box  # the face, in these pixels
     kind: str  # clean or a distortion's name
     erased: np.ndarray | None  # clean photos: the same with the face painted out
-
-
-def _grown(box: Sequence[float]) -> tuple[float, float, float, float]:
-    """The face box grown by a third of its size each way: hair, ears and chin with it.
-    Face-free pictures keep clear of it; painting the face out covers it."""
-    x1, y1, x2, y2 = box
-    gx, gy = (x2 - x1) / 3, (y2 - y1) / 3
-    return x1 - gx, y1 - gy, x2 + gx, y2 + gy
 
 
 def _erase(pixels: np.ndarray, box: Sequence[float]) -> np.ndarray:
     """The photo with the face (its box grown by a third each way, to take hair and chin) painted
     out from its surroundings."""
-    x1, y1, x2, y2 = _grown(box)
+    x1, y1, x2, y2 = grown(box)
     mask = np.zeros(pixels.shape[:2], np.uint8)
     mask[max(0, int(y1)): int(y2) + 1, max(0, int(x1)): int(x2) + 1] = 255
     return cv2.inpaint(np.ascontiguousarray(pixels), mask, 5, cv2.INPAINT_TELEA)
@@ -84,14 +77,14 @@ def load_photos(data: Path, identities: set[str], pipeline: FacePipeline) -> lis
     for sample in (s for s in samples if s.is_clean):
         img = load_image(sample.path)
         if faces := pipeline.detect_all(img):
-            labels[(sample.identity, sample.source)] = FacePipeline.primary(img, faces).box
+            labels[(sample.identity, sample.source)] = subject(faces, img.size).box
     photos = []
     for sample in samples:
         if (label := labels.get((sample.identity, sample.source))) is None:
             continue
         pixels, scale = shrink(load_image(sample.path))
-        box = tuple(v * scale for v in label)
-        photos.append(Photo(pixels, box, sample.kind, _erase(pixels, box) if sample.is_clean else None))  # type: ignore[arg-type]
+        box = scaled(label, scale)
+        photos.append(Photo(pixels, box, sample.kind, _erase(pixels, box) if sample.is_clean else None))
     return photos
 
 
@@ -127,13 +120,13 @@ def positive(photo: Photo, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
 
 def negative(photo: Photo, rng: np.random.Generator) -> np.ndarray | None:
     """A face-free picture: the face-erased photo (any part), or background clear of the face
-    grown by a third (`_grown`). None when the photo has no such background."""
+    grown by a third (`core.faces.geometry.grown`). None when the photo has no such background."""
     h, w = photo.pixels.shape[:2]
     if photo.erased is not None and rng.random() < 0.4:
         width, height = _shape(rng, rng.uniform(0.6, 1.4) * max(w, h), 2.0)
         x, y = rng.uniform(min(0, w - width), max(0, w - width)), rng.uniform(min(0, h - height), max(0, h - height))
         return _framed(photo.erased, x, y, width, height)
-    x1, y1, x2, y2 = _grown(photo.box)
+    x1, y1, x2, y2 = grown(photo.box)
     for _ in range(8):
         width, height = _shape(rng, rng.uniform(0.25, 0.9) * max(w, h), 4.0)
         # Up to a tenth may hang off the photo (as letterbox padding would).
@@ -163,7 +156,9 @@ class Examples:
         return replace(photo, pixels=pixels, erased=pixels if erased else photo.erased)
 
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        images, faces, boxes = [], [], []
+        images: list[np.ndarray] = []
+        faces: list[float] = []
+        boxes: list[np.ndarray] = []
         while len(images) < size:
             is_face = len(images) % 2 == 0
             if is_face:
@@ -173,9 +168,10 @@ class Examples:
                 source = self.photos[self.rng.integers(len(self.photos))]
                 if source.erased is None and self.rng.random() < 0.5:
                     source = self.clean[self.rng.integers(len(self.clean))]
-                pixels, box = negative(self._distorted(source, erased=True), self.rng), np.zeros(4, np.float32)
-                if pixels is None:
+                free, box = negative(self._distorted(source, erased=True), self.rng), np.zeros(4, np.float32)
+                if free is None:
                     continue
+                pixels = free
             if self.rng.random() < 0.5:  # mirror
                 pixels = pixels[:, ::-1]
                 box = np.array([1 - box[2], box[1], 1 - box[0], box[3]], np.float32) if is_face else box
@@ -222,7 +218,7 @@ def face_free(photos: Sequence[Photo], seed: int, per_photo: int = 2) -> list[np
     distortions = list(build_distortions().values())
     out = []
     for photo in photos:
-        x1, y1, x2, _ = _grown(photo.box)  # strips left, right and above the face
+        x1, y1, x2, _ = grown(photo.box)  # strips left, right and above the face
         strips = [photo.pixels[:, : max(0, int(x1))], photo.pixels[:, int(x2) + 1:], photo.pixels[: max(0, int(y1))]]
         strips = [s for s in strips if min(s.shape[:2]) >= 24]
         if strips:
@@ -252,18 +248,18 @@ def measure(regressor: BoxRegressor, photos: Sequence[Photo], negative_scores: S
     per_kind: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for photo, f in zip(photos, found):
         per_kind[photo.kind][0] += 1
-        per_kind[photo.kind][1] += f.score >= regressor.threshold and iou(f.box, photo.box) >= MIN_IOU
+        per_kind[photo.kind][1] += f.score >= regressor.threshold and iou(f.box, photo.box) >= SAME_FACE_IOU
     false = sum(score >= regressor.threshold for score in negative_scores)
     return {"found": {k: round(v[1] / v[0], 4) for k, v in sorted(per_kind.items())},
             "face_free_pictures": len(negative_scores), "face_free_given_a_face": round(false / max(1, len(negative_scores)), 4)}
 
 
 def save(net: BoxNet, folder: Path, card: dict) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
     weights = folder / WEIGHTS_FILE
-    torch.save({k: v.detach().clone() for k, v in net.state_dict().items()}, weights)
+    with atomic_write(weights) as tmp:
+        torch.save({k: v.detach().clone() for k, v in net.state_dict().items()}, tmp)
     card = {"sha256": sha256_of(weights), **card}
-    (folder / CARD_FILE).write_text(json.dumps(card, indent=1) + "\n")
+    write_text_atomic(folder / CARD_FILE, json.dumps(card, indent=1) + "\n")
     return folder
 
 
@@ -272,7 +268,7 @@ def train(data: Path, val_split: Path, test_split: Path, out: Path, epochs: int,
     measure on the test people; write the weights and their card to `out`."""
     held_out = read_split(val_split) | read_split(test_split)
     everyone = {s.identity for s in scan(data)}
-    pipeline = FacePipeline(replace(SERVICE_PIPELINE, regress_missing=False))  # labels: MTCNN only
+    pipeline = load_pipeline(replace(SERVICE_PIPELINE, regress_missing=False))  # labels: MTCNN only
     started = time.perf_counter()
     train_photos = load_photos(data, everyone - held_out, pipeline)
     val_photos = load_photos(data, read_split(val_split), pipeline)

@@ -7,13 +7,13 @@ from typing import Any
 
 import torch
 
+from core.files import atomic_write
+
 
 def save_checkpoint(path: Path, **state: Any) -> None:
     """Write atomically: a crash mid-write never leaves a truncated checkpoint behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from core.dataset import DEFAULT_TEST_SPLIT, DEFAULT_VAL_SPLIT
+from core.data.dataset import DEFAULT_TEST_SPLIT, DEFAULT_VAL_SPLIT
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -53,7 +53,7 @@ class TrainConfig:
     device: str = "auto"
 
     def resolved_device(self) -> str:
-        from core.backbone import resolve_device
+        from core.device import resolve_device
 
         return resolve_device(self.device)
 

@@ -10,10 +10,11 @@ import torch
 from facenet_pytorch import InceptionResnetV1
 from tqdm import tqdm
 
-from core.crop_cache import face_crops
-from core.dataset import Sample, read_split, scan
-from core.faces import DATASET_PIPELINE, FacePipeline, standardize
-from core.restoration import NOISE_TO_RESTORE, restore
+from core.data.crop_cache import face_crops
+from core.data.dataset import Sample, read_split, scan
+from core.embedding.restoration import NOISE_TO_RESTORE, restore
+from core.embedding.standardize import standardize
+from core.faces.pipeline import DATASET_PIPELINE, load_pipeline
 from training.split_backbone import frozen_stages, trunk
 
 
@@ -56,7 +57,7 @@ def split_samples(data: Path, val_split: Path, test_split: Path | None = None) -
 
 def load_crops(samples: list[Sample], cache_dir: Path, device: str = "cpu") -> torch.Tensor:
     """uint8 crops from the shared pipeline (detections cached on disk)."""
-    crops, _ = face_crops([s.path for s in samples], FacePipeline(DATASET_PIPELINE, device), cache_dir)
+    crops, _ = face_crops([s.path for s in samples], load_pipeline(DATASET_PIPELINE, device), cache_dir)
     return crops
 
 

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no version check over the network
-import albumentations as A  # noqa: E402
+import albumentations as A
 
 KINDS = ("blurred", "foggy", "lowlight", "noisy", "rainy", "resized", "sunny")
 Distortion = Callable[[np.ndarray, np.random.Generator], np.ndarray]

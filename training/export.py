@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
-from core.model_card import BACKBONE_FILE, DEFAULT_FAR, ModelCard
-from core.weights import sha256_of
+from core.files import atomic_write, sha256_of
+from core.models.model_card import BACKBONE_FILE, DEFAULT_FAR, ModelCard
 from evaluation.metrics import threshold_at
 from training.checkpoint import load_checkpoint
 
@@ -45,9 +45,8 @@ def export(ckpt: Path, out: Path, half: bool = True, threshold_report: Path | No
     backbone = {k: (v.half() if half and v.is_floating_point() else v) for k, v in state["backbone"].items()}
     out.mkdir(parents=True, exist_ok=True)
     weights = out / BACKBONE_FILE
-    tmp = weights.with_suffix(".tmp")
-    torch.save(backbone, tmp)
-    tmp.replace(weights)
+    with atomic_write(weights) as tmp:
+        torch.save(backbone, tmp)
     report = state.get("val_report", {})
     # The whole run, not just the epochs up to the one kept (history.json sits beside best.pt).
     run_history = Path(ckpt).parent / "history.json"
@@ -69,7 +68,7 @@ def export(ckpt: Path, out: Path, half: bool = True, threshold_report: Path | No
         validation={k: report.get(k) for k in REPORT_KEYS},
         history=json.loads(run_history.read_text()) if run_history.is_file() else state.get("history", []),
         git_commit=_git_commit(),
-        exported_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        exported_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     card.write(out)
     return out

@@ -16,8 +16,8 @@ from torch import nn
 from torchvision.transforms import v2
 
 from core.constants import CROP_SIZE
-from core.faces import standardize
-from core.restoration import restore
+from core.embedding.restoration import restore
+from core.embedding.standardize import standardize
 from training.data import trunk_features
 from training.distortions import SyntheticDistortions
 from training.split_backbone import frozen_stages, tail

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from core.dataset import Sample
+from core.data.dataset import Sample
 from evaluation.metrics import tar_at
 from evaluation.report import report_from_embeddings
 from training.checkpoint import load_checkpoint, save_checkpoint

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
-from core.backbone import build_backbone, load_state, resolve_weights
 from core.constants import EMBEDDING_DIM
+from core.models.backbone import build_backbone, load_state, resolve_weights
 from training.arcface import ArcMarginHead
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
@@ -78,7 +79,7 @@ def build_stage2(config: TrainConfig) -> Run:
     The positive is one of the data set's distorted photos or, for a `synthetic_share` of
     them when the whole network trains, a fresh synthetic distortion of the anchor photo."""
     label_map = None
-    if config.init.endswith(".pt") and "label_map" in (ckpt := load_checkpoint(config.init)):
+    if config.init.endswith(".pt") and "label_map" in (ckpt := load_checkpoint(Path(config.init))):
         label_map = LabelMap(tuple(ckpt["label_map"]))  # the stage-1 mapping, never rebuilt
     device, train, val, label_map, net, trainable, train_in, val_in = _common(config, label_map)
     labels = label_map.labels(train)

@@ -18,9 +18,10 @@ from tqdm import tqdm
 from app.config import Settings
 from app.engine import Engine
 from app.gallery.gallery import STORE_FILE, Gallery
-from app.gallery.store import NewFace, Store
-from core.dataset import Sample, scan
+from app.gallery.store import Entry, NewFace, Store
+from core.data.dataset import Sample, scan
 from core.errors import FaceIdError
+from core.faces.subject import reference
 from core.images import read_file
 
 
@@ -58,13 +59,13 @@ def _import_batch(engine: Engine, gallery: Gallery, samples: list[Sample], refus
     ready = []
     for (sample, _), faces in zip(decoded, engine.detect_images([img for _, img in decoded])):
         try:
-            ready.append((sample, engine.subject(faces, str(sample.path))[0]))
+            ready.append((sample, reference(faces, str(sample.path))))
         except FaceIdError as exc:
             refused.append(str(exc))
     if not ready:
         return 0
     vectors = engine.embed_blocking([face.crop for _, face in ready])
-    entries = [(s.identity, None, [NewFace(s.path.name, v, face.png())]) for (s, face), v in zip(ready, vectors)]
+    entries: list[Entry] = [(s.identity, None, [NewFace(s.path.name, v, face.png())]) for (s, face), v in zip(ready, vectors)]
     return gallery.enroll_many(entries)
 
 
@@ -73,8 +74,9 @@ def reembed(settings: Settings) -> int:
     engine = Engine.from_settings(settings)
     store = Store(settings.data_dir / STORE_FILE)
     try:
-        rows = store.crops()
-        if any(png is None for _, png in rows):
+        stored = store.crops()
+        rows = [(face_id, png) for face_id, png in stored if png is not None]
+        if len(rows) < len(stored):
             raise FaceIdError(str(settings.data_dir), "some faces have no stored crop; re-enrol them from their photos")
         updates = []
         for start in tqdm(range(0, len(rows), 256), desc="re-embed"):

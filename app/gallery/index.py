@@ -10,6 +10,7 @@ import faiss
 import numpy as np
 
 from core.constants import EMBEDDING_DIM
+from core.files import atomic_write
 
 IndexKind = Literal["flat", "hnsw", "ivf"]
 DEFAULT_HNSW_M = 32
@@ -76,9 +77,8 @@ class FaceIndex:
         """Write the index (never one with masked deletions) to `path` atomically."""
         if self._masked:
             raise ValueError("an index with masked deletions is not saved; rebuild it first")
-        tmp = path.with_suffix(".tmp")
-        faiss.write_index(self._index, str(tmp))
-        tmp.replace(path)
+        with atomic_write(path) as tmp:
+            faiss.write_index(self._index, str(tmp))
 
     @classmethod
     def load(cls, path: Path, trained_on: int, kind: IndexKind = "flat", hnsw_m: int = DEFAULT_HNSW_M,

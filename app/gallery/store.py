@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +102,7 @@ def check_data_dir(data_dir: Path) -> None:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Writer:
@@ -126,7 +126,8 @@ class Writer:
                     "INSERT INTO faces (person_id, source, model_id, embedding, crop, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                     (person_id, face.source, model_id, _blob(face.embedding), face.crop_png, now),
                 )
-                ids.append(int(cur.lastrowid))
+                assert cur.lastrowid is not None  # an INSERT always sets it
+                ids.append(cur.lastrowid)
             out.append((ids, created))
         return out
 

@@ -51,13 +51,13 @@ async def identify(
     # Largest faces first: with a cap, the people in front are the ones answered.
     faces = sorted(faces, key=lambda f: -f.area)[: max_faces or settings.max_faces]
     vectors = await engine.embed([f.crop for f in faces])
-    thr = settings.threshold if threshold is None else threshold
+    thr = settings.answer_threshold() if threshold is None else threshold
     found = await run_in_threadpool(gallery.search, vectors, top_k or settings.top_k)
     results = []
     for face, candidates in zip(faces, found):
         match, cands = _answer(candidates, thr)
         quality = QualityPublic(score=face.quality.score, reasons=list(face.quality.reasons))
-        results.append(FaceResult(box=rounded_box(face.box), detection_score=face.face.score, quality=quality,
+        results.append(FaceResult(box=rounded_box(face.box), detection_score=face.score, quality=quality,
                                   match=match, candidates=cands))
     return IdentifyResponse(faces=results, threshold=thr, model_id=gallery.model_id)
 
@@ -65,7 +65,7 @@ async def identify(
 @router.post("/identify/embedding", response_model=EmbeddingResult, summary="Identify a precomputed 512-d embedding",
              responses=responses(400, 401, 413, 422, 503))
 async def identify_embedding(gallery: GalleryDep, settings: SettingsDep, query: EmbeddingQuery) -> EmbeddingResult:
-    thr = settings.threshold if query.threshold is None else query.threshold
+    thr = settings.answer_threshold() if query.threshold is None else query.threshold
     (candidates,) = await run_in_threadpool(gallery.search, query.unit_vector()[None], query.top_k or settings.top_k)
     match, cands = _answer(candidates, thr)
     return EmbeddingResult(match=match, candidates=cands, threshold=thr, model_id=gallery.model_id)

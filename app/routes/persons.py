@@ -8,7 +8,6 @@ from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import EngineDep, GalleryDep, SettingsDep, require_api_key
-from app.engine import FaceCrop
 from app.errors import BadRequestField, PersonNotFound, TooManyUploads, responses
 from app.gallery.store import NewFace, Person
 from app.routes.uploads import read_limited
@@ -21,6 +20,8 @@ from app.schemas import (
     PersonsPage,
     rounded_box,
 )
+from core.faces.pipeline import Face
+from core.faces.subject import reference
 
 router = APIRouter(tags=["persons"], dependencies=[Depends(require_api_key)])
 MAX_OFFSET = 2**63 - 1  # SQLite's largest integer
@@ -49,12 +50,12 @@ async def enroll(
     await run_in_threadpool(gallery.check_usable)
     chosen_box = [float(v) for v in box.split(",")] if box else None
     # Every image must pass before anything is stored: an enrolment is all or nothing.
-    chosen: list[tuple[str, FaceCrop, list[FaceCrop]]] = []
+    chosen: list[tuple[str, Face, list[Face]]] = []
     for upload in images:
         source = upload.filename or "image"
         faces = await engine.detect(await read_limited(upload, settings.max_upload_bytes), source)
-        face, ignored = engine.subject(faces, source, chosen_box)
-        chosen.append((source, face, ignored))
+        face = reference(faces, source, chosen_box)
+        chosen.append((source, face, [f for f in faces if f is not face]))
     vectors = await engine.embed([face.crop for _, face, _ in chosen])
     new = [NewFace(source, vector, face.png()) for (source, face, _), vector in zip(chosen, vectors)]
     person, added, created = await run_in_threadpool(gallery.enroll, person_id, name, new)

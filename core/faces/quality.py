@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from core.pixels import BLOWN_OUT, central_half, luminance, median3x3
+
 # (measurement, fine at, hopeless at): the factor falls linearly from 1 to 0 between them.
 # On the validation people's crops (median, clean → distorted): central share at 255: 0 → 1.0
 # (sunny); luminance 125 → 37 (lowlight); median residual 0.3 → 9.6 (noisy), 4.2 (rainy);
@@ -55,57 +57,15 @@ class Quality:
         return f"the face is unusable as a reference ({', '.join(gone)})" if gone else None
 
 
-def _luminance(crop_hwc: np.ndarray) -> np.ndarray:
-    return crop_hwc[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
-BLOWN_OUT = 250  # luminance (0-255) at which a pixel counts as blown out to white
-
-
-def central_half(pixels: np.ndarray) -> np.ndarray:
-    """The middle half of an image in each direction: where a face crop's face is."""
-    h, w = pixels.shape[:2]
-    return pixels[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4]
-
-
-def blown_out_share(pixels_hwc: np.ndarray) -> float:
-    """Share of the central half of a uint8 H×W×3 image blown out to white: a face crop's
-    `over_exposed` measure, and how the face pipeline tells a glared photo."""
-    return float((_luminance(central_half(pixels_hwc)) >= BLOWN_OUT).mean())
-
-
-# Devillard's median-of-9 sorting network: 19 compare-exchanges, each a vectorised min/max.
-_MEDIAN9 = ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3),
-            (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2))
-
-
-def median3x3(image: np.ndarray) -> np.ndarray:
-    """The 3×3 median of a 2-D array, borders reflected: scipy's `median_filter(x, size=3)`,
-    exactly, in a tenth of its time (it is on every /identify's path, twice)."""
-    padded = np.pad(image, 1, mode="symmetric")
-    h, w = image.shape
-    p = [padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)]
-    for i, j in _MEDIAN9:
-        p[i], p[j] = np.minimum(p[i], p[j]), np.maximum(p[i], p[j])
-    return p[4]
-
-
-def impulse_noise(crop_hwc: np.ndarray) -> float:
-    """Mean |luminance − its 3×3 median| of a uint8 H×W×3 crop: high for salt-and-pepper noise
-    and rain streaks, near 0 for clean or blurred faces."""
-    lum = _luminance(crop_hwc)
-    return float(np.abs(lum - median3x3(lum)).mean())
-
-
 def measure(crop_hwc: np.ndarray, face_side: float, detection_score: float | None) -> dict[str, float]:
     """The raw measurements of one uint8 H×W×3 face crop."""
-    lum = _luminance(crop_hwc)
+    lum = luminance(crop_hwc)
     centre = central_half(lum)
     median = median3x3(lum)
     return {
-        "over_exposed": float((centre >= BLOWN_OUT).mean()),  # blown_out_share, on the luminance at hand
+        "over_exposed": float((centre >= BLOWN_OUT).mean()),  # core.pixels.blown_out_share, on the luminance at hand
         "too_dark": float(centre.mean()),
-        "noisy": float(np.abs(lum - median).mean()),  # impulse_noise, sharing the median with "blurred"
+        "noisy": float(np.abs(lum - median).mean()),  # core.pixels.impulse_noise, sharing the median with "blurred"
         "blurred": float(ndimage.laplace(median).var()),  # on the median: impulse noise is not detail
         "too_small": float(face_side),
         "uncertain_detection": float(detection_score if detection_score is not None else 0.0),

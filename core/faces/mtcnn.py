@@ -177,7 +177,8 @@ class Mtcnn:
         rows, image = self._refine(area, boxes, image, width, height, 48, self.onet, THRESHOLDS[2])
         found: list[list[Detection]] = [[] for _ in images]
         for row, i in zip(rows.tolist(), image.tolist()):
-            found[i].append(Detection(tuple(row[:4]), row[4], tuple(zip(row[5:10], row[10:15]))))  # type: ignore[arg-type]
+            box = (row[0], row[1], row[2], row[3])
+            found[i].append(Detection(box, row[4], tuple((row[5 + k], row[10 + k]) for k in range(5))))
         return found
 
     def _propose(self, area: AreaSampler, n: int, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,7 +3,7 @@
 and cached beside the fp32 export.
 
 Calibration needs faces but the service may have none yet, so it uses the seven faces of the
-two packaged photos (`core/calibration/`), each as it is and in seven distorted copies (flip,
+two packaged photos (`calibration/`), each as it is and in seven distorted copies (flip,
 blur, dark, over-exposed, down-sized, impulse noise, low contrast), cut by the service's own
 pipeline. Measured with the model shipped before the four-epoch one (facecom-ft@44f639ca44b6,
 2 cores): batch 1 embeds in 5.7 ms against 14.8; on the test people top-1 85.71 against
@@ -17,17 +17,19 @@ default.
 from __future__ import annotations
 
 import logging
-import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageFilter
 
-from core.faces import SERVICE_PIPELINE, FacePipeline, standardize
+from core.embedding.onnx_runtime import RuntimeUnavailable
+from core.embedding.restoration import restore
+from core.embedding.standardize import standardize
+from core.faces.pipeline import SERVICE_PIPELINE, load_pipeline
+from core.files import atomic_write
 from core.images import load_image
-from core.onnx_runtime import RuntimeUnavailable
-from core.restoration import restore
 
 log = logging.getLogger(__name__)
 CALIBRATION_DIR = Path(__file__).resolve().parent / "calibration"
@@ -43,7 +45,7 @@ def _noisy(img: Image.Image, rng: np.random.Generator, share: float = 0.08) -> I
 
 def calibration_crops() -> torch.Tensor:
     """uint8 N×3×160×160: the packaged photos' faces, clean and distorted, deterministic."""
-    pipeline, rng = FacePipeline(SERVICE_PIPELINE), np.random.default_rng(0)
+    pipeline, rng = load_pipeline(SERVICE_PIPELINE), np.random.default_rng(0)
     faces = []
     for path in sorted(CALIBRATION_DIR.glob("*.jpg")) + sorted(CALIBRATION_DIR.glob("*.png")):
         img = load_image(path)
@@ -82,14 +84,11 @@ def quantize(fp32: Path, int8: Path) -> None:
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._batches, None)
 
-    prepared, tmp = int8.with_suffix(f".{os.getpid()}.pre"), int8.with_suffix(f".{os.getpid()}.tmp")
     try:
-        quant_pre_process(str(fp32), str(prepared))
-        quantize_static(str(prepared), str(tmp), Faces(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        tmp.replace(int8)
+        with tempfile.TemporaryDirectory(dir=int8.parent) as work, atomic_write(int8) as tmp:
+            prepared = Path(work) / "prepared.onnx"  # shapes inferred and graph folded for the quantizer
+            quant_pre_process(str(fp32), str(prepared))
+            quantize_static(str(prepared), str(tmp), Faces(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     except Exception as exc:  # the quantizer raises many types; the caller needs one
         raise RuntimeUnavailable(str(int8), f"could not quantize the backbone to int8 ({type(exc).__name__}: {exc})") from exc
-    finally:
-        prepared.unlink(missing_ok=True)
-        tmp.unlink(missing_ok=True)

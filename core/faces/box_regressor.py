@@ -6,7 +6,7 @@ head's outline, the hair, the shoulders and where the glare sits still show wher
 The net is trained (training/box_regressor.py) on FACECOM photos of the training people, the
 distorted copies labelled with the box MTCNN finds in their clean source, and on face-free
 pictures (backgrounds, and photos whose face was painted out, then distorted the same ways),
-so that it answers "no face" where there is none. The pipeline (core/faces.py) runs it on
+so that it answers "no face" where there is none. The pipeline (core/faces/pipeline.py) runs it on
 photos where MTCNN and its retries found nothing, and on glared photos, where MTCNN finds the
 people around the glare but not the subject under it.
 """
@@ -23,7 +23,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from core.weights import sha256_of
+from core.faces.geometry import Box, scaled
+from core.files import sha256_of
 
 INPUT_SIDE = 96  # the photo, letterboxed into a square this size
 WORK_SIDE = 128  # photos are first shrunk to this (longer side); training cuts windows from it
@@ -57,7 +58,7 @@ class BoxNet(nn.Module):
 
 def standardize(pixels: torch.Tensor) -> torch.Tensor:
     """N×3×H×W uint8-range → the net's input. The same numbers as the backbone's
-    (core.faces.standardize) but this net's own: its weights were trained with them, and must
+    (core.embedding.standardize) but this net's own: its weights were trained with them, and must
     not follow the backbone if that ever changes."""
     return (pixels.float() - 127.5) / 128.0
 
@@ -88,7 +89,7 @@ def letterbox(img: Image.Image) -> tuple[np.ndarray, float]:
 
 @dataclass(frozen=True)
 class Found:
-    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in the photo's pixels
+    box: Box  # x1, y1, x2, y2 in the photo's pixels
     score: float  # the net's face probability
 
 
@@ -127,8 +128,7 @@ class BoxRegressor:
         with torch.inference_mode():
             logits, boxes = self.net(standardize(batch))
         probs = torch.sigmoid(logits).tolist()
-        return [Found(tuple(float(v) * INPUT_SIDE * scale for v in box), p)  # type: ignore[arg-type]
-                for box, p, scale in zip(boxes.tolist(), probs, scales)]
+        return [Found(scaled(box, INPUT_SIDE * scale), p) for box, p, scale in zip(boxes.tolist(), probs, scales)]
 
     def find(self, images: Sequence[Image.Image]) -> list[Found | None]:
         """Each photo's face where the net is at least `threshold` sure there is one."""

@@ -1,9 +1,9 @@
-"""Pretrained FaceNet weights in the models cache (`models/pretrained/`), obtained online or converted offline."""
+"""Pretrained FaceNet weights in the models cache (`models/pretrained/`), obtained online or
+converted offline (core/models/sandberg.py), each with a note of its source and digest."""
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import socket
@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from core.errors import WeightsError
+from core.files import atomic_write, sha256_of, write_text_atomic
 from core.paths import pretrained_dir
 
 log = logging.getLogger(__name__)
@@ -43,15 +44,7 @@ class WeightsNote:
             raise WeightsError(str(path), f"unreadable weights note ({exc}); delete it and run faceid weights") from exc
 
     def write(self, weights: Path) -> None:
-        self.path_for(weights).write_text(json.dumps(dataclasses.asdict(self), indent=2))
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        write_text_atomic(self.path_for(weights), json.dumps(dataclasses.asdict(self), indent=2))
 
 
 def _download(name: str) -> dict[str, torch.Tensor]:
@@ -69,7 +62,7 @@ def _download(name: str) -> dict[str, torch.Tensor]:
 
 
 def _convert_sandberg() -> dict[str, torch.Tensor]:
-    from core.convert_sandberg import convert
+    from core.models.sandberg import convert
 
     return convert()
 
@@ -106,9 +99,8 @@ def ensure_pretrained(name: str, cache_dir: Path | None = None, offline: bool = 
             failures.append(f"{label}: {type(exc).__name__}: {exc}")
             log.warning("weights source failed: %s", failures[-1])
             continue
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
+        with atomic_write(path) as tmp:
+            torch.save(state, tmp)
         WeightsNote(name, label, sha256_of(path)).write(path)
         return path
     raise WeightsError(name, "no source worked: " + "; ".join(failures))

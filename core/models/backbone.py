@@ -1,50 +1,19 @@
-"""One loader for every backbone: a pretrained name, a state_dict file, or an exported model folder."""
+"""The embedding network and one loader for every form of its weights: a pretrained name, a
+state_dict file, a training checkpoint, or an exported model folder (weights + model card)."""
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from facenet_pytorch import InceptionResnetV1
 
-from core.embedder import Embedder
 from core.errors import WeightsError
-from core.model_card import ModelCard, ModelCardError, is_model_folder
-from core.onnx_embedder import OnnxEmbedder
+from core.files import sha256_of
+from core.models.model_card import ModelCard, ModelCardError, is_model_folder
+from core.models.pretrained import PRETRAINED_NAMES, WeightsNote, ensure_pretrained
 from core.paths import shipped_model
-from core.weights import PRETRAINED_NAMES, WeightsNote, ensure_pretrained, sha256_of
-
-
-def resolve_device(choice: str = "auto") -> str:
-    """"auto" → CUDA when present, else CPU; asking for CUDA without one is an error."""
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA device is available")
-    if choice not in {"cpu", "cuda"}:
-        raise ValueError(f"unknown device {choice!r}; choose auto, cpu or cuda")
-    return choice
-
-
-def default_weights() -> str:
-    """The shipped fine-tuned model when present, else the pretrained CASIA-WebFace backbone."""
-    shipped = shipped_model()
-    return str(shipped) if is_model_folder(shipped) else "casia-webface"
-
-
-# Cosine thresholds at FAR 1e-3 on clean-vs-distorted pairs of the validation identities
-# (`faceid evaluate`); exported models carry their own in their card. Only measured values
-# belong here; other backbones fall back to casia-webface's.
-PRETRAINED_THRESHOLDS = {"casia-webface": 0.523}
-
-
-def model_threshold(source: str) -> float:
-    """The default 'unknown' threshold for a backbone: from its model card, else the table above."""
-    if is_model_folder(Path(source)) and (threshold := ModelCard.read(Path(source)).threshold) is not None:
-        return threshold
-    return PRETRAINED_THRESHOLDS.get(source, PRETRAINED_THRESHOLDS["casia-webface"])
 
 
 @dataclass(frozen=True)
@@ -55,24 +24,10 @@ class Backbone:
     sha256: str  # of the weights file
 
 
-RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
-
-
-def make_embedder(backbone: Backbone, device: str, batch_size: int = 32, runtime: str = "auto") -> Embedder:
-    """The embedder that fits the hardware: ONNX Runtime on the CPU when installed (3× faster
-    at batch 1), torch on CUDA. `runtime` "torch", "onnx" or "onnx-int8" (core/int8.py) forces one."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; choose {', '.join(RUNTIMES)}")
-    if runtime.startswith("onnx") and device != "cpu":
-        raise ValueError(f"the {runtime} runtime runs on the CPU here; use runtime torch for CUDA")
-    if embeds_on_onnx(device, runtime):
-        return OnnxEmbedder(backbone.net, backbone.sha256, batch_size, int8=runtime == "onnx-int8")
-    return Embedder(backbone.net, device, batch_size)
-
-
-def embeds_on_onnx(device: str, runtime: str = "auto") -> bool:
-    """Whether `make_embedder` picks ONNX Runtime for this device and runtime setting."""
-    return runtime.startswith("onnx") or (runtime == "auto" and device == "cpu" and importlib.util.find_spec("onnxruntime") is not None)
+def default_weights() -> str:
+    """The shipped fine-tuned model when present, else the pretrained CASIA-WebFace backbone."""
+    shipped = shipped_model()
+    return str(shipped) if is_model_folder(shipped) else "casia-webface"
 
 
 def resolve_weights(source: str) -> tuple[Path, str | None]:

@@ -8,8 +8,8 @@ from torch import nn
 from tqdm import tqdm
 
 from core.constants import EMBEDDING_DIM
-from core.faces import standardize
-from core.restoration import restore
+from core.embedding.restoration import restore
+from core.embedding.standardize import standardize
 
 
 class Embedder:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.files import write_text_atomic
+
 MODEL_CARD = "model_card.json"
 BACKBONE_FILE = "backbone.pt"
 ARCHITECTURE = "facenet-pytorch InceptionResnetV1, 512-d, L2-normalised"
@@ -60,9 +62,7 @@ class ModelCard:
 
     def write(self, folder: Path) -> Path:
         path = Path(folder) / MODEL_CARD
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=2))
-        tmp.replace(path)
+        write_text_atomic(path, json.dumps(dataclasses.asdict(self), indent=2))
         return path
 
 

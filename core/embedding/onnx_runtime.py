@@ -1,9 +1,9 @@
-"""ONNX Runtime plumbing shared by the embedder and the face detector: export a torch module
-once, cache the file under the models folder keyed by a digest of its weights, open a session.
+"""ONNX Runtime plumbing for the embedder: export a torch module once, cache the file under the
+models folder keyed by a digest of its weights, open a session.
 
 Sessions never busy-wait: ONNX Runtime's threads otherwise spin after each run on the cores
-the next step needs. Measured here (2 cores), that doubled the following detection (28 → 54
-ms) and gained the embedding nothing.
+the next step needs (the face detector's, on torch). Measured on 2 cores, that doubled the
+following detection (28 → 54 ms) and gained the embedding nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.device import cpu_cores
 from core.errors import FaceIdError
+from core.files import atomic_write
 from core.paths import models_dir
 
 log = logging.getLogger(__name__)
@@ -45,23 +47,12 @@ def onnx_cache_dir() -> Path:
 def export_onnx(net: nn.Module, path: Path, example: torch.Tensor, inputs: Sequence[str], outputs: Sequence[str],
                 dynamic_axes: Mapping[str, Mapping[int, str]], what: str = "the model") -> None:
     """Export `net` to `path` atomically: a failed export leaves nothing behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     try:
-        torch.onnx.export(net.cpu().eval(), example, str(tmp), input_names=list(inputs), output_names=list(outputs),
-                          dynamic_axes={k: dict(v) for k, v in dynamic_axes.items()}, opset_version=OPSET, dynamo=False)
-        tmp.replace(path)
+        with atomic_write(path) as tmp:
+            torch.onnx.export(net.cpu().eval(), (example,), str(tmp), input_names=list(inputs), output_names=list(outputs),
+                              dynamic_axes={k: dict(v) for k, v in dynamic_axes.items()}, opset_version=OPSET, dynamo=False)
     except Exception as exc:  # the exporter raises many types; the caller needs one
-        tmp.unlink(missing_ok=True)
         raise RuntimeUnavailable(str(path), f"could not export {what} to ONNX ({type(exc).__name__}: {exc})") from exc
-
-
-def cpu_cores() -> int:
-    """The cores this process may run on (its affinity, as a container's CPU set limits it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def open_session(path: Path, threads: int | None = None) -> Any:

@@ -16,9 +16,10 @@ import torch
 from tqdm import tqdm
 
 from core.constants import CROP_SIZE
-from core.faces import ENHANCEMENTS, GLARE_SHARE, DetectedFace, FacePipeline
+from core.faces.mtcnn import VERSION as MTCNN_VERSION
+from core.faces.pipeline import ENHANCEMENTS, GLARE_SHARE, DetectedFace, FacePipeline
+from core.faces.subject import subject
 from core.images import load_image
-from core.mtcnn import VERSION as MTCNN_VERSION
 
 DEFAULT_CACHE_DIR = Path(".cache")
 
@@ -64,7 +65,7 @@ def face_crops(
     progress: bool = True,
     keys: Sequence[str] | None = None,
 ) -> tuple[torch.Tensor, list[DetectedFace]]:
-    """uint8 crops N×3×160×160 of each image's primary face, and the face each came from.
+    """uint8 crops N×3×160×160 of each image's subject (core.faces.subject), and the face each came from.
     `keys` are the files' content keys when the caller already has them."""
     cache = DetectionCache(cache_dir, pipeline)
     keys = list(keys) if keys is not None else [content_key(p) for p in paths]
@@ -74,7 +75,7 @@ def face_crops(
         images = [load_image(paths[i]) for i in chunk]
         for i, img, faces in zip(chunk, images, pipeline.detect_batch(images)):
             if faces:
-                cache.add(keys[i], pipeline.primary(img, faces, str(paths[i])))
+                cache.add(keys[i], subject(faces, img.size, str(paths[i])))
     faces, crops = [], []
     for path, key in tqdm(list(zip(paths, keys)), desc="crop", disable=not progress):
         face = cache.entries.get(key)

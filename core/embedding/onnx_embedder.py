@@ -17,15 +17,15 @@ import torch
 from torch import nn
 
 from core.constants import CROP_SIZE
-from core.embedder import Embedder
-from core.faces import standardize
-from core.onnx_runtime import (
+from core.embedding.embedder import Embedder
+from core.embedding.onnx_runtime import (
     RuntimeUnavailable,
     export_onnx,
     onnx_cache_dir,
     open_session,
     require_runtime,
 )
+from core.embedding.standardize import standardize
 
 __all__ = ["OnnxEmbedder", "RuntimeUnavailable"]
 log = logging.getLogger(__name__)
@@ -42,8 +42,8 @@ class OnnxEmbedder(Embedder):
             log.info("exporting the backbone to %s (once per weights)", path)
             export_onnx(net, path, torch.zeros(1, 3, CROP_SIZE, CROP_SIZE), ["crops"], ["embeddings"],
                         {"crops": {0: "n"}, "embeddings": {0: "n"}}, what="the backbone")
-        if int8:  # core/int8.py: quantized once from the fp32 export, cached beside it
-            from core.int8 import CALIBRATION, quantize
+        if int8:  # core/embedding/int8.py: quantized once from the fp32 export, cached beside it
+            from core.embedding.int8 import CALIBRATION, quantize
 
             fp32, path = path, path.with_name(f"{sha256}-int8-{CALIBRATION}.onnx")
             if not path.is_file():

@@ -90,7 +90,7 @@ def _person(person: Path) -> list[Sample]:
         if sub.name not in {CLEAN, DISTORTION_DIR} and _images(sub):
             raise LayoutError(f"{_images(sub)[0]}: unexpected folder {sub.name}/; {LAYOUT_HELP}")
     clean = [Sample(person.name, p, CLEAN, p.stem) for p in _images(clean_dir)]
-    return clean + _distorted(person, {s.source for s in clean})
+    return clean + _distorted(person, {s.path.stem for s in clean})
 
 
 def _gallery_queries(root: Path) -> list[Sample]:
