@@ -1,12 +1,15 @@
 # syntax=docker/dockerfile:1
-# Multi-stage: the builder installs the wheel (code, shipped model, splits, configs) into a
-# venv and converts the pretrained weights; the runtime image carries only that venv and runs
-# as non-root. No source tree is needed at run time: the package finds its own models.
+# Multi-stage: the builder installs requirements.lock (every dependency, pinned with hashes: the
+# install CI tested) and then the wheel (code, shipped model, splits, configs) into a venv, and
+# converts the pretrained weights; the runtime image carries only that venv and runs as
+# non-root. No source tree is needed at run time: the package finds its own models.
 FROM python:3.11-slim AS builder
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
+COPY requirements.lock ./
+RUN pip install --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md LICENSE ./
 COPY core ./core
 COPY app ./app
@@ -14,7 +17,7 @@ COPY evaluation ./evaluation
 COPY training ./training
 COPY faceid ./faceid
 COPY models ./models
-RUN pip install '.[convert,train]'
+RUN pip install --no-deps --no-build-isolation . && pip check
 # Pretrained weights are obtained at build time (download, or the offline conversion), never
 # at run time; the shipped fine-tuned model is already inside the installed package.
 RUN faceid weights

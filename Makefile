@@ -3,14 +3,20 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Every dependency, pinned with hashes (pip-tools): what `make install` installs, exactly.
+LOCK := requirements.lock
+LOCK_EXTRAS := --extra convert --extra train --extra dev
+PIP_TOOLS := pip-tools==7.6.2
 
-.PHONY: install weights serve test bench clean
+.PHONY: install weights serve test lint bench lock clean
 
-# Re-install only when the project's requirements change.
-$(STAMP): pyproject.toml
+# Re-install only when the lock or the project changes. --no-deps: nothing the lock does not pin;
+# --no-build-isolation: the project builds with the lock's setuptools, not a fresh download.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade --quiet pip
-	$(BIN)/pip install --quiet -e '.[convert,train,dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,12 +27,23 @@ weights: install
 serve: weights
 	$(BIN)/faceid serve
 
-test: weights
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: weights lint
 	$(BIN)/python -m pytest
 
 bench: weights
 	$(BIN)/python -m benchmarks.embed
 	$(BIN)/python -m benchmarks.service
 
+# The one command that refreshes the lock after pyproject.toml's dependencies change (pip-tools
+# resolves with this machine's pip and its package indexes, as `make install` installs).
+lock:
+	test -x .venv-lock/bin/pip-compile || ($(PYTHON) -m venv .venv-lock && .venv-lock/bin/pip install --quiet $(PIP_TOOLS))
+	.venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	    --no-emit-find-links $(LOCK_EXTRAS) --output-file $(LOCK) pyproject.toml
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-lock .pytest_cache

@@ -56,7 +56,7 @@ def test_compose_file_validates():
 def test_build_context_and_copies_hold_the_whole_package():
     builder = stages()[0]
     copied = {src for op, args in builder if op == "COPY" and "--from" not in args for src in shlex.split(args)[:-1]}
-    needed = set(package_dirs()) | {"pyproject.toml", "README.md", "LICENSE"}
+    needed = set(package_dirs()) | {"pyproject.toml", "README.md", "LICENSE", "requirements.lock"}
     assert needed <= copied, f"the builder does not copy {sorted(needed - copied)}"
     shipped = [str(p.relative_to(ROOT)) for p in (ROOT / "models" / "facecom-ft").iterdir()]
     for rel in sorted(needed) + shipped:
@@ -65,10 +65,12 @@ def test_build_context_and_copies_hold_the_whole_package():
     assert dockerignored("models/pretrained/casia-webface.pt") and dockerignored(".venv/bin/python")
 
 
-def test_builder_installs_the_wheel_and_runtime_needs_no_source():
+def test_builder_installs_the_lock_then_the_wheel_and_runtime_needs_no_source():
     builder, runtime = stages()[0], stages()[-1]
-    runs = [args for op, args in builder if op == "RUN"]
-    assert any(shlex.split(a)[:2] == ["pip", "install"] and "-e" not in shlex.split(a) for a in runs)  # a wheel, not editable
+    installs = [shlex.split(args) for op, args in builder if op == "RUN" and shlex.split(args)[:2] == ["pip", "install"]]
+    # The lock first, exactly (the install `make install` makes and CI tests), then the project alone.
+    assert installs[0] == ["pip", "install", "--require-hashes", "--no-deps", "-r", "requirements.lock"]
+    assert all("--no-deps" in argv for argv in installs) and "-e" not in installs[-1] and "." in installs[-1]
     assert [args for op, args in runtime if op == "COPY"] == ["--from=builder /opt/venv /opt/venv"]
 
 
