@@ -21,7 +21,8 @@ class Settings(BaseSettings):
     open_probes: bool = Field(False, description="with a key set, leave /readyz and /metrics open (for probes that cannot send it)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
-        "auto", description="embedding runtime: auto is ONNX Runtime on the CPU, torch on CUDA; onnx-int8 quantized")
+        "auto", description=("embedding runtime: auto is ONNX Runtime on the CPU, torch on CUDA; onnx-int8 is its quantized copy, "
+                             "checked against fp32 on this CPU at start (fp32 ONNX if refused)"))
     threshold: float | None = Field(None, ge=-1.0, le=1.0, description="cosine below which a face is unknown (default: the model's FAR 1e-3 threshold)")
     top_k: int = Field(5, ge=1, le=100)
     max_faces: int = Field(10, ge=1, le=100)

@@ -8,6 +8,8 @@ import platform
 import statistics
 from pathlib import Path
 
+from core.device import cpu_flags, cpu_kind
+
 PACKAGES = ("torch", "onnxruntime", "faiss-cpu", "facenet-pytorch", "numpy", "pillow", "fastapi", "uvicorn")
 
 
@@ -32,7 +34,8 @@ def machine() -> dict:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
-    return {"cpu": _cpu_model(), "cores": cores, "python": platform.python_version(), "os": platform.platform(), "versions": versions}
+    return {"cpu": _cpu_model(), "cpu_kind": cpu_kind(), "cpu_flags": list(cpu_flags()), "cores": cores, "python": platform.python_version(),
+            "os": platform.platform(), "versions": versions}
 
 
 def spread(values: list[float]) -> dict:

@@ -90,14 +90,49 @@ def int8(backbone, onnx) -> OnnxEmbedder:
 
 
 def test_int8_embeddings_stay_close_and_give_the_same_answers(backbone, onnx, int8, crops):
-    """Calibrated on the packaged photos' faces (core/int8.py); on FACECOM people the cosine to
-    fp32 was >= 0.986. Here the crops are partly the calibration faces themselves, distorted
-    otherwise, so the check is the answers and a loose cosine floor."""
+    """On this CPU, whatever its kind: the int8 model passed its load-time check (it is the one
+    embedding), its embeddings of the test faces stay close to fp32, and the answers are the same."""
+    assert int8.runtime == "onnx-int8" and int8.refusal is None
     assert int8.path.name.startswith(backbone.sha256) and "int8" in int8.path.name
     assert np.sum(int8.embed(crops) * onnx.embed(crops), axis=1).min() >= 0.98
     n = 6
     vectors = int8.embed(crops)
     assert (vectors[n:] @ vectors[:n].T).argmax(axis=1).tolist() == [i % n for i in range(len(crops) - n)]
+
+
+def test_int8_weights_cannot_saturate_without_vnni(int8):
+    """u8 activations × s8 weights summed pairwise in int16 (VPMADDUBSW, x86 without VNNI) stay
+    below 32,767 only if every weight is in [-64, 63]: the 7-bit range the quantizer is asked for."""
+    import onnx as onnx_lib
+    from onnx import numpy_helper
+
+    model = onnx_lib.load(str(int8.path))
+    weights = [numpy_helper.to_array(init) for init in model.graph.initializer if init.data_type == onnx_lib.TensorProto.INT8]
+    assert len(weights) > 100  # every convolution and the bottleneck
+    assert max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
+    assert 2 * 255 * 64 < 2**15
+
+
+def test_a_wrong_int8_model_is_refused_on_load_and_fp32_embeds(backbone, onnx, int8, crops, tmp_path, caplog):
+    """A cached int8 file that disagrees with fp32 on this CPU (here: its weights scrambled, as a
+    file made by another recipe or on another machine might be) is not trusted."""
+    import onnx as onnx_lib
+    from onnx import numpy_helper
+
+    model = onnx_lib.load(str(int8.path))
+    rng = np.random.default_rng(0)
+    for init in model.graph.initializer:
+        if init.data_type == onnx_lib.TensorProto.INT8:
+            values = numpy_helper.to_array(init)
+            init.CopyFrom(numpy_helper.from_array(rng.permutation(values.ravel()).reshape(values.shape), init.name))
+    (tmp_path / onnx.path.name).write_bytes(onnx.path.read_bytes())
+    onnx_lib.save(model, str(tmp_path / int8.path.name))
+    with caplog.at_level("ERROR"):
+        refused = OnnxEmbedder(backbone.net, backbone.sha256, batch_size=8, cache_dir=tmp_path, int8=True)
+    assert refused.runtime == "onnx" and refused.path.name == onnx.path.name
+    assert "int8 embeddings refused on this CPU" in refused.refusal and "flags:" in refused.refusal
+    assert any("refused" in r.getMessage() and "fp32 ONNX Runtime instead" in r.getMessage() for r in caplog.records)
+    assert np.allclose(refused.embed(crops), onnx.embed(crops), atol=1e-5)
 
 
 def test_the_int8_model_is_made_once(backbone, int8, monkeypatch):

@@ -15,6 +15,8 @@ from core.embedding.standardize import standardize
 class Embedder:
     """On torch. Other runtimes (`OnnxEmbedder`) subclass it and replace `_unit_vectors`."""
 
+    runtime = "torch"  # what embeds, as FACEID_RUNTIME names it
+
     def __init__(self, net: nn.Module, device: str | torch.device = "cpu", batch_size: int = 32) -> None:
         self.net = net.to(device).eval()
         self.device = torch.device(device)
