@@ -65,11 +65,18 @@ def _split(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.stage == "all":
+        from training.config import TrainConfig
+        from training.schedule import run
+
+        out = run(args.data or TrainConfig().data, args.out, args.runs, list(args.set or []), args.resume)
+        print(f"exported the schedule's model to {out}")
+        return 0
     from training.config import CONFIGS_DIR, load_config
     from training.loop import fit
     from training.stages import BUILDERS
 
-    overrides = list(args.set or [])
+    overrides = list(args.set or []) + ([f"data={args.data}"] if args.data else [])
     if args.init:
         overrides.append(f"init={args.init}")
     config = load_config(args.config or CONFIGS_DIR / f"{args.stage}.yaml", [f"stage={args.stage}", *overrides])
@@ -180,10 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=DEFAULT_VAL_SPLIT)
     p.set_defaults(func=_split)
 
-    p = sub.add_parser("train", help="fine-tune the backbone: stage1 (ArcFace) or stage2 (contrastive)")
-    p.add_argument("stage", choices=["stage1", "stage2"])
+    p = sub.add_parser("train", help="fine-tune the backbone: stage1 (ArcFace), stage2 (contrastive), or all: the packaged schedule and its export")
+    p.add_argument("stage", choices=["stage1", "stage2", "all"],
+                   help="all: every stage of training/configs/schedule.yaml, then the export with the validation threshold")
+    p.add_argument("--data", type=Path, default=None, help="the training data set folder (default: the config's)")
     p.add_argument("--config", type=Path, default=None, help="YAML config (default: the packaged training/configs/<stage>.yaml)")
     p.add_argument("--init", default=None, help="backbone to start from; stage2: the stage-1 checkpoint")
+    p.add_argument("--out", type=Path, default=Path("runs/facecom-ft"), help="all: the exported model's folder")
+    p.add_argument("--runs", type=Path, default=Path("runs"), help="all: where each stage's checkpoints go")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue from <out_dir>/last.pt")
     p.set_defaults(func=_train)

@@ -3,13 +3,16 @@ context holds every part of the package the image installs, and the image runs a
 with a health check on /readyz. (No engine here: the image itself is not built.)"""
 
 import fnmatch
+import os
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,3 +85,55 @@ def test_runtime_is_non_root_and_checks_readiness():
     assert "/readyz" in health
     (cmd,) = [args for op, args in runtime if op == "CMD"]
     assert cmd.startswith('["faceid", "serve"')
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def train_script() -> str:
+    """The train job's shell script as the container's shell gets it (compose turns $$ into $)."""
+    command = compose()["services"]["train"]["command"]
+    assert command[:2] == ["sh", "-c"]
+    return command[2].replace("$$", "$")
+
+
+def mount(volume: str) -> tuple[str, str]:
+    """(target, source) of a short-syntax volume; the source may hold a ${VAR:-default} with a colon."""
+    parts = volume.split(":")
+    if parts[-1] in {"ro", "rw"}:
+        parts = parts[:-1]
+    return parts[-1], ":".join(parts[:-1])
+
+
+def test_the_train_job_takes_its_data_from_a_variable_and_runs_the_packaged_schedule():
+    train = compose()["services"]["train"]
+    mounts = dict(mount(volume) for volume in train["volumes"])
+    assert mounts["/data/train"].startswith("${FACEID_TRAIN_DATA")  # the host folder is the user's
+    assert train["environment"]["FACEID_TRAIN_DATA"] == "${FACEID_TRAIN_DATA:-}"
+    argv = shlex.split(train_script().split("exec ", 1)[1])
+    assert argv[:3] == ["faceid", "train", "all"]  # the schedule that made the shipped model, and its export
+    options = dict(zip(argv[3::2], argv[4::2]))
+    assert options["--data"] == "/data/train"
+    assert Path(options["--out"]).parent.as_posix() in mounts and Path(options["--out"]).name == "facecom-ft"
+    assert mounts[Path(options["--out"]).parent.as_posix()] == "models"  # the named volume the api can serve
+
+
+def test_the_train_job_refuses_to_start_without_its_data(tmp_path):
+    unset = subprocess.run(["sh", "-c", train_script()], capture_output=True, text=True, timeout=60,
+                           env={"PATH": os.environ["PATH"]})
+    assert unset.returncode == 2 and "set FACEID_TRAIN_DATA" in unset.stderr
+    # Set, but pointing at a folder with no data set: faceid names it (here /data/train is absent).
+    bin_dir = str(Path(sys.executable).parent)
+    empty = subprocess.run(["sh", "-c", train_script()], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                           env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "FACEID_TRAIN_DATA": str(tmp_path)})
+    assert empty.returncode == 2 and "/data/train" in empty.stderr and "error" in empty.stderr
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (Debian package) not installed; .ci/run installs it")
+def test_compose_resolves_the_training_data_variable(tmp_path):
+    out = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "--profile", "train", "config"],
+                         capture_output=True, text=True, timeout=60, env=os.environ | {"FACEID_TRAIN_DATA": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    train = yaml.safe_load(out.stdout)["services"]["train"]
+    assert f"{tmp_path}:/data/train:ro" in train["volumes"] and train["environment"]["FACEID_TRAIN_DATA"] == str(tmp_path)

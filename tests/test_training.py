@@ -145,3 +145,38 @@ def test_config_rejects_unknown_keys_and_coerces_values(tmp_path):
         load_config(None, ["lrr=1"])
     with pytest.raises(ValueError, match="boolean"):
         load_config(None, ["augment=maybe"])
+
+
+def test_train_all_runs_the_schedule_and_exports_with_the_validation_threshold(facecom_dir, tmp_path):
+    """`faceid train all`: the packaged schedule (stage 1 only) on a data set, then the export of
+    its best checkpoint with the threshold of the validation people, and the card says how."""
+    from faceid.cli import main
+    from training.schedule import Schedule
+
+    assert Schedule.read().stages == ("stage1",)  # stage 2 was measured and never kept
+    split = tmp_path / "val.txt"
+    write_split(split, ["person_4", "person_5"], "test split")
+    sets = [f"val_split={split}", f"cache_dir={tmp_path / 'cache'}", "batch_size=8", "epochs=1", "warmup_epochs=0",
+            "device=cpu", "first_trainable=repeat_3"]
+    argv = ["train", "all", "--data", str(facecom_dir), "--out", str(tmp_path / "model"), "--runs", str(tmp_path / "runs")]
+    assert main(argv + [a for s in sets for a in ("--set", s)]) == 0
+    card = ModelCard.read(tmp_path / "model")
+    report = json.loads((tmp_path / "runs" / "val_candidate.json").read_text())
+    assert card.threshold == report["open_set"]["threshold_for_target"] and card.threshold_rule
+    assert card.checkpoint == str(tmp_path / "runs" / "stage1" / "best.pt")
+    assert card.command is not None and card.command.startswith("faceid train all --data ")
+    assert load_backbone(str(tmp_path / "model")).model_id.startswith("model@")
+
+
+def test_a_schedule_must_start_with_stage1_and_train_all_refuses_an_empty_folder(tmp_path, capsys):
+    from faceid.cli import main
+    from training.schedule import Schedule
+
+    for stages in ("[stage2]", "[stage1, stage1]", "[stage1, stage3]", "[]"):
+        (tmp_path / "s.yaml").write_text(f"stages: {stages}\n")
+        with pytest.raises(ValueError, match="must start with stage1"):
+            Schedule.read(tmp_path / "s.yaml")
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "all", "--data", str(tmp_path / "empty"), "--runs", str(tmp_path / "runs")]) == 2
+    assert "empty: no clean photo found" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # nothing trained

@@ -37,7 +37,7 @@ def open_set_threshold(report_path: Path) -> tuple[float, str]:
     return threshold, rule
 
 
-def export(ckpt: Path, out: Path, half: bool = True, threshold_report: Path | None = None) -> Path:
+def export(ckpt: Path, out: Path, half: bool = True, threshold_report: Path | None = None, command: str | None = None) -> Path:
     """`threshold_report`: a `faceid evaluate` report on validation people whose open-set
     threshold becomes the service's default; without it, the FAR-1e-3 threshold of training's
     validation."""
@@ -68,6 +68,7 @@ def export(ckpt: Path, out: Path, half: bool = True, threshold_report: Path | No
         validation={k: report.get(k) for k in REPORT_KEYS},
         history=json.loads(run_history.read_text()) if run_history.is_file() else state.get("history", []),
         git_commit=_git_commit(),
+        command=command,
         exported_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     card.write(out)

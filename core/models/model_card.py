@@ -45,6 +45,7 @@ class ModelCard:
     validation: dict[str, Any] = field(default_factory=dict)  # the evaluation report of the kept epoch
     history: list[dict[str, Any]] = field(default_factory=list)  # every epoch of the run
     git_commit: str | None = None
+    command: str | None = None  # how to make this model again (`faceid train all ...`)
     exported_at: str | None = None
 
     @classmethod
