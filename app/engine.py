@@ -5,9 +5,9 @@
 crop faces the same way. Model work runs in worker threads, never on the event loop. Embedding
 requests that arrive together are merged into one forward pass (up to `batch_size` faces),
 which is where a GPU gains most. On the CPU, as many photos are detected at once as there
-are cores (measured with 4 clients on 2 cores: 25.4 identifies/s, against 20.7 with one
-detection at a time and the embedder waiting on the same lock), and the embedder has a lock of
-its own. On CUDA the device serialises both.
+are cores (with 4 clients on 2 cores, a fifth more identifies/s than one detection at a time
+with the embedder waiting on the same lock; README, "Design choices, measured"), and the embedder
+has a lock of its own. On CUDA the device serialises both.
 
 Work per request is bounded: photos are detected at most `detect_max_side` pixels on a side,
 at most `max_pending` photos wait for detection (then 503 with Retry-After), and a request's
@@ -42,8 +42,7 @@ def set_serving_threads(settings: Settings) -> None:
     """For a serving process, before its engine is built. With embeddings on ONNX Runtime (its
     own threads, all cores), torch only detects, one photo per core side by side (see
     Engine), so each detection gets one torch thread: two-threaded detections side by side
-    oversubscribed the cores. Measured on 2 cores (benchmarks/service.py, 250x250 photos):
-    one client 55.9-58.6 ms p50 and 4 clients 25.6/s, against 59.9-64.0 ms and 23.5/s."""
+    oversubscribed the cores (README, "Design choices, measured")."""
     if embeds_on_onnx(settings.resolved_device(), settings.runtime):
         torch.set_num_threads(1)
 

@@ -38,10 +38,10 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True  # CUDA: fp16 autocast with loss scaling
     # CPU: bf16 autocast. Off by default: measured on this project's 2-core EPYC (AVX-512 BF16),
-    # a full forward+backward at batch 32 ran 15.6 img/s in bf16 against 22.0 in fp32, both
+    # a full forward+backward at batch 32 ran 0.71x as fast in bf16 as in fp32, both
     # channels_last (benchmarks/train_step.py).
     cpu_bf16: bool = False
-    channels_last: bool = True  # fp32 on that CPU: 22.0 img/s channels_last, 19.0 without
+    channels_last: bool = True  # fp32 on that CPU: 1.16x as fast as without (benchmarks/train_step.py)
     augment: bool = True  # only where the trunk is trained (features are not cached)
     synthetic_share: float = 0.5  # share of clean training crops distorted afresh each time they are drawn
     # Stage 1: ArcFace

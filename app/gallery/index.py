@@ -15,9 +15,9 @@ from core.files import atomic_write
 IndexKind = Literal["flat", "hnsw", "ivf"]
 DEFAULT_HNSW_M = 32
 # Recall@1 against the flat index on 100k synthetic 512-d vectors (benchmarks/service.py):
-# 0.71 at efSearch 128, 0.95 at 512, 0.995 at 1024 (4.4 ms per query on 2 cores).
+# 0.71 at efSearch 128, 0.95 at 512, 0.995 at 1024.
 DEFAULT_EF_SEARCH = 1024
-# IVF: below this many faces exact search is both exact and fast (~3 ms a query at 50k on 2
+# IVF: below this many faces exact search is both exact and fast (a few ms a query on 2
 # cores), so the index stays flat; above it, cells are trained on the faces themselves.
 IVF_MIN_FACES = 50_000
 DEFAULT_IVF_NPROBE = 96  # benchmarks/search.py, 1M face-like vectors (2,048 cells): see the README
