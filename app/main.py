@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +18,18 @@ from app.guard import RequestGuard
 from app.routes import health, identify, persons
 
 log = logging.getLogger("faceid")
+WATCH_INTERVAL_S = 2.0  # how often the store is checked for writes made by another process
+
+
+async def _follow_the_store(gallery: Gallery) -> None:
+    """Rebuild the index when another process (`faceid gallery import`) has written to the store,
+    so that readiness, which never rebuilds, catches up without waiting for a request."""
+    while True:
+        await asyncio.sleep(WATCH_INTERVAL_S)
+        try:
+            await run_in_threadpool(gallery.refresh)
+        except Exception:  # a store that cannot be read now: the requests say why; keep watching
+            log.exception("could not check the gallery store for changes")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -32,12 +45,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.error("gallery not usable: %s", gallery.mismatch)
         app.state.settings, app.state.engine, app.state.gallery = s, engine, gallery
         await engine.start()
+        watcher = asyncio.create_task(_follow_the_store(gallery))
         persons_n, faces_n = gallery.store.counts()
         log.info("ready: model %s on %s, %d persons, %d faces, %s index, threshold %.3f",
                  engine.model_id, engine.embedder.device, persons_n, faces_n, s.index, s.threshold)
         try:
             yield
         finally:
+            watcher.cancel()
             await engine.stop()
             try:  # the next start loads it instead of rebuilding (a 1M-face IVF index: seconds, not minutes)
                 await run_in_threadpool(gallery.save_index)

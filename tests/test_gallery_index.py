@@ -176,3 +176,67 @@ def test_a_failed_retraining_keeps_the_enrolment_and_the_index(tmp_path, monkeyp
     (best, *_), = gallery.search(vectors[5 * 250][None], 1)
     assert best.person_id == "p250"
     gallery.close()
+
+
+def scramble_vectors(path, seed=3):
+    """The issue's reproducer, done through faiss: the same ids and size, the vectors noise."""
+    index = faiss.read_index(str(path))
+    flat = faiss.downcast_index(index.index)
+    codes = faiss.vector_to_array(flat.codes).view(np.float32)
+    noise = np.random.default_rng(seed).standard_normal(codes.shape).astype(np.float32)
+    faiss.copy_array_to_vector(noise.view(np.uint8), flat.codes)
+    faiss.write_index(index, str(path))
+    assert faiss.read_index(str(path)).ntotal == len(codes) // 512
+
+
+def test_a_saved_index_whose_vectors_were_damaged_is_rebuilt(tmp_path, caplog):
+    vectors, _ = clustered(20, 5)
+    gallery = Gallery(tmp_path, "m@1")
+    enrol_people(gallery, vectors, range(20))
+    gallery.save_index()
+    gallery.close()
+    scramble_vectors(tmp_path / "index.faiss")
+    with caplog.at_level("WARNING"):
+        again = Gallery(tmp_path, "m@1")
+    assert any("sha256 differs" in r.getMessage() for r in caplog.records)
+    assert [row[0].person_id for row in again.search(vectors[::5], 1)] == [f"p{i}" for i in range(20)]
+    again.close()
+
+
+def test_a_damaged_index_with_a_note_that_matches_it_fails_the_spot_check(tmp_path, caplog):
+    """Even a note rewritten to the damaged file's digest does not make it trusted: a sample of
+    the store's faces must find themselves in it."""
+    import json
+
+    from core.files import sha256_of
+
+    vectors, _ = clustered(20, 5)
+    gallery = Gallery(tmp_path, "m@1")
+    enrol_people(gallery, vectors, range(20))
+    gallery.save_index()
+    gallery.close()
+    scramble_vectors(tmp_path / "index.faiss")
+    note = json.loads((tmp_path / "index.json").read_text())
+    (tmp_path / "index.json").write_text(json.dumps(note | {"sha256": sha256_of(tmp_path / "index.faiss")}))
+    with caplog.at_level("WARNING"):
+        again = Gallery(tmp_path, "m@1")
+    assert any("is not in it as stored" in r.getMessage() for r in caplog.records)
+    assert [row[0].person_id for row in again.search(vectors[::5], 1)] == [f"p{i}" for i in range(20)]
+    again.close()
+
+
+def test_the_index_and_its_note_reach_the_disk_before_they_are_renamed(tmp_path, monkeypatch):
+    import os
+
+    vectors, _ = clustered(5, 2)
+    gallery = Gallery(tmp_path, "m@1")
+    enrol_people(gallery, vectors, range(5), per_person=2)
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real(fd))
+    gallery.save_index()
+    gallery.close()
+    names = [os.path.basename(p) for p in synced]
+    assert any(n.startswith(".index.") and n.endswith(".faiss") for n in names)  # the data, before the rename
+    assert any(n.startswith(".index.") and n.endswith(".json") for n in names)
+    assert str(tmp_path) in synced  # and the rename itself

@@ -4,7 +4,12 @@ One lock orders every change: a store commit and the matching index update happe
 and an index rebuild never interleaves with an enrolment or a delete. An index update that
 fails rolls the transaction back; a commit that fails takes the update back out of the index.
 Writes by another process (`faceid gallery import` into a running server's folder) are
-noticed through SQLite's data_version before the next request, and the index is rebuilt.
+noticed through SQLite's data_version, before the next request and by the service's watcher,
+and the index is rebuilt (`refresh`, which logs it). Reading readiness never rebuilds.
+
+The index saved at shutdown is trusted at the next start only when its note matches the store
+(generation, model, index settings), the file's sha256 is the one recorded when it was saved,
+and a sample of the store's faces finds itself in it; anything else is rebuilt from the store.
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ from app.gallery.index import (
     IndexKind,
 )
 from app.gallery.store import Entry, NewFace, Person, Store
+from core.files import sha256_of, write_text_atomic
 
 STORE_FILE = "gallery.sqlite3"
 # The index saved at shutdown, and what it was built from: used at the next start when the
 # store is still at that generation (a 1M-face IVF index loads in seconds, builds in minutes).
 INDEX_FILE, INDEX_NOTE = "index.faiss", "index.json"
+SPOT_CHECKS = 32  # stored faces a loaded index must find as themselves before it is trusted
 REBUILD_MASKED_FRACTION = 0.2  # HNSW: rebuild once a fifth of the graph is deleted faces
 log = logging.getLogger(__name__)
 
@@ -90,36 +97,62 @@ class Gallery:
         return {"generation": self.store.generation(), "model_id": self.model_id, "index": list(self._index_args)}
 
     def _saved_index(self) -> FaceIndex | None:
-        """The index saved beside the store, if it was built from the store as it is now."""
+        """The index saved beside the store, if it was built from the store as it is now and
+        holds what the store holds (see the module's docstring)."""
         note_path, index_path = self.data_dir / INDEX_NOTE, self.data_dir / INDEX_FILE
         if not note_path.is_file():
             return None
         try:
             note = json.loads(note_path.read_text())
             if {k: note.get(k) for k in ("generation", "model_id", "index")} != self._note():
-                return None
+                raise ValueError("the store changed since it was saved")
+            if sha256_of(index_path) != note["sha256"]:
+                raise ValueError(f"{index_path.name} is not the file that was saved (sha256 differs)")
             index = FaceIndex.load(index_path, int(note["trained_on"]), *self._index_args)
+            if index.size != self.store.counts()[1]:
+                raise ValueError(f"it holds {index.size} faces, the store {self.store.counts()[1]}")
+            self._spot_check(index)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:  # absent, stale or damaged: build anew
-            log.info("saved index not used (%s); building it from the store", exc)
+            log.warning("saved index not used (%s); building it from the store", exc)
             return None
-        return index if index.size == self.store.counts()[1] else None
+        return index
+
+    def _spot_check(self, index: FaceIndex) -> None:
+        """Raise unless a sample of the store's faces each finds itself among its nearest in
+        `index` (vectors and ids both as stored)."""
+        ids, _ = self.store.face_persons()
+        if not len(ids):
+            return
+        sample = np.random.default_rng(len(ids)).choice(ids, min(SPOT_CHECKS, len(ids)), replace=False)
+        stored_ids, vectors = self.store.embeddings_of(sample.tolist())
+        sims, found = index.search(vectors, 4)  # a few: a photo enrolled twice has a twin
+        for face_id, row_sims, row_ids in zip(stored_ids, sims, found):
+            hit = np.flatnonzero(row_ids == face_id)
+            if not len(hit) or row_sims[hit[0]] < 0.999:
+                raise ValueError(f"stored face {face_id} is not in it as stored")
 
     def save_index(self) -> None:
-        """Save the index beside the store for the next start (at shutdown). Nothing is saved
-        for a refused gallery or an index with masked deletions."""
+        """Save the index beside the store for the next start (at shutdown), with a note of
+        what it was built from and its sha256. Nothing is saved for a refused gallery or an
+        index with masked deletions."""
         with self._lock:
             if self.mismatch or self.index.masked:
                 return
             (self.data_dir / INDEX_NOTE).unlink(missing_ok=True)  # no note: no stale pairing mid-write
-            self.index.save(self.data_dir / INDEX_FILE)
-            note = self._note() | {"trained_on": self.index.trained_on, "faces": self.index.size}
-            (self.data_dir / INDEX_NOTE).write_text(json.dumps(note))
+            index_path = self.data_dir / INDEX_FILE
+            self.index.save(index_path)
+            note = self._note() | {"trained_on": self.index.trained_on, "faces": self.index.size, "sha256": sha256_of(index_path)}
+            write_text_atomic(self.data_dir / INDEX_NOTE, json.dumps(note))
 
-    def refresh(self) -> None:
-        """Rebuild if another process has committed to the store since the index was built."""
+    def refresh(self) -> bool:
+        """Rebuild if another process has committed to the store since the index was built;
+        whether it did."""
         with self._lock:
-            if self.store.data_version() != self._seen_version:
-                self.rebuild()
+            if self.store.data_version() == self._seen_version:
+                return False
+            log.info("the store in %s changed in another process; rebuilding the index", self.data_dir)
+            self.rebuild()
+            return True
 
     def check_usable(self) -> None:
         self.refresh()
@@ -128,10 +161,10 @@ class Gallery:
 
     @property
     def in_sync(self) -> bool:
-        with self._lock:
-            self.refresh()
-            _, faces = self.store.counts()
-            return self.mismatch is None and self.index.size == faces
+        """The index holds every face of the store, made by this model. A cheap read: it never
+        rebuilds (`refresh` does, for requests and the service's watcher)."""
+        _, faces = self.store.counts()
+        return self.mismatch is None and self.index.size == faces
 
     def enroll(self, person_id: str, name: str | None, faces: list[NewFace]) -> tuple[Person, int, bool]:
         ((added, created),) = self._add([(person_id, name, faces)])

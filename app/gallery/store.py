@@ -238,6 +238,14 @@ class Store:
         matrix = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), EMBEDDING_DIM)
         return ids, matrix, [r[1] for r in rows]
 
+    def embeddings_of(self, face_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(face ids found, their embeddings) for some faces."""
+        marks = ",".join("?" * len(face_ids))
+        with self._lock:
+            rows = self._db.execute(f"SELECT face_id, embedding FROM faces WHERE face_id IN ({marks})", tuple(face_ids)).fetchall()
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), EMBEDDING_DIM)
+        return np.array([r[0] for r in rows], dtype=np.int64), matrix
+
     def model_ids(self) -> dict[str, int]:
         with self._lock:
             return dict(self._db.execute("SELECT model_id, COUNT(*) FROM faces GROUP BY model_id").fetchall())
