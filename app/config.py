@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.gallery.index import DEFAULT_EF_SEARCH, DEFAULT_HNSW_M, DEFAULT_IVF_NPROBE
 from core.constants import DECODE_MAX_SIDE
+from core.images import DEFAULT_MAX_BYTES
 
 
 class Settings(BaseSettings):
@@ -28,6 +29,8 @@ class Settings(BaseSettings):
     max_faces: int = Field(10, ge=1, le=100)
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(40_000_000, ge=10_000)
+    max_image_bytes: int = Field(DEFAULT_MAX_BYTES, ge=1 << 20, description=(
+        "memory an image may take once decoded (pixels × bytes Pillow keeps per pixel), checked from its header"))
     max_images_per_enroll: int = Field(20, ge=1)
     detect_max_side: int = Field(DECODE_MAX_SIDE, ge=160, description=(
         "photos are decoded at most this many pixels on a side, a large JPEG at between half this and this (DCT scaling); "

@@ -31,7 +31,7 @@ from core.device import cpu_cores
 from core.embedding.embedder import Embedder
 from core.embedding.runtime import embeds_on_onnx, make_embedder
 from core.faces.pipeline import SERVICE_PIPELINE, Face, FacePipeline, load_pipeline
-from core.images import Decoded, decode_reduced
+from core.images import DEFAULT_MAX_BYTES, Decoded, decode_reduced
 from core.models.backbone import Backbone, load_backbone
 from core.models.thresholds import model_threshold
 
@@ -56,11 +56,13 @@ class Engine:
     embedder. It holds loaded models; `from_settings` loads them."""
 
     def __init__(self, backbone: Backbone, pipeline: FacePipeline, embedder: Embedder, device: str, max_pixels: int,
-                 detect_max_side: int = DECODE_MAX_SIDE, max_pending: int = 16, timeout_s: float = 30.0) -> None:
+                 detect_max_side: int = DECODE_MAX_SIDE, max_pending: int = 16, timeout_s: float = 30.0,
+                 max_image_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.backbone = backbone
         self.pipeline = pipeline
         self.embedder = embedder
-        self.max_pixels = max_pixels
+        self.max_pixels, self.max_image_bytes = max_pixels, max_image_bytes
+        self._large_decodes = threading.Semaphore(1)  # a decode's memory is bounded; so is how many run at once
         self.detect_max_side = detect_max_side
         self.max_pending, self.timeout_s = max_pending, timeout_s
         self._pending = 0
@@ -77,7 +79,7 @@ class Engine:
         backbone = load_backbone(settings.weights, device)
         return cls(backbone, load_pipeline(SERVICE_PIPELINE, device), make_embedder(backbone, device, settings.batch_size, settings.runtime),
                    device, settings.max_pixels, detect_max_side=settings.detect_max_side, max_pending=settings.max_pending,
-                   timeout_s=settings.request_timeout_s)
+                   timeout_s=settings.request_timeout_s, max_image_bytes=settings.max_image_bytes)
 
     @property
     def model_id(self) -> str:
@@ -89,7 +91,7 @@ class Engine:
 
     # -- blocking API: worker threads and the command line -------------------------------
     def decode(self, data: bytes, source: str) -> Decoded:
-        return decode_reduced(data, source, self.max_pixels, self.detect_max_side)
+        return decode_reduced(data, source, self.max_pixels, self.detect_max_side, self.max_image_bytes, self._large_decodes)
 
     def detect_images(self, photos: Sequence[Decoded]) -> list[list[Face]]:
         """Every face of each photo, whole; same-sized photos share detection passes."""

@@ -1,16 +1,27 @@
-"""Decoding: bytes or a file → an upright RGB PIL image, with clear errors for bad input."""
+"""Decoding: bytes or a file → an upright RGB PIL image, with clear errors for bad input.
+
+What a decode may cost is bounded before any pixel is decoded: the pixel count and the bytes
+Pillow will hold for them are checked from the header, a photo too thin to keep a face once
+reduced is refused there, a large JPEG is decoded reduced (DCT scaling), and any other image is
+reduced right after loading, before it is converted or turned upright, so every copy after the
+first is small. High-bit-depth images are brought to 8 bits without float64 copies, a band of
+rows at a time. Callers that decode many photos at once pass a semaphore that large decodes
+(over LARGE_DECODE_BYTES) take one by one.
+"""
 
 from __future__ import annotations
 
 import io
+import threading
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from core.errors import ImageTooLarge, InvalidImage, UnsupportedFormat
+from core.errors import ImageTooLarge, InvalidImage, NoFaceFound, UnsupportedFormat
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "MPO"})
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -20,6 +31,13 @@ _UNSUPPORTED_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"heim
 # Pillow's modes for more than 8 bits per sample; .convert("RGB") clips them to white.
 _WIDE_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 _QUARTER_TURNS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+# Bytes a pixel takes in Pillow's memory, by mode: one for 1/L/P, two for 16-bit greyscale, four
+# for everything else (RGB too is stored in four).
+_ONE_BYTE, _TWO_BYTES = {"1", "L", "P"}, {"I;16", "I;16B", "I;16L", "I;16N"}
+DEFAULT_MAX_BYTES = 4 * DEFAULT_MAX_PIXELS  # an RGB image of the default pixel cap
+LARGE_DECODE_BYTES = 32 << 20  # decodes above this wait for the caller's large-decode slot
+MIN_REDUCED_SIDE = 16  # a photo whose shorter side would be under this once reduced holds no face
+_ROWS_AT_ONCE = 512  # rows of a high-bit-depth image brought to 8 bits together
 
 
 def _unsupported_container(data: bytes) -> str | None:
@@ -28,12 +46,42 @@ def _unsupported_container(data: bytes) -> str | None:
     return None
 
 
+def pixel_bytes(mode: str) -> int:
+    """Bytes one pixel of this mode takes in Pillow's memory."""
+    return 1 if mode in _ONE_BYTE else 2 if mode in _TWO_BYTES else 4
+
+
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """A 16- or 32-bit greyscale image scaled (not clipped) to 8 bits, a band of rows at a time:
+    the only full-size copy made is the 8-bit result."""
+    high = img.getextrema()[1]  # one band: (lowest, highest)
+    assert isinstance(high, (int, float))
+    peak = 65535 if img.mode != "I" or high > 255 else 255
+    out = np.empty((img.height, img.width), dtype=np.uint8)
+    for top in range(0, img.height, _ROWS_AT_ONCE):
+        band = np.asarray(img.crop((0, top, img.width, min(top + _ROWS_AT_ONCE, img.height))), dtype=np.int64)
+        out[top : top + len(band)] = (np.clip(band, 0, peak) * 255 + peak // 2) // peak
+    return Image.fromarray(out, mode="L")
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in _WIDE_MODES:  # 16-bit greyscale: scale, do not clip
-        wide = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if img.mode != "I" or wide.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(wide * (255.0 / peak), 0, 255).round().astype(np.uint8), mode="L")
-    return img.convert("RGB")
+        img = _eight_bit(img)
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _reduced(img: Image.Image, max_side: int) -> Image.Image:
+    """The loaded image at most `max_side` on its longer side, in its own mode (8-bit modes as
+    Pillow's thumbnail does it; wide ones without its reduce step, which they lack)."""
+    if max(img.size) <= max_side:
+        return img
+    if img.mode in _WIDE_MODES:
+        scale = max_side / max(img.size)
+        return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BILINEAR)
+    if img.mode not in ("RGB", "L"):  # palette and others: colours first (resampling a palette picks, not blends)
+        img = img.convert("RGB")
+    img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    return img
 
 
 @dataclass(frozen=True)
@@ -53,7 +101,8 @@ def decode_image(data: bytes, source: str = "image", max_pixels: int = DEFAULT_M
     return decode_reduced(data, source, max_pixels).image
 
 
-def decode_reduced(data: bytes, source: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None) -> Decoded:
+def decode_reduced(data: bytes, source: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None,
+                   max_bytes: int = DEFAULT_MAX_BYTES, large_decodes: threading.Semaphore | None = None) -> Decoded:
     """Decode `data` to upright RGB, no larger than `max_side` on its longer side.
 
     The pixel count is checked from the header before any pixel is decoded, so a
@@ -76,13 +125,20 @@ def decode_reduced(data: bytes, source: str = "image", max_pixels: int = DEFAULT
             width, height = img.size
             if width * height > max_pixels:
                 raise ImageTooLarge(source, f"{width}x{height} pixels exceeds the limit of {max_pixels}")
+            if max_side is not None and min(width, height) * min(1.0, max_side / max(width, height)) < MIN_REDUCED_SIDE:
+                raise NoFaceFound(source, f"no face found: a {width}x{height} photo is too small or too thin to hold one")
             if max_side is not None and img.format == "JPEG" and max(width, height) > max_side:
                 img.draft("RGB", _draft_size(width, height, max_side))
-            img.load()
-            turned = img.getexif().get(ExifTags.Base.Orientation, 1) in _QUARTER_TURNS
-            img = _to_rgb(ImageOps.exif_transpose(img))
-            if max_side is not None and max(img.size) > max_side:
-                img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+            need = img.width * img.height * pixel_bytes(img.mode)
+            if need > max_bytes:
+                raise ImageTooLarge(source, f"{width}x{height} pixels in mode {img.mode} take {need >> 20} MiB to decode, "
+                                            f"over the limit of {max_bytes >> 20} MiB")
+            with large_decodes if large_decodes is not None and need > LARGE_DECODE_BYTES else nullcontext():
+                img.load()
+                turned = img.getexif().get(ExifTags.Base.Orientation, 1) in _QUARTER_TURNS
+                if max_side is not None:
+                    img = _reduced(img, max_side)
+                img = _to_rgb(ImageOps.exif_transpose(img))
             original = (height, width) if turned else (width, height)
             return Decoded(img, max(width, height) / max(img.size), original)  # EXIF rotation keeps the longer side
     except Image.DecompressionBombError as exc:

@@ -144,3 +144,48 @@ def test_every_acknowledged_enrolment_survives_kill_9(serve, group_faces):
         ready = http.get("/readyz").json()
         assert ready["ready"] and ready["persons"] == len(acknowledged) == 6
         assert all(http.get(f"/persons/{p}").status_code == 200 for p in acknowledged)
+
+
+def grey16_png(side: int) -> bytes:
+    """The issue's reproducer: a blank 16-bit greyscale PNG of side² pixels, a few dozen KB."""
+    import struct
+    import zlib
+
+    chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    header = struct.pack(">IIBBBBB", side, side, 16, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * (1 + 2 * side) * side, 9)) + chunk(b"IEND", b"")
+
+
+def peak_resident_mib(pid: int) -> float:
+    """The process's high-water mark of resident memory (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+# What sixteen at once may add to the server's peak: the decodes take turns and keep one
+# 16-bit full-size copy (76 MiB for 6324²) at a time. Before the fix each took +1 GB.
+BOMB_BUDGET_MIB = 400
+
+
+def test_sixteen_sixteen_bit_bombs_at_once_stay_within_a_memory_budget(serve, group_faces):
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = serve()
+    with httpx.Client(base_url=server.base, timeout=60) as http:  # everything loaded and warm first
+        assert http.post("/identify", files={"image": ("q.jpg", jpeg(group_faces[0]), "image/jpeg")}).status_code == 200
+    before = peak_resident_mib(server.proc.pid)
+    bomb = grey16_png(6324)  # just under the 40-megapixel cap
+    assert len(bomb) < 100_000
+
+    def send(_: int) -> int:
+        return httpx.post(f"{server.base}/identify", files={"image": ("b16.png", bomb, "image/png")}, timeout=120).status_code
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(send, range(16)))
+    assert statuses == [422] * 16, statuses  # blank: no face, each answered
+    grown = peak_resident_mib(server.proc.pid) - before
+    assert grown < BOMB_BUDGET_MIB, f"peak resident memory grew by {grown:.0f} MiB"
+    assert time.monotonic() - started < 60

@@ -27,7 +27,8 @@ def _ready(gallery: Gallery) -> Ready:
     in_sync = gallery.in_sync
     persons, faces = gallery.store.counts()
     writable = gallery.store.writable()
-    detail = gallery.mismatch or (None if writable else f"{gallery.store.path} is read-only: identification works, enrolment does not")
+    behind = None if in_sync else f"the index holds {gallery.index.size} faces of the store's {faces}: catching up with another process's writes"
+    detail = gallery.mismatch or behind or (None if writable else f"{gallery.store.path} is read-only: identification works, enrolment does not")
     return Ready(ready=in_sync and writable, model_id=gallery.model_id, persons=persons, faces=faces,
                  index_size=gallery.index.size, index=gallery.index.kind, writable=writable, detail=detail)
 
