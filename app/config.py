@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.connections import ConnectionLimits
 from app.gallery.index import DEFAULT_EF_SEARCH, DEFAULT_HNSW_M, DEFAULT_IVF_NPROBE
 from core.constants import DECODE_MAX_SIDE
 from core.images import DEFAULT_MAX_BYTES
@@ -39,6 +40,11 @@ class Settings(BaseSettings):
     max_pending: int = Field(16, ge=1, description="photos waiting for detection; past this, 503 with Retry-After")
     request_timeout_s: float = Field(30.0, gt=0, description="a request's face work past this answers 503")
     batch_size: int = Field(32, ge=1, le=512, description="faces per embedder batch")
+    max_connections: int = Field(1000, ge=1, description="open connections; past this a new one gets 503 (capped below the process's file limit)")
+    header_timeout_s: float = Field(10.0, gt=0, description="a request's head (line and headers) must arrive within this, else 408")
+    max_header_bytes: int = Field(64 * 1024, ge=1024, description="a request head over this gets 431")
+    min_body_rate: float = Field(8 * 1024, ge=0, description="bytes/s a request body must average once body_grace_s has passed, else the connection closes")
+    body_grace_s: float = Field(10.0, ge=0, description="how long a request body may take before min_body_rate applies")
     index: Literal["flat", "hnsw", "ivf"] = Field(
         "flat", description="flat: exact; ivf: approximate for large galleries (exact below 50k faces); hnsw: approximate")
     hnsw_m: int = Field(DEFAULT_HNSW_M, ge=4, le=128)
@@ -58,6 +64,9 @@ class Settings(BaseSettings):
         if self.threshold is None:
             raise RuntimeError("the threshold is resolved by the app's lifespan before any request")
         return self.threshold
+
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(self.max_connections, self.header_timeout_s, self.max_header_bytes, self.min_body_rate, self.body_grace_s)
 
     def resolved_device(self) -> str:
         # Imported here: torch loads only when a model is about to.

@@ -102,6 +102,12 @@ class Engine:
         return self.detect_images([self.decode(data, source)])[0]
 
     # -- bounded work ----------------------------------------------------------------------
+    def saturation(self) -> str | None:
+        """Why a new photo would be refused now, or None: read before its upload is."""
+        with self._pending_lock:
+            waiting = self._pending
+        return f"{waiting} photos are already waiting for face detection; try again shortly" if waiting >= self.max_pending else None
+
     async def _bounded(self, source: str, fn: Callable[..., T], *args: object) -> T:
         """Run `fn` in a worker thread if fewer than `max_pending` are waiting, within the time limit."""
         with self._pending_lock:

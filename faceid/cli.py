@@ -119,6 +119,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.config import Settings
+    from app.connections import uvicorn_options
     from app.engine import set_serving_threads
     from app.gallery.store import check_data_dir
     from app.main import create_app
@@ -127,7 +128,7 @@ def _serve(args: argparse.Namespace) -> int:
     check_data_dir(settings.data_dir)  # one clear line, not a traceback from the lifespan
     _limit_malloc_arenas()
     set_serving_threads(settings)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info", **uvicorn_options(settings.connection_limits()))
     return 0
 
 

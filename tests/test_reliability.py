@@ -166,6 +166,29 @@ def test_a_full_queue_answers_503_with_retry_after(tmp_path, group_faces):
         assert c.get("/healthz").status_code == 200
 
 
+def test_when_the_queue_is_full_the_503_comes_before_the_upload_is_read(tmp_path, group_faces):
+    with TestClient(create_app(settings(tmp_path, max_pending=1))) as c:
+        release, entered = threading.Event(), threading.Event()
+        pipeline = c.app.state.engine.pipeline
+        original = pipeline.detect_batch
+
+        def slow(images):
+            entered.set()
+            release.wait(30)
+            return original(images)
+
+        pipeline.detect_batch = slow
+        first = threading.Thread(target=identify, args=(c, jpeg(group_faces[0])))
+        first.start()
+        assert entered.wait(30)
+        sent: list[int] = []
+        r = c.post("/identify", content=chunked(50 << 20, sent), headers={"Content-Type": "multipart/form-data; boundary=b"})
+        release.set()
+        first.join(60)
+        assert r.status_code == 503 and r.headers["Retry-After"] == "1" and "waiting" in r.json()["detail"]
+        assert sum(sent) < 1 << 20  # answered from the head: 50 MB offered, almost none read
+
+
 def test_a_request_past_its_time_limit_answers_503(tmp_path, group_faces):
     with TestClient(create_app(settings(tmp_path, request_timeout_s=0.2))) as c:
         release = threading.Event()

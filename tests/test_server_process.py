@@ -189,3 +189,74 @@ def test_sixteen_sixteen_bit_bombs_at_once_stay_within_a_memory_budget(serve, gr
     grown = peak_resident_mib(server.proc.pid) - before
     assert grown < BOMB_BUDGET_MIB, f"peak resident memory grew by {grown:.0f} MiB"
     assert time.monotonic() - started < 60
+
+
+def raw(server: Server) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), timeout=10)
+
+
+def answer(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_slowloris_heads_are_closed_within_the_timeout_and_others_are_served(serve):
+    server = serve(FACEID_HEADER_TIMEOUT_S="2")
+    slow = [raw(server) for _ in range(20)]
+    started = time.monotonic()
+    for sock in slow:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+    served = httpx.get(f"{server.base}/healthz", timeout=5)  # meanwhile, a whole request is served
+    assert served.status_code == 200
+    for sock in slow:
+        sock.sendall(b"X-A: b\r\n")
+    replies = [answer(sock) for sock in slow]
+    assert time.monotonic() - started < 6
+    assert all(r.startswith(b"HTTP/1.1 408") and b"did not arrive within 2 s" in r for r in replies)
+
+
+def test_a_body_sent_at_a_trickle_is_cut_off(serve):
+    server = serve(FACEID_MIN_BODY_RATE="65536", FACEID_BODY_GRACE_S="1")
+    sock = raw(server)
+    sock.sendall(b"POST /identify HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 1000000\r\n\r\n")
+    started, closed = time.monotonic(), False
+    while time.monotonic() - started < 15:
+        try:
+            sock.sendall(b"x" * 1024)  # 1 KB every 0.25 s: far under 64 KB/s
+            time.sleep(0.25)
+            if sock.recv(1, socket.MSG_DONTWAIT) == b"":  # the server closed it
+                closed = True
+                break
+        except BlockingIOError:  # nothing to read yet: still open
+            continue
+        except OSError:  # reset while sending
+            closed = True
+            break
+    assert closed and time.monotonic() - started < 6
+    assert httpx.get(f"{server.base}/healthz", timeout=5).status_code == 200
+
+
+def test_past_the_connection_cap_a_new_connection_gets_503_at_once(serve):
+    server = serve(FACEID_MAX_CONNECTIONS="5")
+    held = [raw(server) for _ in range(5)]  # open, silent
+    time.sleep(0.3)
+    extra = raw(server)
+    reply = answer(extra)
+    assert reply.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in reply.lower() and b"too many connections" in reply
+    for sock in held:
+        sock.close()
+    time.sleep(0.3)
+    assert httpx.get(f"{server.base}/healthz", timeout=5).status_code == 200
+
+
+def test_an_oversized_request_head_gets_431_not_a_reset(serve):
+    server = serve()
+    sock = raw(server)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n")
+    reply = answer(sock)
+    assert reply.startswith(b"HTTP/1.1 431") and b"over 65536 bytes" in reply
+    r = httpx.get(f"{server.base}/healthz", headers={"X-Fine": "a" * 30_000}, timeout=5)  # under the limit: served
+    assert r.status_code == 200
