@@ -10,6 +10,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from app.engine import Overloaded
 from app.gallery.gallery import ModelMismatch
@@ -97,6 +99,16 @@ def _sanitised(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))} for e in errors]
 
 
+def allowed_methods(request: Request) -> list[str] | None:
+    """The methods the OpenAPI document gives this request's path (HEAD with GET), or None for
+    a path it does not list."""
+    for template, operations in request.app.openapi()["paths"].items():
+        if compile_path(template)[0].match(request.url.path):
+            methods = {method.upper() for method in operations}
+            return sorted(methods | ({"HEAD"} if "GET" in methods else set()))
+    return None
+
+
 def install(app: FastAPI) -> None:
     async def known(request: Request, exc: Exception) -> JSONResponse:
         cls = next(cls for cls in STATUS if isinstance(exc, cls))
@@ -114,8 +126,16 @@ def install(app: FastAPI) -> None:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)  # the handler is registered for it alone
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405 and (methods := allowed_methods(request)) is not None:
+            headers["Allow"] = ", ".join(methods)  # every method the path takes, not only the first route's
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
     for cls in STATUS:
         app.add_exception_handler(cls, known)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(FaceIdError, unexpected)
     app.add_exception_handler(Exception, unexpected)

@@ -10,11 +10,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from app import errors, metrics
+from app import contract, errors, metrics
 from app.config import Settings
 from app.engine import Engine
 from app.gallery.gallery import Gallery
 from app.guard import RequestGuard
+from app.headers import SecurityHeaders
 from app.routes import health, identify, persons
 
 log = logging.getLogger("faceid")
@@ -68,8 +69,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.metrics = metrics.Metrics()
     app.add_middleware(RequestGuard)  # the key and the body size, before any body is read
-    app.add_middleware(metrics.RequestMetrics, metrics=app.state.metrics)  # outermost: refusals are counted too
+    app.add_middleware(metrics.RequestMetrics, metrics=app.state.metrics)  # refusals are counted too
+    app.add_middleware(SecurityHeaders)  # outermost: every answer carries them
     errors.install(app)
+    contract.install(app)
     for module in (health, identify, persons):
         app.include_router(module.router)
     return app

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, JsonValue, field_validator
 
 from core.constants import EMBEDDING_DIM
 
@@ -69,28 +69,38 @@ class IdentifyResponse(BaseModel):
     model_id: str
 
 
+# Each value of an embedding is 0 or, in magnitude, between SMALLEST and LARGEST: finite in
+# float32, and never so small that it flushes to zero there. The schema says so, and that not
+# every value is 0, so every vector it admits has a direction and is answered.
+SMALLEST, LARGEST = 1e-30, 3.4e38
+_VALUE: dict[str, JsonValue] = {"type": "number", "anyOf": [{"const": 0}, {"minimum": SMALLEST, "maximum": LARGEST},
+                                                            {"minimum": -LARGEST, "maximum": -SMALLEST}]}
+
+
 class EmbeddingQuery(BaseModel):
-    embedding: list[float] = Field(min_length=EMBEDDING_DIM, max_length=EMBEDDING_DIM)
+    embedding: list[float] = Field(min_length=EMBEDDING_DIM, max_length=EMBEDDING_DIM, json_schema_extra={
+        "items": _VALUE, "not": {"items": {"const": 0}},
+        "description": f"{EMBEDDING_DIM} values, each 0 or of magnitude {SMALLEST:g} to {LARGEST:g} (float32), not all 0"})
     top_k: int | None = Field(None, ge=1, le=100)
     threshold: float | None = Field(None, ge=-1.0, le=1.0)
 
     @field_validator("embedding")
     @classmethod
     def _usable_in_float32(cls, value: list[float]) -> list[float]:
-        """The index works in float32: values must stay finite there, and the vector must
-        keep a direction (a norm that neither vanishes nor overflows)."""
-        with np.errstate(over="ignore", under="ignore"):
-            vector = np.asarray(value, dtype=np.float64).astype(np.float32)
-            norm = float(np.linalg.norm(vector))
-        if not np.isfinite(vector).all():
+        """The index works in float32: the rule the schema states, checked."""
+        vector = np.asarray(value, dtype=np.float64)
+        magnitude = np.abs(vector)
+        if not np.isfinite(vector).all() or (magnitude > LARGEST).any():
             raise ValueError("embedding has values that are not finite in float32 (NaN, infinity, or beyond ±3.4e38)")
-        if not np.isfinite(norm) or norm < 1e-6:
-            raise ValueError("embedding's norm vanishes or overflows in float32; send a vector with a direction")
+        if ((magnitude > 0) & (magnitude < SMALLEST)).any():
+            raise ValueError(f"embedding has values under {SMALLEST:g} in magnitude, which float32 flushes to zero; send 0 or larger")
+        if not magnitude.any():
+            raise ValueError("embedding is all zeros (in float32 it has no direction); send a vector with a direction")
         return value
 
     def unit_vector(self) -> np.ndarray:
-        vector = np.asarray(self.embedding, dtype=np.float32)
-        return vector / np.linalg.norm(vector)
+        vector = np.asarray(self.embedding, dtype=np.float64)  # float64: the norm of 1e-30s does not underflow
+        return (vector / np.linalg.norm(vector)).astype(np.float32)
 
 
 class EmbeddingResult(BaseModel):

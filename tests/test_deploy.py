@@ -82,7 +82,7 @@ def test_runtime_is_non_root_and_checks_readiness():
     users = [args for op, args in runtime if op == "USER"]
     assert users and users[-1] not in {"root", "0"}
     (health,) = [args for op, args in runtime if op == "HEALTHCHECK"]
-    assert "/readyz" in health
+    assert health.split(" CMD ", 1)[1] == '["faceid", "probe"]'
     (cmd,) = [args for op, args in runtime if op == "CMD"]
     assert cmd.startswith('["faceid", "serve"')
 

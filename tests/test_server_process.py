@@ -260,3 +260,26 @@ def test_an_oversized_request_head_gets_431_not_a_reset(serve):
     assert reply.startswith(b"HTTP/1.1 431") and b"over 65536 bytes" in reply
     r = httpx.get(f"{server.base}/healthz", headers={"X-Fine": "a" * 30_000}, timeout=5)  # under the limit: served
     assert r.status_code == 200
+
+
+def test_the_shipped_healthchecks_pass_with_a_key_set(serve):
+    """The Dockerfile's and the compose file's healthcheck commands, run against a server with
+    FACEID_API_KEY set: ready with the key in the environment, unhealthy with a wrong one."""
+    import json
+    import shlex
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    docker = next(line for line in (root / "Dockerfile").read_text().replace("\\\n", " ").splitlines() if line.startswith("HEALTHCHECK"))
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())["services"]["api"]["healthcheck"]["test"]
+    assert compose[0] == "CMD"
+    commands = [json.loads(docker.split(" CMD ", 1)[1]), compose[1:]]
+    server = serve(FACEID_API_KEY=KEY)
+    url = f"{server.base}/readyz"
+    bin_dir = str(Path(sys.executable).parent)
+    for argv in commands:
+        env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FACEID_API_KEY": KEY}
+        assert subprocess.run([*argv, "--url", url], env=env, timeout=60).returncode == 0, shlex.join(argv)
+        wrong = subprocess.run([*argv, "--url", url], env=env | {"FACEID_API_KEY": "w" * 24}, capture_output=True, text=True, timeout=60)
+        assert wrong.returncode == 1 and "answered 401" in wrong.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -215,3 +216,33 @@ def test_gallery_import_enrols_a_folder_and_resumes(facecom_dir, tmp_path, monke
         assert c.get("/persons/person_0").json()["n_faces"] == 2
         r = identify(c, (facecom_dir / "person_3" / "distortion" / "person_3_0001_blurred.jpg").read_bytes())
         assert r.json()["faces"][0]["match"]["person_id"] == "person_3"
+
+
+def test_a_method_a_path_does_not_take_gets_405_naming_every_method_it_does(client):
+    r = client.options("/persons/ada")
+    assert r.status_code == 405 and set(r.headers["allow"].split(", ")) == {"GET", "HEAD", "DELETE"}
+    assert client.put("/identify").headers["allow"] == "POST"
+
+
+def test_every_answer_carries_the_security_headers(client):
+    for r in (client.get("/healthz"), client.get("/persons/nobody"), client.post("/identify")):
+        assert r.headers["x-content-type-options"] == "nosniff" and r.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"] and r.headers["referrer-policy"] == "no-referrer"
+
+
+def test_the_document_says_what_forms_and_embeddings_may_hold(client):
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    identify = schemas["Body_identify_identify_post"]["properties"]
+    assert identify["max_faces"] == {"type": "integer", "maximum": 100.0, "minimum": 1.0, "title": "Max Faces"}  # no null: forms cannot send one
+    assert identify["image"]["minLength"] == 1
+    assert schemas["Body_enroll_enroll_post"]["properties"]["images"]["items"]["minLength"] == 1
+    embedding = schemas["EmbeddingQuery"]["properties"]["embedding"]
+    assert embedding["not"] == {"items": {"const": 0}} and embedding["items"]["anyOf"][0] == {"const": 0}
+
+
+def test_every_embedding_the_schema_admits_is_answered_and_the_rest_are_422(client):
+    tiny = [1e-30] + [0.0] * 511  # the smallest the schema admits: it still has a direction
+    r = client.post("/identify/embedding", json={"embedding": tiny})
+    assert r.status_code == 200 and r.json()["match"] is None
+    r = client.post("/identify/embedding", json={"embedding": [0.0] * 512})
+    assert r.status_code == 422 and "all zeros" in json.dumps(r.json())
