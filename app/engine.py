@@ -2,16 +2,19 @@
 
 `Engine.from_settings` builds the pipeline from the service's settings; `/enroll`,
 `/identify` and `faceid gallery import` all go through it, so they decode, detect, choose and
-crop faces the same way. Model work runs in worker threads, never on the event loop. Embedding
-requests that arrive together are merged into one forward pass (up to `batch_size` faces),
-which is where a GPU gains most. On the CPU, as many photos are detected at once as there
-are cores (with 4 clients on 2 cores, a fifth more identifies/s than one detection at a time
-with the embedder waiting on the same lock; README, "Design choices, measured"), and the embedder
-has a lock of its own. On CUDA the device serialises both.
+crop faces the same way. Model work runs in worker threads, never on the event loop.
 
-Work per request is bounded: photos are detected at most `detect_max_side` pixels on a side,
-at most `max_pending` photos wait for detection (then 503 with Retry-After), and a request's
-face work past `request_timeout_s` answers 503 instead of holding its client.
+On the CPU an /identify is one worker-thread hop (check, decode, detect, embed, search). As
+many photos are detected at once as there are cores, each on one torch thread; a lone request
+embeds on every core, requests side by side on one core each (a second ONNX Runtime session), so
+no run waits on a core another is using (README, "Design choices, measured"). On CUDA,
+embedding requests that arrive together are merged into one forward pass (up to `batch_size`
+faces), which is where a GPU gains most, and the device serialises the work.
+
+Work per request is bounded: photos are decoded at most `detect_max_side` pixels on a side, at
+most `max_pending` photos are in the engine (then 503 with Retry-After, decided in app/guard.py
+before the upload is read), and a request's face work past `request_timeout_s` answers 503
+instead of holding its client.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from core.constants import DECODE_MAX_SIDE, EMBEDDING_DIM
 from core.device import cpu_cores
 from core.embedding.embedder import Embedder
 from core.embedding.runtime import embeds_on_onnx, make_embedder
+from core.errors import NoFaceFound
 from core.faces.pipeline import SERVICE_PIPELINE, Face, FacePipeline, load_pipeline
 from core.images import DEFAULT_MAX_BYTES, Decoded, decode_reduced
 from core.models.backbone import Backbone, load_backbone
@@ -47,6 +51,13 @@ def set_serving_threads(settings: Settings) -> None:
         torch.set_num_threads(1)
 
 
+def largest(faces: list[Face], limit: int, source: str) -> list[Face]:
+    """The `limit` largest faces, largest first (with a cap, the people in front are answered)."""
+    if not faces:
+        raise NoFaceFound(source, "no face found")
+    return sorted(faces, key=lambda f: -f.area)[:limit]
+
+
 class Overloaded(Exception):
     """Too much work queued, or a request ran past its time limit: come back shortly."""
 
@@ -59,6 +70,7 @@ class Engine:
                  detect_max_side: int = DECODE_MAX_SIDE, max_pending: int = 16, timeout_s: float = 30.0,
                  max_image_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.backbone = backbone
+        self.device = device
         self.pipeline = pipeline
         self.embedder = embedder
         self.max_pixels, self.max_image_bytes = max_pixels, max_image_bytes
@@ -67,7 +79,8 @@ class Engine:
         self.max_pending, self.timeout_s = max_pending, timeout_s
         self._pending = 0
         self._pending_lock = threading.Lock()
-        self._detect_slots = threading.Semaphore(1 if device == "cuda" else cpu_cores())
+        self._cores = cpu_cores()
+        self._detect_slots = threading.Semaphore(1 if device == "cuda" else self._cores)
         self._embed_lock = threading.Lock()
         self._queue: asyncio.Queue[tuple[torch.Tensor, asyncio.Future]] | None = None
         self._worker: asyncio.Task | None = None
@@ -97,6 +110,11 @@ class Engine:
         """Every face of each photo, whole; same-sized photos share detection passes."""
         with self._detect_slots:
             return self.pipeline.faces(photos)
+
+    def _alone(self) -> bool:
+        """Whether at most one request is in the engine now."""
+        with self._pending_lock:
+            return self._pending <= 1
 
     def detect_blocking(self, data: bytes, source: str) -> list[Face]:
         return self.detect_images([self.decode(data, source)])[0]
@@ -133,6 +151,8 @@ class Engine:
             if not crops:
                 return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
             crops = torch.stack(list(crops))
+        if self.device == "cpu" and not self._alone():  # side by side with other requests, a core each
+            return self.embedder.embed(crops, one_core=True)
         with self._embed_lock:
             return self.embedder.embed(crops)
 
@@ -151,6 +171,26 @@ class Engine:
                 await self._worker
             except asyncio.CancelledError:
                 pass
+
+    async def identify(self, data: bytes, source: str, max_faces: int, search: Callable[[np.ndarray], T],
+                       check: Callable[[], None]) -> tuple[list[Face], np.ndarray, T]:
+        """The faces of a photo (the largest `max_faces`), their embeddings, and `search` of them,
+        after `check` (the gallery usable). On the CPU all of it is one worker-thread hop: the
+        embedder batching across requests pays on a GPU, not for ONNX Runtime at batch 1, and
+        each hop back to the event loop cost its own scheduling."""
+        if self.device == "cpu":
+            return await self._bounded(source, self._identify_blocking, data, source, max_faces, search, check)
+        await run_in_threadpool(check)
+        faces = largest(await self.detect(data, source), max_faces, source)
+        vectors = await self.embed([f.crop for f in faces])
+        return faces, vectors, await run_in_threadpool(search, vectors)
+
+    def _identify_blocking(self, data: bytes, source: str, max_faces: int, search: Callable[[np.ndarray], T],
+                           check: Callable[[], None]) -> tuple[list[Face], np.ndarray, T]:
+        check()
+        faces = largest(self.detect_blocking(data, source), max_faces, source)
+        vectors = self.embed_blocking([f.crop for f in faces])
+        return faces, vectors, search(vectors)
 
     async def embed(self, crops: list[torch.Tensor]) -> np.ndarray:
         """Embeddings of `crops`, merged with other requests' crops into shared batches."""

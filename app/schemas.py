@@ -117,6 +117,7 @@ class Ready(BaseModel):
     faces: int
     index_size: int
     index: str
+    runtime: str = Field(description="what embeds: onnx-int8, onnx (fp32) or torch")
     writable: bool
     detail: str | None = None
 

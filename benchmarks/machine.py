@@ -6,21 +6,10 @@ import importlib.metadata
 import os
 import platform
 import statistics
-from pathlib import Path
 
-from core.device import cpu_flags, cpu_kind
+from core.device import cpu_flags, cpu_kind, cpu_model
 
 PACKAGES = ("torch", "onnxruntime", "faiss-cpu", "facenet-pytorch", "numpy", "pillow", "fastapi", "uvicorn")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine() -> dict:
@@ -34,7 +23,7 @@ def machine() -> dict:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
-    return {"cpu": _cpu_model(), "cpu_kind": cpu_kind(), "cpu_flags": list(cpu_flags()), "cores": cores, "python": platform.python_version(),
+    return {"cpu": cpu_model(), "cpu_kind": cpu_kind(), "cpu_flags": list(cpu_flags()), "cores": cores, "python": platform.python_version(),
             "os": platform.platform(), "versions": versions}
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from app.gallery.index import FaceIndex
 from benchmarks.machine import machine, spread
 from benchmarks.photos import jpeg_at
+from benchmarks.yardstick import yardstick_ms
 
 
 def free_port() -> int:
@@ -65,10 +66,14 @@ def query_sets(people: list[Path]) -> dict[str, list[bytes]]:
 
 
 def http_benchmarks(data: Path, weights: str, n_persons: int, n_requests: int, client_counts: list[int]) -> dict:
+    """One run, with its own server. Each figure also in yardsticks (benchmarks/yardstick.py,
+    measured just before the figure's own load, with the server idle: this machine's speed
+    drifts by a third within minutes): p50 / yardstick, and identifies/s × yardstick."""
     people = sorted(d for d in data.iterdir() if d.is_dir())
     people = [p for p in people if "_frontal" not in p.name][: n_persons // 2] + [p for p in people if "_frontal" in p.name][: n_persons // 2]
     clean = [(p.name, min(p.glob("*.jpg"))) for p in people]
-    out: dict = {}
+    yardstick = yardstick_ms()
+    out: dict = {"yardstick_ms": yardstick}
     with tempfile.TemporaryDirectory() as tmp:
         proc, base = start_server(Path(tmp), weights)
         try:
@@ -80,23 +85,30 @@ def http_benchmarks(data: Path, weights: str, n_persons: int, n_requests: int, c
             local = threading.local()
 
             for label, photos in query_sets(people).items():
-                def one(i: int, photos: list[bytes] = photos) -> tuple[float, int]:
+                def one(i: int, photos: list[bytes] = photos) -> tuple[float, int, float]:
+                    """(seconds, status, seconds of it the server spent on the face work)."""
                     if not hasattr(local, "client"):  # one keep-alive connection per client thread
                         local.client = httpx.Client(base_url=base, timeout=120)
                     t = time.perf_counter()
                     r = local.client.post("/identify", files={"image": ("q.jpg", photos[i % len(photos)], "image/jpeg")})
-                    return time.perf_counter() - t, r.status_code
+                    elapsed = time.perf_counter() - t
+                    timing = r.headers.get("server-timing", "faces;dur=nan")
+                    return elapsed, r.status_code, float(timing.split("dur=")[1]) / 1000
 
                 for clients in client_counts:
                     one(0)
+                    yardstick = yardstick_ms(15)
                     start = time.perf_counter()
                     with ThreadPoolExecutor(clients) as pool:
                         results = list(pool.map(one, range(n_requests)))
                     wall = time.perf_counter() - start
-                    out[f"{label}_identify_{clients}_clients"] = row = {
-                        **percentiles([t for t, _ in results]), "requests_per_s": round(n_requests / wall, 2),
-                        "non_200": sum(1 for _, code in results if code != 200),
-                    }
+                    row = {**percentiles([t for t, _, _ in results]), "requests_per_s": round(n_requests / wall, 2),
+                           "non_200": sum(1 for _, code, _ in results if code != 200),
+                           # what a request cost beyond the face work: multipart, routing, JSON, the connection
+                           "http_overhead_p50": round(1000 * float(np.median([t - work for t, _, work in results])), 1)}
+                    row |= {"yardstick_ms": yardstick, "p50_yardsticks": round(row["p50"] / yardstick, 3),
+                            "per_s_per_yardstick": round(row["requests_per_s"] * yardstick / 1000, 3)}
+                    out[f"{label}_identify_{clients}_clients"] = row
                     print(f"{label}, {clients} clients: {json.dumps(row)}", flush=True)
         finally:
             proc.terminate()
@@ -156,7 +168,8 @@ def main() -> None:
     runs = [http_benchmarks(args.data, args.weights or default_weights(), args.persons, args.requests,
                             [int(c) for c in args.clients.split(",")]) for _ in range(args.repeat)]
     report: dict = {"machine": machine(), "repeats": args.repeat, "http_runs": runs,
-                    "http": {"enroll_images_per_s": spread([r["enroll_images_per_s"] for r in runs])}}
+                    "http": {"enroll_images_per_s": spread([r["enroll_images_per_s"] for r in runs]),
+                             "yardstick_ms": spread([r["yardstick_ms"] for r in runs])}}
     for key, row in runs[0].items():  # each figure's spread over the runs, each run with its own server
         if isinstance(row, dict):
             report["http"][key] = {figure: spread([r[key][figure] for r in runs]) for figure in row}

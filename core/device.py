@@ -35,6 +35,17 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what the platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 @cache
 def cpu_flags() -> tuple[str, ...]:
     """Which of FLAGS_THAT_MATTER this CPU reports (Linux /proc/cpuinfo; empty elsewhere)."""

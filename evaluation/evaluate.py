@@ -38,7 +38,8 @@ def evaluate(run: EvaluationRun) -> dict:
     config = replace(DATASET_PIPELINE, use_fallback=run.use_fallback, retry_enhanced=run.retry_enhanced)
     pipeline = load_pipeline(config, device)
     embedder = make_embedder(backbone, device, runtime=run.runtime)  # as the service embeds: ONNX Runtime on the CPU
-    cache_id = backbone.model_id if run.runtime in ("auto", "onnx", "torch") else f"{backbone.model_id}|{run.runtime}"
+    # fp32 ONNX and torch agree to 1e-4 and share cached embeddings; int8 has its own.
+    cache_id = backbone.model_id if embedder.runtime in ("onnx", "torch") else f"{backbone.model_id}|{embedder.runtime}"
     embeddings, faces, crops = embed_samples(samples, pipeline, embedder, cache_id, run.cache_dir)
     threshold = run.threshold if run.threshold is not None else model_threshold(backbone.source)
     qualities = [assess(c.permute(1, 2, 0).numpy(), f.box, f.score) for c, f in zip(crops, faces)]
@@ -46,7 +47,7 @@ def evaluate(run: EvaluationRun) -> dict:
                                     [q.measures["over_exposed"] for q in qualities])
     report["weights"] = backbone.source
     report["model_id"] = backbone.model_id
-    report["runtime"] = run.runtime
+    report["runtime"] = embedder.runtime
     report["pipeline"] = {"use_fallback": config.use_fallback, "retry_enhanced": config.retry_enhanced,
                           "box_regressor": pipeline.regressor.sha256 if pipeline.regressor is not None else None}
     if run.plots:

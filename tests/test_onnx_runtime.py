@@ -76,9 +76,10 @@ def test_a_missing_runtime_is_a_clear_error(backbone, monkeypatch):
         OnnxEmbedder(backbone.net, backbone.sha256)
 
 
-def test_the_runtime_follows_the_hardware(backbone, monkeypatch, tmp_path):
-    monkeypatch.setenv("FACEID_MODELS_DIR", str(tmp_path))
-    assert isinstance(make_embedder(backbone, "cpu", runtime="auto"), OnnxEmbedder)
+def test_the_runtime_follows_the_hardware(backbone):
+    auto = make_embedder(backbone, "cpu", runtime="auto")  # on the CPU: the int8 copy, once it has passed its check here
+    assert isinstance(auto, OnnxEmbedder) and auto.runtime == "onnx-int8"
+    assert make_embedder(backbone, "cpu", runtime="onnx").runtime == "onnx"
     assert type(make_embedder(backbone, "cpu", runtime="torch")) is Embedder
     with pytest.raises(ValueError, match="choose auto, torch, onnx, onnx-int8"):
         make_embedder(backbone, "cpu", runtime="tensorrt")
@@ -133,6 +134,28 @@ def test_a_wrong_int8_model_is_refused_on_load_and_fp32_embeds(backbone, onnx, i
     assert "int8 embeddings refused on this CPU" in refused.refusal and "flags:" in refused.refusal
     assert any("refused" in r.getMessage() and "fp32 ONNX Runtime instead" in r.getMessage() for r in caplog.records)
     assert np.allclose(refused.embed(crops), onnx.embed(crops), atol=1e-5)
+
+
+def test_a_pass_on_this_machine_is_recorded_and_another_machine_checks_again(backbone, onnx, int8, monkeypatch):
+    import json
+
+    from core.embedding import int8 as int8_module
+
+    record = int8.path.with_suffix(".checked.json")
+    assert json.loads(record.read_text())["worst_cosine"] >= int8_module.MIN_COSINE
+
+    def no_check(*args):
+        raise AssertionError("checked again on the same machine")
+
+    with monkeypatch.context() as m:
+        m.setattr(int8_module, "check", no_check)
+        assert OnnxEmbedder(backbone.net, backbone.sha256, cache_dir=onnx.path.parent, int8=True).runtime == "onnx-int8"
+    checked = []
+    real = int8_module.check
+    monkeypatch.setattr(int8_module, "check", lambda *a: checked.append(1) or real(*a))
+    monkeypatch.setattr(int8_module, "cpu_flags", lambda: ("avx2",))  # as if on another CPU
+    assert OnnxEmbedder(backbone.net, backbone.sha256, cache_dir=onnx.path.parent, int8=True).runtime == "onnx-int8"
+    assert checked == [1] and json.loads(record.read_text())["flags"] == ["avx2"]
 
 
 def test_the_int8_model_is_made_once(backbone, int8, monkeypatch):

@@ -22,15 +22,16 @@ class Embedder:
         self.device = torch.device(device)
         self.batch_size = batch_size
 
-    def embed(self, crops: torch.Tensor, progress: bool = False) -> np.ndarray:
-        """uint8 crops N×3×160×160 → float32 N×512, unit norm (impulse-noisy crops restored first)."""
+    def embed(self, crops: torch.Tensor, progress: bool = False, one_core: bool = False) -> np.ndarray:
+        """uint8 crops N×3×160×160 → float32 N×512, unit norm (impulse-noisy crops restored first).
+        `one_core`: on a single thread, for callers embedding side by side (the CPU runtimes)."""
         if len(crops) == 0:
             return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
         crops = restore(crops)
         starts = tqdm(range(0, len(crops), self.batch_size), desc="embed", disable=not progress)
-        return np.concatenate([self._unit_vectors(crops[start : start + self.batch_size]) for start in starts])
+        return np.concatenate([self._unit_vectors(crops[start : start + self.batch_size], one_core) for start in starts])
 
     @torch.inference_mode()
-    def _unit_vectors(self, crops: torch.Tensor) -> np.ndarray:
+    def _unit_vectors(self, crops: torch.Tensor, one_core: bool = False) -> np.ndarray:
         batch = standardize(crops.to(self.device))
         return nn.functional.normalize(self.net(batch), dim=1).float().cpu().numpy()

@@ -15,11 +15,14 @@ cosine to fp32 fell to 0.18 on an AVX2-only CPU (README, Benchmarks: int8).
 
 Whatever the file and wherever it was made, `check` embeds the calibration faces with it and with
 fp32 on this CPU; a model whose worst cosine is under MIN_COSINE is refused (the embedder falls
-back to fp32 ONNX Runtime and says why in one log line).
+back to fp32 ONNX Runtime and says why in one log line). A pass is recorded beside the file for
+this CPU (its model name and flags) and this ONNX Runtime: a later start on the same machine
+trusts the record instead of checking again, any other machine checks.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -29,12 +32,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageFilter
 
-from core.device import cpu_flags, cpu_kind
+from core.device import cpu_flags, cpu_kind, cpu_model
 from core.embedding.onnx_runtime import RuntimeUnavailable
 from core.embedding.restoration import restore
 from core.embedding.standardize import standardize
 from core.faces.pipeline import SERVICE_PIPELINE, FacePipeline, load_pipeline
-from core.files import atomic_write
+from core.files import atomic_write, sha256_of, write_text_atomic
 from core.images import load_image
 
 log = logging.getLogger(__name__)
@@ -112,12 +115,39 @@ def agreement(fp32: Any, int8: Any, batch: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=1)
 
 
-def check(fp32: Any, int8: Any, batch: np.ndarray) -> str | None:
-    """None when the int8 session agrees with fp32 on `batch` on this CPU, else why not, in one line."""
+def check(fp32: Any, int8: Any, batch: np.ndarray) -> tuple[float, str | None]:
+    """(the worst cosine to fp32 on `batch`, None when that passes on this CPU or why not, in one line)."""
     worst = float(agreement(fp32, int8, batch).min())
     if worst >= MIN_COSINE:
         log.info("int8 model checked on this CPU (%s): worst calibration cosine to fp32 %.4f", cpu_kind(), worst)
-        return None
+        return worst, None
     flags = " ".join(cpu_flags()) or "unknown"
-    return (f"int8 embeddings refused on this CPU ({cpu_kind()}; flags: {flags}): their cosine to fp32 falls to {worst:.3f} "
-            f"(< {MIN_COSINE}) on the calibration faces")
+    return worst, (f"int8 embeddings refused on this CPU ({cpu_kind()}; flags: {flags}): their cosine to fp32 falls to {worst:.3f} "
+                   f"(< {MIN_COSINE}) on the calibration faces")
+
+
+def _machine() -> dict[str, Any]:
+    import onnxruntime
+
+    return {"cpu": cpu_model(), "flags": list(cpu_flags()), "onnxruntime": onnxruntime.__version__}
+
+
+def _record_path(path: Path) -> Path:
+    return path.with_suffix(".checked.json")
+
+
+def trusted_here(path: Path) -> bool:
+    """Whether this int8 file passed its check on this machine (CPU and ONNX Runtime) before."""
+    try:
+        record = json.loads(_record_path(path).read_text())
+        return bool(record == {**_machine(), "sha256": sha256_of(path), "worst_cosine": record["worst_cosine"]})
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def record_pass(path: Path, worst: float) -> None:
+    """Note beside the file that it passed here (best effort: a read-only folder checks each start)."""
+    try:
+        write_text_atomic(_record_path(path), json.dumps({**_machine(), "sha256": sha256_of(path), "worst_cosine": round(worst, 5)}))
+    except OSError as exc:
+        log.info("int8 check not recorded (%s); it runs again at the next start", exc)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from core.constants import CROP_SIZE
+from core.device import cpu_cores
 from core.embedding.embedder import Embedder
 from core.embedding.onnx_runtime import (
     RuntimeUnavailable,
@@ -46,28 +48,38 @@ class OnnxEmbedder(Embedder):
             log.info("exporting the backbone to %s (once per weights)", self.path)
             export_onnx(net, self.path, torch.zeros(1, 3, CROP_SIZE, CROP_SIZE), ["crops"], ["embeddings"],
                         {"crops": {0: "n"}, "embeddings": {0: "n"}}, what="the backbone")
-        self.session = open_session(self.path, threads)
         self.refusal: str | None = None  # why int8 was asked for and not used
-        if int8:
-            self._use_int8(sha256, threads)
+        session = self._int8_session(sha256, threads) if int8 else None
+        self.session: Any = session if session is not None else open_session(self.path, threads)
+        # A second, one-threaded session over the same file, for embeddings that run beside other
+        # work: a session's threads wait for each other, and a busy core made every run wait.
+        self.one_core_session: Any = open_session(self.path, 1) if (threads or cpu_cores()) > 1 else self.session
 
-    def _use_int8(self, sha256: str, threads: int | None) -> None:
-        """Quantize once (cached beside the fp32 export), then trust the file only if it agrees
-        with fp32 on the calibration faces on this CPU; otherwise keep fp32 and say why."""
+    def _int8_session(self, sha256: str, threads: int | None) -> Any:
+        """The int8 copy's session: quantized once (cached beside the fp32 export), trusted only
+        once it has agreed with fp32 on the calibration faces on this CPU (or a record says it
+        did here); None, with the reason logged, when it does not."""
         from core.embedding import int8
 
         path = self.path.with_name(f"{sha256}-int8-{int8.CALIBRATION}.onnx")
-        batch = int8.network_input(int8.calibration_crops())
+        batch = None
         if not path.is_file():
             log.info("quantizing the backbone to %s (once per weights)", path)
+            batch = int8.network_input(int8.calibration_crops())
             int8.quantize(self.path, path, batch)
         session = open_session(path, threads)
-        if (refusal := int8.check(self.session, session, batch)) is not None:
-            log.error("%s; embedding with fp32 ONNX Runtime instead", refusal)
-            self.refusal = refusal
-            return
-        self.session, self.path, self.runtime = session, path, "onnx-int8"
+        if not int8.trusted_here(path):
+            batch = int8.network_input(int8.calibration_crops()) if batch is None else batch
+            worst, refusal = int8.check(open_session(self.path, threads), session, batch)
+            if refusal is not None:
+                log.error("%s; embedding with fp32 ONNX Runtime instead", refusal)
+                self.refusal = refusal
+                return None
+            int8.record_pass(path, worst)
+        self.path, self.runtime = path, "onnx-int8"
+        return session
 
-    def _unit_vectors(self, crops: torch.Tensor) -> np.ndarray:
-        (vectors,) = self.session.run(None, {"crops": standardize(crops).numpy()})
+    def _unit_vectors(self, crops: torch.Tensor, one_core: bool = False) -> np.ndarray:
+        session = self.one_core_session if one_core else self.session
+        (vectors,) = session.run(None, {"crops": standardize(crops).numpy()})
         return (vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)).astype(np.float32)

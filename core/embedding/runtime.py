@@ -11,9 +11,10 @@ RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
 
 
 def make_embedder(backbone: Backbone, device: str, batch_size: int = 32, runtime: str = "auto") -> Embedder:
-    """The embedder that fits the hardware: ONNX Runtime on the CPU when installed (faster at
-    batch 1, the README's Benchmarks), torch on CUDA. `runtime` "torch", "onnx" or "onnx-int8"
-    (core/embedding/int8.py) forces one."""
+    """The embedder that fits the hardware: on the CPU, ONNX Runtime's int8 copy when installed
+    (it is checked against fp32 on this CPU when it loads, and fp32 ONNX Runtime embeds if it
+    fails; both are faster than torch at batch 1, the README's Benchmarks), torch on CUDA.
+    `runtime` "torch", "onnx" (fp32) or "onnx-int8" forces one."""
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose {', '.join(RUNTIMES)}")
     if runtime.startswith("onnx") and device != "cpu":
@@ -21,7 +22,7 @@ def make_embedder(backbone: Backbone, device: str, batch_size: int = 32, runtime
     if embeds_on_onnx(device, runtime):
         from core.embedding.onnx_embedder import OnnxEmbedder
 
-        return OnnxEmbedder(backbone.net, backbone.sha256, batch_size, int8=runtime == "onnx-int8")
+        return OnnxEmbedder(backbone.net, backbone.sha256, batch_size, int8=runtime in ("onnx-int8", "auto"))
     return Embedder(backbone.net, device, batch_size)
 
 
