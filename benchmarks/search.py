@@ -51,12 +51,13 @@ def real_embeddings(data: Path, cache: Path) -> tuple[np.ndarray, np.ndarray, np
     from core.embedding.runtime import make_embedder
     from core.faces.pipeline import DATASET_PIPELINE, load_pipeline
     from core.models.backbone import default_weights, load_backbone
-    from evaluation.embeddings import embed_samples
+    from evaluation.embeddings import embed_samples, embedder_id
 
     held_out = read_split(DEFAULT_VAL_SPLIT) | read_split(DEFAULT_TEST_SPLIT)
     samples = scan(data, set(identities(data)) - held_out)
     backbone = load_backbone(default_weights())
-    vectors, _, _ = embed_samples(samples, load_pipeline(DATASET_PIPELINE), make_embedder(backbone, "cpu"), backbone.model_id, cache)
+    embedder = make_embedder(backbone, "cpu")
+    vectors, _, _ = embed_samples(samples, load_pipeline(DATASET_PIPELINE), embedder, embedder_id(backbone.model_id, embedder.runtime), cache)
     names = sorted({s.identity for s in samples})
     identity = np.array([names.index(s.identity) for s in samples])
     clean = np.array([s.is_clean for s in samples])
@@ -175,6 +176,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--ivf", default="1024:8/16/32/64,2048:16/32/64/96/128,4096:32/64/128/256",
                         help="IVF settings measured, nlist:nprobe/nprobe/...,...")
+    parser.add_argument("--codes", default="flat,fp16,sq8", help="how IVF stores the vectors, any of flat,fp16,sq8 (comma-separated)")
     parser.add_argument("--skip-restart", action="store_true")
     parser.add_argument("--only-flat", action="store_true", help="exact search alone (a quick check of the set-up)")
     parser.add_argument("--out", type=Path, default=Path("reports/bench_search.json"))
@@ -211,10 +213,15 @@ def main() -> None:
     d = gallery.shape[1]
     for nlist, nprobes in () if args.only_flat else [(int(n), [int(p) for p in probes.split("/")]) for n, probes in
                                                      (setting.split(":") for setting in args.ivf.split(","))]:
-        quantizer = faiss.IndexFlatIP(d)
-        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-        rows += measure_index(f"ivf{nlist},flat", index, gallery, queries, exact_person, nprobes)
-        del index, quantizer
+        for codes in args.codes.split(","):
+            quantizer = faiss.IndexFlatIP(d)
+            if codes == "flat":
+                index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+            else:
+                kind = {"fp16": faiss.ScalarQuantizer.QT_fp16, "sq8": faiss.ScalarQuantizer.QT_8bit}[codes]
+                index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, kind, faiss.METRIC_INNER_PRODUCT)
+            rows += measure_index(f"ivf{nlist},{codes}", index, gallery, queries, exact_person, nprobes)
+            del index, quantizer
     report["indexes"] = rows
     if not (args.skip_restart or args.only_flat):
         report["restart"] = [restart(gallery, "ivf", DEFAULT_IVF_NPROBE)]

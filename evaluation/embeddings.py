@@ -17,6 +17,12 @@ from core.faces.pipeline import DetectedFace, FacePipeline
 from core.files import atomic_write
 
 
+def embedder_id(model_id: str, runtime: str) -> str:
+    """What cached embeddings are keyed on: the model, and the runtime where it changes the
+    vectors (fp32 ONNX and torch agree to 1e-4 and share; int8 has its own)."""
+    return model_id if runtime in ("onnx", "torch") else f"{model_id}|{runtime}"
+
+
 class EmbeddingCache:
     """Embeddings on disk keyed by (file content, pipeline config, model id), so reruns are fast."""
 

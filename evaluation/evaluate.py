@@ -12,7 +12,7 @@ from core.faces.pipeline import DATASET_PIPELINE, load_pipeline
 from core.faces.quality import assess
 from core.models.backbone import load_backbone
 from core.models.thresholds import model_threshold
-from evaluation.embeddings import embed_samples
+from evaluation.embeddings import embed_samples, embedder_id
 from evaluation.report import report_from_embeddings
 
 
@@ -38,9 +38,7 @@ def evaluate(run: EvaluationRun) -> dict:
     config = replace(DATASET_PIPELINE, use_fallback=run.use_fallback, retry_enhanced=run.retry_enhanced)
     pipeline = load_pipeline(config, device)
     embedder = make_embedder(backbone, device, runtime=run.runtime)  # as the service embeds: ONNX Runtime on the CPU
-    # fp32 ONNX and torch agree to 1e-4 and share cached embeddings; int8 has its own.
-    cache_id = backbone.model_id if embedder.runtime in ("onnx", "torch") else f"{backbone.model_id}|{embedder.runtime}"
-    embeddings, faces, crops = embed_samples(samples, pipeline, embedder, cache_id, run.cache_dir)
+    embeddings, faces, crops = embed_samples(samples, pipeline, embedder, embedder_id(backbone.model_id, embedder.runtime), run.cache_dir)
     threshold = run.threshold if run.threshold is not None else model_threshold(backbone.source)
     qualities = [assess(c.permute(1, 2, 0).numpy(), f.box, f.score) for c, f in zip(crops, faces)]
     report = report_from_embeddings(samples, embeddings, faces, threshold, [bool(q.reasons) for q in qualities],

@@ -65,7 +65,9 @@ class FaceIndex:
     def _train_ivf(self, vectors: np.ndarray) -> None:
         nlist = ivf_lists(len(vectors))
         quantizer = faiss.IndexFlatIP(EMBEDDING_DIM)
-        ivf = faiss.IndexIVFFlat(quantizer, EMBEDDING_DIM, nlist, faiss.METRIC_INNER_PRODUCT)
+        # Vectors kept in fp16: half the memory and about half the time of float32 cells at 1M
+        # faces, with the same top-1 person as exact search (benchmarks/search.py, README).
+        ivf = faiss.IndexIVFScalarQuantizer(quantizer, EMBEDDING_DIM, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
         sample = np.random.default_rng(0).choice(len(vectors), min(len(vectors), 64 * nlist), replace=False)
         ivf.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))
         ivf.nprobe = self.nprobe
