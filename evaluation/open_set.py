@@ -13,9 +13,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.stats import beta
 
 UNDETECTED_PATHS = frozenset({"fallback", "whole-image"})  # the service has neither
 TARGET_STRANGER_RATE = 0.01
+# The service's threshold must hold the target on people it was not chosen on: it is chosen so
+# that the rate's upper confidence bound on the validation people stays at the target.
+CONFIDENCE = 0.95
 
 
 def best_by_person(similarity: np.ndarray, gallery_labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -43,13 +47,24 @@ def scores(gallery: np.ndarray, gallery_labels: Sequence[str], queries: np.ndarr
     return {"right": right, "top": top, "stranger_top": without_own.max(axis=1)}
 
 
-def threshold_for_stranger_rate(stranger_top: Sequence[float] | np.ndarray, rate: float = TARGET_STRANGER_RATE) -> float:
-    """The lowest threshold that names at most `rate` of strangers (a name needs similarity ≥ threshold).
-    The box regressor's threshold follows the same rule, its face-free pictures' face
-    probabilities standing for the strangers' similarities."""
+def rate_upper_bound(named: int, n: int, confidence: float = CONFIDENCE) -> float:
+    """Clopper-Pearson upper confidence bound of a rate seen as `named` of `n`."""
+    return 1.0 if named >= n else float(beta.ppf(confidence, named + 1, n - named))
+
+
+def threshold_for_stranger_rate(stranger_top: Sequence[float] | np.ndarray, rate: float = TARGET_STRANGER_RATE,
+                                confidence: float | None = None) -> float:
+    """The lowest threshold that names at most `rate` of strangers (a name needs similarity ≥ threshold);
+    with `confidence`, the lowest whose upper confidence bound of that rate is at most `rate` (on too
+    few strangers for any, one that names none of them). The box regressor's threshold follows the
+    point rule, its face-free pictures' face probabilities standing for the strangers' similarities."""
     ordered = np.sort(stranger_top)[::-1]
-    allowed = int(np.floor(rate * len(ordered)))  # strangers that may be named
-    if allowed >= len(ordered):
+    n = len(ordered)
+    allowed = int(np.floor(rate * n))  # strangers that may be named
+    if confidence is not None:
+        while allowed > 0 and rate_upper_bound(allowed, n, confidence) > rate:
+            allowed -= 1
+    if allowed >= n:
         return float(ordered[-1])
     return float(np.nextafter(ordered[allowed], np.float32(np.inf)))  # just above the first stranger that must not pass
 
@@ -60,7 +75,8 @@ def report(
 ) -> dict:
     """Per distortion and overall, at the service's `threshold`: enrolled people named
     correctly, strangers given a name; and the threshold that would hold strangers to the
-    target rate on these queries (choose it on validation people, report it on test people).
+    target rate on these queries with CONFIDENCE (choose it on validation people, report it on test
+    people).
     `flagged`: queries whose face the quality check gave a reason; their figures are split out."""
     s = scores(gallery, gallery_labels, queries, query_labels)
     found = np.asarray(detected, dtype=bool)
@@ -76,6 +92,7 @@ def report(
             "n": int(len(idx)),
             "named_correctly": float(named_right[idx].mean()),
             "strangers_named": float(stranger_named[idx].mean()),
+            "strangers_named_ucb95": rate_upper_bound(int(stranger_named[idx].sum()), len(idx)),
             "no_face": float((~found[idx]).mean()),
             "right_but_below_threshold": float((found & s["right"] & (s["top"] < threshold))[idx].mean()),
             "wrong_name": float((found & ~s["right"] & (s["top"] >= threshold))[idx].mean()),
@@ -84,7 +101,9 @@ def report(
     return {
         "threshold": float(threshold),
         "target_stranger_rate": TARGET_STRANGER_RATE,
-        "threshold_for_target": threshold_for_stranger_rate(s["stranger_top"][found]) if found.any() else None,
+        # the rate's 95% upper bound at the target on these strangers (the rule the service's threshold follows)
+        "threshold_for_target": threshold_for_stranger_rate(s["stranger_top"][found], confidence=CONFIDENCE) if found.any() else None,
+        "threshold_for_target_point": threshold_for_stranger_rate(s["stranger_top"][found]) if found.any() else None,
         "overall": figures(range(len(query_labels))),
         "per_distortion": {kind: figures(idx) for kind, idx in sorted(by_kind.items())},
     } | ({} if flagged is None else {"by_quality": {

@@ -64,6 +64,7 @@ def test_report_at_a_threshold(case):
     # As strangers: A's best other is B or C at ~0.1 (not named); B's best other is C at 0.8 (named).
     assert r["overall"]["strangers_named"] == pytest.approx(1 / 3)
     assert r["per_distortion"]["rainy"] == {"n": 1, "named_correctly": 0.0, "strangers_named": 0.0, "no_face": 1.0,
+                                           "strangers_named_ucb95": 0.95,  # 0 of 1 bounds nothing
                                            "right_but_below_threshold": 0.0, "wrong_name": 0.0}
     assert r["overall"]["wrong_name"] == pytest.approx(1 / 3)  # B's query named C
     # The flagged face (B's) is the one named wrongly; C's was not detected and counts in neither.
@@ -78,3 +79,22 @@ def test_threshold_keeps_the_stranger_rate_on_the_data_it_was_chosen_on():
         t = open_set.threshold_for_stranger_rate(stranger, rate)
         assert (stranger >= t).mean() <= rate
         assert (stranger >= t - 1e-3).mean() > (stranger >= t).mean()  # and no higher than it needs to be
+
+
+def test_the_confident_threshold_keeps_the_rate_on_new_strangers_where_the_point_one_does_not():
+    rng = np.random.default_rng(1)
+    chosen_on = rng.normal(0.2, 0.1, 1200)  # about what 100 validation people give
+    point = open_set.threshold_for_stranger_rate(chosen_on, 0.01)
+    confident = open_set.threshold_for_stranger_rate(chosen_on, 0.01, confidence=0.95)
+    named = int((chosen_on >= confident).sum())
+    assert confident > point and open_set.rate_upper_bound(named, 1200) <= 0.01 < open_set.rate_upper_bound(named + 1, 1200)
+    new_people = [rng.normal(0.2, 0.1, 1200) for _ in range(200)]
+    over = lambda t: np.mean([(s >= t).mean() > 0.01 for s in new_people])
+    assert over(confident) < 0.05 < over(point)  # the point threshold is over the target about half the time
+    assert open_set.threshold_for_stranger_rate(chosen_on[:50], 0.01, confidence=0.95) > chosen_on[:50].max()  # too few: names none
+
+
+def test_the_upper_bound_is_clopper_pearsons():
+    assert open_set.rate_upper_bound(0, 300) == pytest.approx(1 - 0.05 ** (1 / 300))
+    assert open_set.rate_upper_bound(10, 1000) == pytest.approx(0.01683, abs=1e-4)
+    assert open_set.rate_upper_bound(5, 5) == 1.0

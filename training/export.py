@@ -12,6 +12,7 @@ import torch
 from core.files import atomic_write, sha256_of
 from core.models.model_card import BACKBONE_FILE, DEFAULT_FAR, ModelCard
 from evaluation.metrics import threshold_at
+from evaluation.open_set import CONFIDENCE
 from training.checkpoint import load_checkpoint
 
 REPORT_KEYS = ("top1", "per_distortion", "source_left_out", "verification", "clean_verification", "n_queries", "n_identities")
@@ -33,7 +34,8 @@ def open_set_threshold(report_path: Path) -> tuple[float, str]:
         threshold = float(open_set["threshold_for_target"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{report_path}: not a faceid evaluate report with open-set figures ({exc})") from exc
-    rule = f"names at most {open_set['target_stranger_rate']:.0%} of strangers' distorted photos (open set), chosen in {Path(report_path).name}"
+    rule = (f"names at most {open_set['target_stranger_rate']:.0%} of strangers' distorted photos (open set) at the rate's {CONFIDENCE:.0%} "
+            f"upper confidence bound, chosen in {Path(report_path).name}")
     return threshold, rule
 
 
