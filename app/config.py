@@ -12,6 +12,7 @@ from app.connections import ConnectionLimits
 from app.gallery.index import DEFAULT_EF_SEARCH, DEFAULT_HNSW_M, DEFAULT_IVF_NPROBE
 from core.constants import DECODE_MAX_SIDE
 from core.images import DEFAULT_MAX_BYTES
+from core.photos.descriptor import PHOTO_THRESHOLD
 
 
 class Settings(BaseSettings):
@@ -27,6 +28,8 @@ class Settings(BaseSettings):
                              "checked against fp32 on this CPU at start (fp32 ONNX if refused)"))
     threshold: float | None = Field(None, ge=-1.0, le=1.0, description="cosine below which a face is unknown (default: the model's FAR 1e-3 threshold)")
     top_k: int = Field(5, ge=1, le=100)
+    photo_evidence: bool = Field(True, description="answer copies of enrolled photos (photo evidence, beside face evidence)")
+    photo_threshold: float = Field(PHOTO_THRESHOLD, ge=-1.0, le=1.0, description="photo-descriptor similarity from which a photo is a copy")
     max_faces: int = Field(10, ge=1, le=100)
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(40_000_000, ge=10_000)

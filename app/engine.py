@@ -22,24 +22,29 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 import torch
 from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
+from app.gallery.store import PhotoRecord
 from core.constants import DECODE_MAX_SIDE, EMBEDDING_DIM
 from core.device import cpu_cores
 from core.embedding.embedder import Embedder
 from core.embedding.runtime import embeds_on_onnx, make_embedder
 from core.errors import NoFaceFound
+from core.faces.geometry import fractions_of
 from core.faces.pipeline import SERVICE_PIPELINE, Face, FacePipeline, load_pipeline
 from core.images import DEFAULT_MAX_BYTES, Decoded, decode_reduced
 from core.models.backbone import Backbone, load_backbone
 from core.models.thresholds import model_threshold
+from core.photos.descriptor import describe, projected, thumbnail
 
 T = TypeVar("T")
+P = TypeVar("P")
 
 
 def set_serving_threads(settings: Settings) -> None:
@@ -49,6 +54,30 @@ def set_serving_threads(settings: Settings) -> None:
     oversubscribed the cores (README, "Design choices, measured")."""
     if embeds_on_onnx(settings.resolved_device(), settings.runtime):
         torch.set_num_threads(1)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A photo as enrolment reads it: its faces, its thumbnail (photo evidence) and its size."""
+
+    faces: list[Face]
+    thumb: np.ndarray
+    size: tuple[int, int]
+
+    def photo_record(self, face: Face) -> PhotoRecord:
+        """The photo evidence to store with `face`, one of this photo's faces."""
+        return PhotoRecord(self.thumb, projected(describe(self.thumb)[0]), fractions_of(face.box, self.size))
+
+
+@dataclass(frozen=True)
+class Identified(Generic[T, P]):
+    """What /identify answers from: the faces (largest first), each face's search result, the
+    photo's own size, and the photo-evidence search of the whole photo (None when not asked)."""
+
+    faces: list[Face]
+    found: T
+    photo_size: tuple[int, int]
+    photos: P | None
 
 
 def largest(faces: list[Face], limit: int, source: str) -> list[Face]:
@@ -119,6 +148,11 @@ class Engine:
     def detect_blocking(self, data: bytes, source: str) -> list[Face]:
         return self.detect_images([self.decode(data, source)])[0]
 
+    def see_blocking(self, data: bytes, source: str) -> Seen:
+        """A photo's faces, with its thumbnail and size for photo evidence."""
+        photo = self.decode(data, source)
+        return Seen(self.detect_images([photo])[0], thumbnail(photo.image), photo.original_size)
+
     # -- bounded work ----------------------------------------------------------------------
     def saturation(self) -> str | None:
         """Why a new photo would be refused now, or None: read before its upload is."""
@@ -160,6 +194,9 @@ class Engine:
     async def detect(self, data: bytes, source: str) -> list[Face]:
         return await self._bounded(source, self.detect_blocking, data, source)
 
+    async def see(self, data: bytes, source: str) -> Seen:
+        return await self._bounded(source, self.see_blocking, data, source)
+
     async def start(self) -> None:
         self._queue = asyncio.Queue()
         self._worker = asyncio.create_task(self._run())
@@ -173,24 +210,32 @@ class Engine:
                 pass
 
     async def identify(self, data: bytes, source: str, max_faces: int, search: Callable[[np.ndarray], T],
-                       check: Callable[[], None]) -> tuple[list[Face], np.ndarray, T]:
-        """The faces of a photo (the largest `max_faces`), their embeddings, and `search` of them,
-        after `check` (the gallery usable). On the CPU all of it is one worker-thread hop: the
-        embedder batching across requests pays on a GPU, not for ONNX Runtime at batch 1, and
-        each hop back to the event loop cost its own scheduling."""
+                       check: Callable[[], None], photos: Callable[[np.ndarray], P] | None = None) -> Identified[T, P]:
+        """The faces of a photo (the largest `max_faces`), `search` of their embeddings, and, with
+        `photos`, its search of the photo's thumbnail (photo evidence), after `check` (the gallery
+        usable). No face is NoFaceFound unless photo evidence is asked for. On the CPU all of it is
+        one worker-thread hop: the embedder batching across requests pays on a GPU, not for ONNX
+        Runtime at batch 1, and each hop back to the event loop cost its own scheduling."""
         if self.device == "cpu":
-            return await self._bounded(source, self._identify_blocking, data, source, max_faces, search, check)
+            return await self._bounded(source, self._identify_blocking, data, source, max_faces, search, check, photos)
         await run_in_threadpool(check)
-        faces = largest(await self.detect(data, source), max_faces, source)
+        photo = await self._bounded(source, self.decode, data, source)
+        faces = self._largest(await self._bounded(source, self.detect_images, [photo]), max_faces, source, photos is not None)
         vectors = await self.embed([f.crop for f in faces])
-        return faces, vectors, await run_in_threadpool(search, vectors)
+        return Identified(faces, await run_in_threadpool(search, vectors), photo.original_size,
+                          await run_in_threadpool(photos, thumbnail(photo.image)) if photos is not None else None)
 
     def _identify_blocking(self, data: bytes, source: str, max_faces: int, search: Callable[[np.ndarray], T],
-                           check: Callable[[], None]) -> tuple[list[Face], np.ndarray, T]:
+                           check: Callable[[], None], photos: Callable[[np.ndarray], P] | None) -> Identified[T, P]:
         check()
-        faces = largest(self.detect_blocking(data, source), max_faces, source)
+        photo = self.decode(data, source)
+        faces = self._largest(self.detect_images([photo]), max_faces, source, photos is not None)
         vectors = self.embed_blocking([f.crop for f in faces])
-        return faces, vectors, search(vectors)
+        return Identified(faces, search(vectors), photo.original_size, photos(thumbnail(photo.image)) if photos is not None else None)
+
+    @staticmethod
+    def _largest(found: list[list[Face]], limit: int, source: str, may_be_empty: bool) -> list[Face]:
+        return largest(found[0], limit, source) if found[0] or not may_be_empty else []
 
     async def embed(self, crops: list[torch.Tensor]) -> np.ndarray:
         """Embeddings of `crops`, merged with other requests' crops into shared batches."""

@@ -52,6 +52,14 @@ class PersonNotFound(Exception):
         super().__init__(f"person {person_id!r} not found")
 
 
+class CopyOfAnotherPerson(Exception):
+    """An enrolment photo that is a copy of a photo enrolled for another person: a mislabel, unless confirmed."""
+
+    def __init__(self, source: str, copy: Any, person_id: str) -> None:
+        super().__init__(f"{source}: a copy of {copy.photo!r}, enrolled for {copy.person_id!r} (photo similarity {copy.similarity:.2f}), "
+                         f"not {person_id!r}; send confirm_copy=true to enrol it anyway")
+
+
 class BadRequestField(Exception):
     """A form field that passed the schema but makes no sense with the rest of the request."""
 
@@ -67,6 +75,7 @@ STATUS: dict[type[Exception], int] = {
     UnusableFace: 422,
     BadRequestField: 422,
     PersonNotFound: 404,
+    CopyOfAnotherPerson: 409,
     ModelMismatch: 503,
     Overloaded: 503,
     StorageFull: 507,
@@ -81,6 +90,7 @@ DESCRIPTIONS = {
     400: "a body that cannot be read: not an image, a corrupt one, or not JSON",
     401: KEY_REFUSED,
     404: "no such person",
+    409: "an enrolment photo is a copy of a photo enrolled for another person (send confirm_copy=true to enrol it anyway)",
     413: "an upload, the request body or the image's pixel count is over its limit",
     415: "an image format the service does not read",
     422: "a missing or invalid field; no face found; several comparable faces, or a blown-out or black face, in an enrolment photo",

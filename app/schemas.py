@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from pydantic import BaseModel, Field, JsonValue, field_validator
 
@@ -31,10 +33,21 @@ class PersonsPage(BaseModel):
     limit: int
 
 
+class PhotoMatch(BaseModel):
+    """Photo evidence: this photo is a copy of an enrolled photo. It says nothing of the face's
+    looks; a photo that was never enrolled gets none, whoever is in it."""
+
+    person_id: str
+    name: str | None
+    photo: str = Field(description="the enrolled photo's file name")
+    similarity: float = Field(description="the photo descriptor's similarity (not a face cosine)")
+
+
 class EnrolledFace(BaseModel):
     source: str = Field(description="the uploaded file's name")
     box: list[float] = Field(description="the face enrolled: x1, y1, x2, y2 in image pixels")
     ignored: list[list[float]] = Field(description="other, smaller faces in the photo, not enrolled")
+    copy_of: PhotoMatch | None = Field(None, description="the enrolled photo this one is a copy of (photo evidence), if any")
 
 
 class EnrollResponse(BaseModel):
@@ -55,17 +68,25 @@ class QualityPublic(BaseModel):
     reasons: list[str] = Field(description="what is wrong, worst first: over_exposed, too_dark, noisy, blurred, too_small, uncertain_detection")
 
 
+Evidence = Literal["face", "photo"]
+
+
 class FaceResult(BaseModel):
     box: list[float] = Field(description="x1, y1, x2, y2 in image pixels")
-    detection_score: float | None
-    quality: QualityPublic = Field(description="why a face may go unnamed, or be named wrongly")
-    match: Match | None = Field(description="null: unknown (best similarity below the threshold)")
-    candidates: list[Match]
+    detection_score: float | None = Field(description="null for a face placed by photo evidence where no face was detected")
+    quality: QualityPublic | None = Field(description="why a face may go unnamed, or be named wrongly; null for a face no detector found")
+    match: Match | None = Field(description="who this face is, by `evidence`; null: unknown")
+    evidence: list[Evidence] = Field(default_factory=list, description="what supports `match`: face (its looks), photo (the photo "
+                                     "is a copy of an enrolled one), or both; empty when unknown")
+    candidates: list[Match] = Field(description="face evidence: the most similar enrolled people by their faces")
+    photo_match: PhotoMatch | None = Field(None, description="photo evidence on its own, when this face is where an enrolled copy's face was")
+    conflict: bool = Field(False, description="face and photo evidence name different people; `match` follows the photo")
 
 
 class IdentifyResponse(BaseModel):
     faces: list[FaceResult]
     threshold: float
+    photo_threshold: float | None = Field(None, description="photo evidence's threshold; null when photo evidence is off")
     model_id: str
 
 

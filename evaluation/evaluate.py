@@ -12,6 +12,8 @@ from core.faces.pipeline import DATASET_PIPELINE, load_pipeline
 from core.faces.quality import assess
 from core.models.backbone import load_backbone
 from core.models.thresholds import model_threshold
+from core.photos.descriptor import PHOTO_THRESHOLD
+from evaluation import photos
 from evaluation.embeddings import embed_samples, embedder_id
 from evaluation.report import report_from_embeddings
 
@@ -28,6 +30,7 @@ class EvaluationRun:
     plots: Path | None = None
     threshold: float | None = None  # for the open-set figures; default: the service's for this model
     runtime: str = "auto"  # the embedder's, as FACEID_RUNTIME picks it for the service
+    photo_threshold: float | None = PHOTO_THRESHOLD  # photo evidence (evaluation/photos.py); None: face evidence alone
 
 
 def evaluate(run: EvaluationRun) -> dict:
@@ -43,6 +46,9 @@ def evaluate(run: EvaluationRun) -> dict:
     qualities = [assess(c.permute(1, 2, 0).numpy(), f.box, f.score) for c, f in zip(crops, faces)]
     report = report_from_embeddings(samples, embeddings, faces, threshold, [bool(q.reasons) for q in qualities],
                                     [q.measures["over_exposed"] for q in qualities])
+    if run.photo_threshold is not None:
+        thumbs, sizes = photos.thumbnails(samples)
+        report["photo_evidence"] = photos.report(samples, embeddings, faces, sizes, thumbs, threshold, run.photo_threshold)
     report["weights"] = backbone.source
     report["model_id"] = backbone.model_id
     report["runtime"] = embedder.runtime

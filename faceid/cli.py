@@ -26,11 +26,14 @@ def _weights(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from core.photos.descriptor import PHOTO_THRESHOLD
     from evaluation.evaluate import EvaluationRun, evaluate
 
+    photo_threshold = PHOTO_THRESHOLD if args.photo_threshold is None else args.photo_threshold
     report = evaluate(EvaluationRun(
         data=args.data, split=args.split, weights=args.weights, cache_dir=args.cache, use_fallback=not args.no_fallback,
         retry_enhanced=not args.no_retry, device=args.device, plots=args.plots, threshold=args.threshold, runtime=args.runtime,
+        photo_threshold=None if args.no_photo_evidence else photo_threshold,
     ))
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(report, indent=2))
@@ -47,8 +50,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     o = report["open_set"]
     target = "none (no face found in any query)" if o["threshold_for_target"] is None else f"{o['threshold_for_target']:.3f}"
     print(f"as the service answers (threshold {o['threshold']:.3f}): {o['overall']['named_correctly']:.3f} named correctly, "
-          f"{o['overall']['strangers_named']:.3f} of strangers named; {o['target_stranger_rate']:.0%} of strangers at threshold "
-          f"{target}")
+          f"{o['overall']['strangers_named']:.3f} of strangers named (95% bound {o['overall']['strangers_named_ucb95']:.3f}); "
+          f"{o['target_stranger_rate']:.0%} of strangers at its 95% bound at threshold {target}")
+    if (p := report.get("photo_evidence")) is not None:
+        both = ", ".join(f"{k} {v['face_and_photo']:.3f}" for k, v in p["per_distortion"].items())
+        print(f"face + photo evidence (photo threshold {p['threshold']:.2f}): top-1 {p['face_and_photo_top1']:.4f} "
+              f"(face only {p['face_only_top1']:.4f}): {both}")
+        print(f"photo evidence names {p['strangers_named_by_photo']:.4f} of strangers' photos, "
+              f"{p['other_photos_of_enrolled']['named_another_person']:.4f} of enrolled people's other photos for someone else; "
+              f"as the service answers: {p['open_set']['named_correctly']:.3f} named correctly, {p['open_set']['strangers_named']:.3f} of strangers named")
     print(f"report: {args.report}")
     return 0
 
@@ -165,7 +175,8 @@ def _gallery_import(args: argparse.Namespace) -> int:
     from app.gallery.bulk import import_folder
 
     result = import_folder(_gallery_settings(args), args.dir, args.batch)
-    print(f"enrolled {result.added} faces; {result.skipped} already there; {len(result.refused)} refused")
+    print(f"enrolled {result.added} faces; {result.skipped} already there; {result.described} given photo evidence; "
+          f"{len(result.refused)} refused")
     for line in result.refused[:20]:
         print(f"  refused {line}")
     return 0
@@ -201,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threshold", type=float, default=None, help="for the open-set figures (default: the service's for the model)")
     p.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"], help="the embedder's, as FACEID_RUNTIME")
+    p.add_argument("--photo-threshold", type=float, default=None, help="photo evidence's (default: the service's)")
+    p.add_argument("--no-photo-evidence", action="store_true", help="face evidence alone (no photo evidence figures)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("split", help="write a seeded list of held-out (validation or test) identities")

@@ -29,6 +29,7 @@ CORE_ALLOWED = {
     "faces": set(),
     "embedding": {"faces", "models"},
     "data": {"faces"},
+    "photos": set(),  # the whole photo: pixels alone
 }
 
 

@@ -16,25 +16,30 @@ from PIL import Image
 from tqdm import tqdm
 
 from app.config import Settings
-from app.engine import Engine
+from app.engine import Engine, Seen
 from app.gallery.gallery import STORE_FILE, Gallery
-from app.gallery.store import Entry, NewFace, Store
+from app.gallery.store import Entry, NewFace, PhotoRecord, Store
 from core.data.dataset import Sample, scan
 from core.errors import FaceIdError
+from core.faces.pipeline import Face
 from core.faces.subject import reference
 from core.images import read_file
+from core.photos.descriptor import thumbnail
 
 
 @dataclass
 class ImportResult:
     added: int = 0
     skipped: int = 0  # already in the gallery
+    described: int = 0  # faces stored before photo evidence, given it from their photos here
     refused: list[str] = field(default_factory=list)  # one "<file>: <reason>" per photo
 
 
 def import_folder(settings: Settings, root: Path, batch: int = 32) -> ImportResult:
     """Enrol each person's clean photos; photos already stored for that person are skipped,
-    so an interrupted import resumes where it stopped. One transaction per batch."""
+    so an interrupted import resumes where it stopped. One transaction per batch. Faces stored
+    before photo evidence existed get it from their photo in the folder (same person, same file
+    name), which a gallery made earlier can only get this way."""
     engine = Engine.from_settings(settings)
     gallery = Gallery.from_settings(settings, engine.model_id)
     try:
@@ -44,12 +49,17 @@ def import_folder(settings: Settings, root: Path, batch: int = 32) -> ImportResu
         result = ImportResult(skipped=len(clean) - len(todo))
         for start in tqdm(range(0, len(todo), batch), desc="import"):
             result.added += _import_batch(engine, gallery, todo[start : start + batch], result.refused)
+        by_source = {(s.identity, s.path.name): s for s in clean}
+        missing = [(face_id, by_source[(p, source)]) for face_id, p, source in gallery.store.faces_without_photos() if (p, source) in by_source]
+        for start in tqdm(range(0, len(missing), batch), desc="describe", disable=not missing):
+            result.described += _describe_batch(engine, gallery, missing[start : start + batch], result.refused)
         return result
     finally:
         gallery.close()
 
 
-def _import_batch(engine: Engine, gallery: Gallery, samples: list[Sample], refused: list[str]) -> int:
+def _references(engine: Engine, samples: list[Sample], refused: list[str]) -> list[tuple[Sample, Face, PhotoRecord]]:
+    """Each photo's enrolment face and photo evidence, as /enroll chooses them; refusals noted."""
     decoded = []
     for sample in samples:
         try:
@@ -57,16 +67,31 @@ def _import_batch(engine: Engine, gallery: Gallery, samples: list[Sample], refus
         except FaceIdError as exc:
             refused.append(str(exc))
     ready = []
-    for (sample, _), faces in zip(decoded, engine.detect_images([img for _, img in decoded])):
+    for (sample, photo), faces in zip(decoded, engine.detect_images([img for _, img in decoded])):
         try:
-            ready.append((sample, reference(faces, str(sample.path))))
+            face = reference(faces, str(sample.path))
         except FaceIdError as exc:
             refused.append(str(exc))
+            continue
+        ready.append((sample, face, Seen(faces, thumbnail(photo.image), photo.original_size).photo_record(face)))
+    return ready
+
+
+def _import_batch(engine: Engine, gallery: Gallery, samples: list[Sample], refused: list[str]) -> int:
+    ready = _references(engine, samples, refused)
     if not ready:
         return 0
-    vectors = engine.embed_blocking([face.crop for _, face in ready])
-    entries: list[Entry] = [(s.identity, None, [NewFace(s.path.name, v, face.png())]) for (s, face), v in zip(ready, vectors)]
+    vectors = engine.embed_blocking([face.crop for _, face, _ in ready])
+    entries: list[Entry] = [(s.identity, None, [NewFace(s.path.name, v, face.png(), record)]) for (s, face, record), v in zip(ready, vectors)]
     return gallery.enroll_many(entries)
+
+
+def _describe_batch(engine: Engine, gallery: Gallery, faces: list[tuple[int, Sample]], refused: list[str]) -> int:
+    face_of = {id(sample): face_id for face_id, sample in faces}
+    updates = [(face_of[id(sample)], record) for sample, _, record in _references(engine, [s for _, s in faces], refused)]
+    if updates:
+        gallery.set_photos(updates)
+    return len(updates)
 
 
 def reembed(settings: Settings) -> int:

@@ -30,8 +30,9 @@ from app.gallery.index import (
     FaceIndex,
     IndexKind,
 )
-from app.gallery.store import Entry, NewFace, Person, Store
+from app.gallery.store import Entry, NewFace, Person, PhotoRecord, Store
 from core.files import sha256_of, write_text_atomic
+from core.photos.descriptor import PROJECTED_DIM, SHORTLIST, describe, projected, rerank
 
 STORE_FILE = "gallery.sqlite3"
 # The index saved at shutdown, and what it was built from: used at the next start when the
@@ -53,6 +54,18 @@ class Candidate:
     similarity: float
 
 
+@dataclass(frozen=True)
+class PhotoCandidate:
+    """An enrolled photo that a query photo may be a copy of (photo evidence, not face evidence)."""
+
+    face_id: int
+    person_id: str
+    name: str | None
+    source: str  # the enrolled photo's file name
+    box: tuple[float, float, float, float]  # where its enrolled face was, as fractions of the photo
+    similarity: float
+
+
 class Gallery:
     def __init__(self, data_dir: Path, model_id: str, index_kind: IndexKind = "flat", hnsw_m: int = DEFAULT_HNSW_M,
                  ef_search: int = DEFAULT_EF_SEARCH, ivf_nprobe: int = DEFAULT_IVF_NPROBE) -> None:
@@ -64,6 +77,7 @@ class Gallery:
         self._person_of: dict[int, str] = {}
         self.mismatch: str | None = None
         self.index = FaceIndex(*self._index_args)
+        self.photos = FaceIndex(*self._index_args, dim=PROJECTED_DIM)  # photo evidence, by face id
         self._seen_version = -1
         self.rebuild()
 
@@ -85,6 +99,8 @@ class Gallery:
                 )
                 self.index, self._person_of = FaceIndex(*self._index_args), {}
                 return
+            photo_ids, photo_vectors = self.store.photo_vectors()
+            self.photos = FaceIndex.over(photo_ids, photo_vectors, *self._index_args, dim=PROJECTED_DIM)
             if (saved := self._saved_index()) is not None:
                 self.index = saved
                 ids, persons = self.store.face_persons()
@@ -186,10 +202,13 @@ class Gallery:
                     ids = [i for new_ids, _ in added for i in new_ids]
                     persons = [person_id for person_id, _, faces in entries for _ in faces]
                     vectors = [f.embedding for _, _, faces in entries for f in faces]
+                    photos = [(i, f.photo) for i, f in zip(ids, (f for _, _, faces in entries for f in faces)) if f.photo is not None]
                     if ids:  # inside the transaction: if this fails, nothing is committed
                         self.index.add(np.array(ids, dtype=np.int64), np.stack(vectors))
                         indexed = ids
                         self._person_of.update(zip(ids, persons))
+                        if photos:
+                            self.photos.add(np.array([i for i, _ in photos], dtype=np.int64), np.stack([p.vector for _, p in photos]))
             except BaseException:
                 self._forget(indexed)  # the commit failed after the index took the faces
                 raise
@@ -222,6 +241,7 @@ class Gallery:
     def _forget(self, ids: list[int]) -> None:
         if ids:
             self.index.remove(ids)
+            self.photos.remove(ids)
             for i in ids:
                 self._person_of.pop(i, None)
 
@@ -241,6 +261,30 @@ class Gallery:
                 results.append(sorted(best.items(), key=lambda kv: -kv[1])[:top_k])
         names = self.store.names({p for row in results for p, _ in row})
         return [[Candidate(p, names.get(p), s) for p, s in row] for row in results]
+
+    def search_photos(self, thumb: np.ndarray) -> list[PhotoCandidate]:
+        """The enrolled photos a photo (its thumbnail) may be a copy of, most similar first: a
+        FAISS shortlist on the projected descriptors, re-ranked by the exact similarity."""
+        query = describe(thumb)
+        with self._lock:
+            self.check_usable()
+            if self.photos.size == 0:
+                return []
+            _, ids = self.photos.search(projected(query[0])[None], SHORTLIST)
+        stored = self.store.photos_of([int(i) for i in ids[0] if i >= 0])
+        scores = rerank(query, [s.thumb for s in stored], [s.box for s in stored])
+        names = self.store.names({s.person_id for s in stored})
+        found = [PhotoCandidate(s.face_id, s.person_id, names.get(s.person_id), s.source, s.box, float(v)) for s, v in zip(stored, scores)]
+        return sorted(found, key=lambda c: -c.similarity)
+
+    def set_photos(self, updates: list[tuple[int, PhotoRecord]]) -> None:
+        """Photo evidence for stored faces that had none (bulk import), committed with its index."""
+        with self._lock:
+            self.check_usable()
+            with self.store.write() as w:
+                w.set_photos(updates)
+                self.photos.remove([i for i, _ in updates])
+                self.photos.add(np.array([i for i, _ in updates], dtype=np.int64), np.stack([p.vector for _, p in updates]))
 
     def close(self) -> None:
         self.store.close()

@@ -39,14 +39,15 @@ class FaceIndex:
     """
 
     def __init__(self, kind: IndexKind = "flat", hnsw_m: int = DEFAULT_HNSW_M, ef_search: int = DEFAULT_EF_SEARCH,
-                 nprobe: int = DEFAULT_IVF_NPROBE) -> None:
+                 nprobe: int = DEFAULT_IVF_NPROBE, dim: int = EMBEDDING_DIM) -> None:
         self.kind = kind
+        self.dim = dim  # 512 for face embeddings, core.photos' PROJECTED_DIM for photo descriptors
         self.nprobe = nprobe
         self.trained_on = 0  # IVF: faces its cells were trained on (0: still exact)
         if kind in ("flat", "ivf"):
-            base = faiss.IndexFlatIP(EMBEDDING_DIM)
+            base = faiss.IndexFlatIP(dim)
         else:
-            base = faiss.IndexHNSWFlat(EMBEDDING_DIM, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            base = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
             base.hnsw.efSearch = ef_search
             base.hnsw.efConstruction = max(40, 2 * hnsw_m)
         self._index = faiss.IndexIDMap2(base)
@@ -54,9 +55,9 @@ class FaceIndex:
 
     @classmethod
     def over(cls, ids: np.ndarray, vectors: np.ndarray, kind: IndexKind = "flat", hnsw_m: int = DEFAULT_HNSW_M,
-             ef_search: int = DEFAULT_EF_SEARCH, nprobe: int = DEFAULT_IVF_NPROBE) -> FaceIndex:
+             ef_search: int = DEFAULT_EF_SEARCH, nprobe: int = DEFAULT_IVF_NPROBE, dim: int = EMBEDDING_DIM) -> FaceIndex:
         """An index holding these faces; an IVF one trains its cells on them when they are many."""
-        index = cls(kind, hnsw_m, ef_search, nprobe)
+        index = cls(kind, hnsw_m, ef_search, nprobe, dim)
         if kind == "ivf" and len(ids) >= IVF_MIN_FACES:
             index._train_ivf(vectors)
         index.add(ids, vectors)
@@ -64,10 +65,10 @@ class FaceIndex:
 
     def _train_ivf(self, vectors: np.ndarray) -> None:
         nlist = ivf_lists(len(vectors))
-        quantizer = faiss.IndexFlatIP(EMBEDDING_DIM)
+        quantizer = faiss.IndexFlatIP(self.dim)
         # Vectors kept in fp16: half the memory and about half the time of float32 cells at 1M
         # faces, with the same top-1 person as exact search (benchmarks/search.py, README).
-        ivf = faiss.IndexIVFScalarQuantizer(quantizer, EMBEDDING_DIM, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.IndexIVFScalarQuantizer(quantizer, self.dim, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
         sample = np.random.default_rng(0).choice(len(vectors), min(len(vectors), 64 * nlist), replace=False)
         ivf.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))
         ivf.nprobe = self.nprobe

@@ -19,6 +19,7 @@ import numpy as np
 
 from core.constants import EMBEDDING_DIM
 from core.errors import FaceIdError
+from core.photos.descriptor import PROJECTED_DIM, THUMB_SIDE
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS persons (
@@ -40,6 +41,18 @@ CREATE INDEX IF NOT EXISTS faces_source ON faces(person_id, source);
 -- 'generation' counts committed writes: a saved index built at another generation is stale
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+# Forward migrations, by the schema version they lead to (PRAGMA user_version). Version 1 is
+# SCHEMA above; each later one runs once, in a transaction, on a store at the version before.
+MIGRATIONS: dict[int, str] = {
+    # Photo evidence (core/photos): each face's photo, described, and where in it the face was.
+    # Faces enrolled before have none; `faceid gallery import` fills them in from the photos.
+    2: """
+ALTER TABLE faces ADD COLUMN photo_thumb BLOB;   -- the photo's THUMB_SIDE² grey thumbnail
+ALTER TABLE faces ADD COLUMN photo_vector BLOB;  -- its projected descriptor, float32 × PROJECTED_DIM
+ALTER TABLE faces ADD COLUMN photo_box TEXT;     -- the face's box as fractions of the photo: x1,y1,x2,y2
+""",
+}
+SCHEMA_VERSION = max(MIGRATIONS)
 
 
 @dataclass(frozen=True)
@@ -51,10 +64,29 @@ class Person:
 
 
 @dataclass(frozen=True)
+class PhotoRecord:
+    """A face's photo as photo evidence keeps it (core/photos/descriptor.py)."""
+
+    thumb: np.ndarray  # uint8 THUMB_SIDE×THUMB_SIDE
+    vector: np.ndarray  # float32 PROJECTED_DIM, unit
+    box: tuple[float, float, float, float]  # the face, as fractions of the photo's width and height
+
+
+@dataclass(frozen=True)
 class NewFace:
     source: str
     embedding: np.ndarray
     crop_png: bytes | None = None
+    photo: PhotoRecord | None = None
+
+
+@dataclass(frozen=True)
+class StoredPhoto:
+    face_id: int
+    person_id: str
+    source: str
+    thumb: np.ndarray
+    box: tuple[float, float, float, float]
 
 
 Entry = tuple[str, str | None, list[NewFace]]  # person id, name (None keeps the stored one), faces
@@ -122,9 +154,11 @@ class Writer:
                 cur.execute("UPDATE persons SET name = ? WHERE person_id = ?", (name, person_id))
             ids = []
             for face in faces:
+                photo = _photo_columns(face.photo)
                 cur.execute(
-                    "INSERT INTO faces (person_id, source, model_id, embedding, crop, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (person_id, face.source, model_id, _blob(face.embedding), face.crop_png, now),
+                    "INSERT INTO faces (person_id, source, model_id, embedding, crop, created_at, photo_thumb, photo_vector, photo_box) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (person_id, face.source, model_id, _blob(face.embedding), face.crop_png, now, *photo),
                 )
                 assert cur.lastrowid is not None  # an INSERT always sets it
                 ids.append(cur.lastrowid)
@@ -140,6 +174,11 @@ class Writer:
     def replace_embeddings(self, updates: list[tuple[int, np.ndarray]], model_id: str) -> None:
         self._cur.executemany("UPDATE faces SET embedding = ?, model_id = ? WHERE face_id = ?", [(_blob(e), model_id, i) for i, e in updates])
 
+    def set_photos(self, updates: list[tuple[int, PhotoRecord]]) -> None:
+        """Photo evidence for faces stored without it (a gallery enrolled before it existed)."""
+        self._cur.executemany("UPDATE faces SET photo_thumb = ?, photo_vector = ?, photo_box = ? WHERE face_id = ?",
+                              [(*_photo_columns(p), i) for i, p in updates])
+
 
 class Store:
     def __init__(self, path: Path) -> None:
@@ -152,8 +191,29 @@ class Store:
             self._db.execute("PRAGMA synchronous=FULL")  # an answered enrolment survives power loss
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
+            self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(str(path), f"cannot open the gallery store ({exc}); check that its folder exists and is writable") from exc
+
+    def _migrate(self) -> None:
+        """Bring the schema to SCHEMA_VERSION, one transaction per step (a store made before
+        versions were recorded is at 1)."""
+        version = max(1, int(self._db.execute("PRAGMA user_version").fetchone()[0]))
+        for target in sorted(v for v in MIGRATIONS if v > version):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                code = "\n".join(line.split("--")[0] for line in MIGRATIONS[target].splitlines())
+                for statement in filter(None, (s.strip() for s in code.split(";"))):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {target}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.rollback()
+                raise
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     @contextmanager
     def write(self) -> Iterator[Writer]:
@@ -246,6 +306,30 @@ class Store:
         matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), EMBEDDING_DIM)
         return np.array([r[0] for r in rows], dtype=np.int64), matrix
 
+    def photo_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(face ids, N×PROJECTED_DIM) of the faces that have photo evidence, for its index."""
+        with self._lock:
+            rows = self._db.execute("SELECT face_id, photo_vector FROM faces WHERE photo_vector IS NOT NULL ORDER BY face_id").fetchall()
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), PROJECTED_DIM)
+        return np.array([r[0] for r in rows], dtype=np.int64), matrix
+
+    def photos_of(self, face_ids: list[int]) -> list[StoredPhoto]:
+        """The stored photos of some faces (those that have one), in the order asked."""
+        if not face_ids:
+            return []
+        marks = ",".join("?" * len(face_ids))
+        with self._lock:
+            rows = self._db.execute(f"SELECT face_id, person_id, source, photo_thumb, photo_box FROM faces "
+                                    f"WHERE photo_thumb IS NOT NULL AND face_id IN ({marks})", tuple(face_ids)).fetchall()
+        found = {r[0]: StoredPhoto(r[0], r[1], r[2], np.frombuffer(r[3], dtype=np.uint8).reshape(THUMB_SIDE, THUMB_SIDE),
+                                   _box(r[4])) for r in rows}
+        return [found[i] for i in face_ids if i in found]
+
+    def faces_without_photos(self) -> list[tuple[int, str, str]]:
+        """(face id, person id, source) of the faces stored without photo evidence."""
+        with self._lock:
+            return self._db.execute("SELECT face_id, person_id, source FROM faces WHERE photo_vector IS NULL ORDER BY face_id").fetchall()
+
     def model_ids(self) -> dict[str, int]:
         with self._lock:
             return dict(self._db.execute("SELECT model_id, COUNT(*) FROM faces GROUP BY model_id").fetchall())
@@ -263,6 +347,21 @@ class Store:
             persons = self._db.execute("SELECT COUNT(*) FROM persons").fetchone()[0]
             faces = self._db.execute("SELECT COUNT(*) FROM faces").fetchone()[0]
         return int(persons), int(faces)
+
+
+def _photo_columns(photo: PhotoRecord | None) -> tuple[bytes | None, bytes | None, str | None]:
+    if photo is None:
+        return None, None, None
+    thumb = np.ascontiguousarray(photo.thumb, dtype=np.uint8)
+    vector = np.asarray(photo.vector, dtype=np.float32).reshape(-1)
+    if thumb.shape != (THUMB_SIDE, THUMB_SIDE) or vector.shape != (PROJECTED_DIM,):
+        raise ValueError(f"photo evidence must be a {THUMB_SIDE}² thumbnail and {PROJECTED_DIM} values")
+    return thumb.tobytes(), vector.tobytes(), ",".join(f"{v:.5f}" for v in photo.box)
+
+
+def _box(text: str) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = (float(v) for v in text.split(","))
+    return x1, y1, x2, y2
 
 
 def _blob(embedding: np.ndarray) -> bytes:

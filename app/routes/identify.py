@@ -10,25 +10,16 @@ from starlette.concurrency import run_in_threadpool
 
 from app.deps import EngineDep, GalleryDep, SettingsDep, require_api_key
 from app.errors import responses
-from app.gallery.gallery import Candidate
+from app.evidence import answer, face_matches
 from app.routes.uploads import read_limited
 from app.schemas import (
     EmbeddingQuery,
     EmbeddingResult,
-    FaceResult,
     IdentifyResponse,
-    Match,
-    QualityPublic,
-    rounded_box,
 )
+from core.errors import NoFaceFound
 
 router = APIRouter(tags=["identify"], dependencies=[Depends(require_api_key)])
-
-
-def _answer(candidates: list[Candidate], threshold: float) -> tuple[Match | None, list[Match]]:
-    matches = [Match(person_id=c.person_id, name=c.name, similarity=round(c.similarity, 6)) for c in candidates]
-    best = matches[0] if matches and matches[0].similarity >= threshold else None
-    return best, matches
 
 
 @router.post("/identify", response_model=IdentifyResponse, summary="Identify every face in a photo",
@@ -47,18 +38,18 @@ async def identify(
     data = await read_limited(image, settings.max_upload_bytes)
     k = top_k or settings.top_k
     started = time.perf_counter()
-    faces, _, found = await engine.identify(data, source, max_faces or settings.max_faces, lambda v: gallery.search(v, k), gallery.check_usable)
+    photos = gallery.search_photos if settings.photo_evidence else None
+    identified = await engine.identify(data, source, max_faces or settings.max_faces, lambda v: gallery.search(v, k),
+                                       gallery.check_usable, photos)
     # The face work's share of the answer (decode, detect, embed, search, and its wait for a worker):
     # what benchmarks subtract from a client's time to see what the HTTP path costs.
     response.headers["Server-Timing"] = f"faces;dur={1000 * (time.perf_counter() - started):.1f}"
     thr = settings.answer_threshold() if threshold is None else threshold
-    results = []
-    for face, candidates in zip(faces, found):
-        match, cands = _answer(candidates, thr)
-        quality = QualityPublic(score=face.quality.score, reasons=list(face.quality.reasons))
-        results.append(FaceResult(box=rounded_box(face.box), detection_score=face.score, quality=quality,
-                                  match=match, candidates=cands))
-    return IdentifyResponse(faces=results, threshold=thr, model_id=gallery.model_id)
+    results = answer(identified.faces, identified.found, identified.photo_size, identified.photos, thr, settings.photo_threshold)
+    if not results:
+        raise NoFaceFound(source, "no face found")
+    return IdentifyResponse(faces=results, threshold=thr, photo_threshold=settings.photo_threshold if photos else None,
+                            model_id=gallery.model_id)
 
 
 @router.post("/identify/embedding", response_model=EmbeddingResult, summary="Identify a precomputed 512-d embedding",
@@ -66,5 +57,5 @@ async def identify(
 async def identify_embedding(gallery: GalleryDep, settings: SettingsDep, query: EmbeddingQuery) -> EmbeddingResult:
     thr = settings.answer_threshold() if query.threshold is None else query.threshold
     (candidates,) = await run_in_threadpool(gallery.search, query.unit_vector()[None], query.top_k or settings.top_k)
-    match, cands = _answer(candidates, thr)
+    match, cands = face_matches(candidates, thr)
     return EmbeddingResult(match=match, candidates=cands, threshold=thr, model_id=gallery.model_id)

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import EngineDep, GalleryDep, SettingsDep, require_api_key
-from app.errors import BadRequestField, PersonNotFound, TooManyUploads, responses
-from app.gallery.store import NewFace, Person
+from app.errors import BadRequestField, CopyOfAnotherPerson, PersonNotFound, TooManyUploads, responses
+from app.gallery.gallery import Gallery
+from app.gallery.store import NewFace, Person, PhotoRecord
 from app.routes.uploads import read_limited
 from app.schemas import (
     BOX_PATTERN,
@@ -18,8 +19,10 @@ from app.schemas import (
     EnrollResponse,
     PersonPublic,
     PersonsPage,
+    PhotoMatch,
     rounded_box,
 )
+from core.faces.geometry import OVERLAPS_FACE_IOU, iou
 from core.faces.pipeline import Face
 from core.faces.subject import reference
 
@@ -32,7 +35,7 @@ def public(person: Person) -> PersonPublic:
 
 
 @router.post("/enroll", response_model=EnrollResponse, summary="Add one or more photos of a person",
-             responses=responses(400, 401, 413, 415, 422, 503, 507))
+             responses=responses(400, 401, 409, 413, 415, 422, 503, 507))
 async def enroll(
     engine: EngineDep,
     gallery: GalleryDep,
@@ -42,6 +45,7 @@ async def enroll(
     name: Annotated[str | None, Form(max_length=256)] = None,
     box: Annotated[str | None, Form(pattern=BOX_PATTERN, description="x1,y1,x2,y2 of the face to enrol, when a photo shows "
                                     "several faces of comparable size (one image only)")] = None,
+    confirm_copy: Annotated[bool, Form(description="enrol a photo even though it is a copy of one enrolled for another person")] = False,
 ) -> EnrollResponse:
     if len(images) > settings.max_images_per_enroll:
         raise TooManyUploads(len(images), settings.max_images_per_enroll)
@@ -50,19 +54,35 @@ async def enroll(
     await run_in_threadpool(gallery.check_usable)
     chosen_box = [float(v) for v in box.split(",")] if box else None
     # Every image must pass before anything is stored: an enrolment is all or nothing.
-    chosen: list[tuple[str, Face, list[Face]]] = []
+    chosen: list[tuple[str, Face, list[Face], PhotoRecord, PhotoMatch | None]] = []
     for upload in images:
         source = upload.filename or "image"
-        faces = await engine.detect(await read_limited(upload, settings.max_upload_bytes), source)
-        face = reference(faces, source, chosen_box)
-        chosen.append((source, face, [f for f in faces if f is not face]))
-    vectors = await engine.embed([face.crop for _, face, _ in chosen])
-    new = [NewFace(source, vector, face.png()) for (source, face, _), vector in zip(chosen, vectors)]
+        seen = await engine.see(await read_limited(upload, settings.max_upload_bytes), source)
+        face = reference(seen.faces, source, chosen_box)
+        record = seen.photo_record(face)
+        copy = await run_in_threadpool(copy_of, gallery, record, person_id, settings.photo_threshold) if settings.photo_evidence else None
+        if copy is not None and copy.person_id != person_id and not confirm_copy:
+            raise CopyOfAnotherPerson(source, copy, person_id)
+        chosen.append((source, face, [f for f in seen.faces if f is not face], record, copy))
+    vectors = await engine.embed([face.crop for _, face, _, _, _ in chosen])
+    new = [NewFace(source, vector, face.png(), record) for (source, face, _, record, _), vector in zip(chosen, vectors)]
     person, added, created = await run_in_threadpool(gallery.enroll, person_id, name, new)
     return EnrollResponse(
         person=public(person), faces_added=added, created=created,
-        faces=[EnrolledFace(source=s, box=rounded_box(f.box), ignored=[rounded_box(o.box) for o in ignored]) for s, f, ignored in chosen],
+        faces=[EnrolledFace(source=s, box=rounded_box(f.box), ignored=[rounded_box(o.box) for o in ignored], copy_of=copy)
+               for s, f, ignored, _, copy in chosen],
     )
+
+
+def copy_of(gallery: Gallery, record: PhotoRecord, person_id: str, threshold: float) -> PhotoMatch | None:
+    """The enrolled photo this one is a copy of, at the same face (the same photo enrolled for its
+    other person is not one), or None: one of `person_id`'s own where there is one (a photo
+    confirmed for two people is no conflict for either), else the most similar."""
+    copies = [c for c in gallery.search_photos(record.thumb) if c.similarity >= threshold and iou(c.box, record.box) >= OVERLAPS_FACE_IOU]
+    if not copies:
+        return None
+    best = next((c for c in copies if c.person_id == person_id), copies[0])
+    return PhotoMatch(person_id=best.person_id, name=best.name, photo=best.source, similarity=round(best.similarity, 6))
 
 
 @router.get("/persons", response_model=PersonsPage, summary="List enrolled persons", responses=responses(401, 422))

@@ -41,6 +41,18 @@ def scaled(box: Sequence[float], factor: float) -> Box:
     return x1 * factor, y1 * factor, x2 * factor, y2 * factor
 
 
+def scaled_box(fractions: Sequence[float], size: tuple[int, int]) -> Box:
+    """A box given as fractions of an image's width and height, in that image's pixels."""
+    w, h = size
+    return fractions[0] * w, fractions[1] * h, fractions[2] * w, fractions[3] * h
+
+
+def fractions_of(box: Sequence[float], size: tuple[int, int]) -> Box:
+    """A box in an image's pixels as fractions of its width and height."""
+    w, h = size
+    return box[0] / w, box[1] / h, box[2] / w, box[3] / h
+
+
 def rounded(boxes: Sequence[Sequence[float]]) -> list[list[int]]:
     """Boxes as whole pixels, for messages."""
     return [[round(v) for v in box] for box in boxes]

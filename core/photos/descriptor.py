@@ -1,0 +1,130 @@
+"""A whole photo's descriptor: what stays the same when a copy of it is blurred, fogged, darkened,
+noised, rained on, down-sized or glared.
+
+The photo is reduced to a THUMB_SIDE² grey thumbnail (box-averaged, which also averages noise and
+rain streaks away); its gradients are divided by their local RMS (over an 11-px window), so a
+smooth change of brightness or contrast (fog, dark, the falloff of a glare) scales them but does
+not turn them; pixels blown out to white (and their neighbours) carry nothing and are masked.
+Two photos are compared by the correlation of their gradient fields over the pixels valid in
+both, shrunk where that shared part is small (a glared copy keeps little, and a little agrees by
+chance). Measured on the validation people's FACECOM photos (README, Photo evidence).
+
+For search, a descriptor is also projected to PROJECTED_DIM values by a fixed random Gaussian
+matrix (inner products kept to about 1/√256): FAISS finds a shortlist with it, and the exact
+similarity re-ranks the shortlist from the stored thumbnails. A thumbnail is 4 KB, the projected
+vector 1 KB.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+from PIL import Image
+from scipy.ndimage import uniform_filter
+
+THUMB_SIDE = 64
+PROJECTED_DIM = 256
+SATURATED = 245  # grey level from which a thumbnail pixel counts as blown out
+WINDOW = 11  # pixels over which a gradient's local RMS is taken
+FLOOR = 16.0  # added to the local gradient energy: flat regions stay flat instead of amplified noise
+HEAD_SUPPORT = 0.6  # the head's part counts when at least this share of it is valid in both photos
+SHRINK = 0.1  # a shared part of f of the pixels keeps f / (f + SHRINK) of the correlation (times 1 + SHRINK)
+
+
+def thumbnail(img: Image.Image) -> np.ndarray:
+    """uint8 THUMB_SIDE×THUMB_SIDE grey thumbnail of a photo (any size or aspect: both are squashed)."""
+    return np.asarray(img.convert("L").resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX), dtype=np.uint8)
+
+
+def describe(thumb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 gradient field, flattened, zero where masked; bool mask of the valid entries)."""
+    fields, masks = describe_many(thumb[None])
+    return fields[0], masks[0]
+
+
+def describe_many(thumbs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`describe` for N×THUMB_SIDE×THUMB_SIDE thumbnails at once: (N×D fields, N×D masks)."""
+    grey = thumbs.astype(np.float32)
+    blown = grey >= SATURATED
+    blown = blown | np.roll(blown, 1, 1) | np.roll(blown, -1, 1) | np.roll(blown, 1, 2) | np.roll(blown, -1, 2)
+    valid = ~blown
+    gx, gy = np.zeros_like(grey), np.zeros_like(grey)
+    gx[:, :, 1:-1] = grey[:, :, 2:] - grey[:, :, :-2]
+    gy[:, 1:-1] = grey[:, 2:] - grey[:, :-2]
+    window = (1, WINDOW, WINDOW)
+    coverage = np.maximum(uniform_filter(valid.astype(np.float32), window), 1e-3)
+    energy = uniform_filter((gx * gx + gy * gy) * valid, window) / coverage
+    field = np.stack([gx, gy], axis=1) / np.sqrt(energy + FLOOR)[:, None] * valid[:, None]
+    mask = np.broadcast_to(valid[:, None], field.shape)
+    n = len(thumbs)
+    field, mask = field.reshape(n, -1), mask.reshape(n, -1)
+    field = field - (field.sum(1, keepdims=True) / np.maximum(mask.sum(1, keepdims=True), 1)) * mask
+    return field.astype(np.float32), np.ascontiguousarray(mask)
+
+
+def _correlation(q: np.ndarray, fields: np.ndarray, both: np.ndarray) -> np.ndarray:
+    """Correlation of q with each field over `both` (N×D), shrunk where `both` is a small share."""
+    qq, gg = q[None] * both, fields * both
+    corr = (qq * gg).sum(1) / (np.sqrt((qq * qq).sum(1) * (gg * gg).sum(1)) + 1e-9)
+    shared = both.mean(1)
+    return corr * shared / (shared + SHRINK) * (1 + SHRINK)
+
+
+def head_region(box: tuple[float, float, float, float]) -> np.ndarray:
+    """bool D mask of the descriptor entries inside a face box (fractions of the photo) grown by a
+    third each way: the head, hair and ears."""
+    x1, y1, x2, y2 = box
+    gx, gy = (x2 - x1) / 3, (y2 - y1) / 3
+    cols = np.arange(THUMB_SIDE) + 0.5
+    inside_x = (cols >= (x1 - gx) * THUMB_SIDE) & (cols <= (x2 + gx) * THUMB_SIDE)
+    inside_y = (cols >= (y1 - gy) * THUMB_SIDE) & (cols <= (y2 + gy) * THUMB_SIDE)
+    region = inside_y[:, None] & inside_x[None, :]
+    return np.broadcast_to(region[None], (2, THUMB_SIDE, THUMB_SIDE)).reshape(-1)
+
+
+def similarity(query: tuple[np.ndarray, np.ndarray], gallery: tuple[np.ndarray, np.ndarray],
+               boxes: list[tuple[float, float, float, float]] | None = None) -> np.ndarray:
+    """The query's similarity to each of N gallery descriptors (`describe_many`'s pair), in [-1, 1].
+    With each gallery photo's face box, the head's part must agree too where enough of it is left
+    (the smaller of the two counts): two people framed alike before the same backdrop are two
+    photos, though most of their pixels agree. Where glare has taken the head, the rest decides."""
+    q, q_mask = query
+    fields, masks = gallery
+    if not len(fields):
+        return np.zeros(0, dtype=np.float32)
+    both = masks & q_mask
+    whole = _correlation(q, fields, both)
+    if boxes is not None:
+        regions = np.stack([head_region(box) for box in boxes])
+        shared = both & regions
+        checked = shared.sum(1) >= HEAD_SUPPORT * regions.sum(1)
+        if checked.any():  # one pass over the photos whose head is left in both
+            head = _correlation(q, fields[checked], shared[checked])
+            whole[checked] = np.minimum(whole[checked], head)
+    return whole.astype(np.float32)
+
+
+@cache
+def _projection() -> np.ndarray:
+    """The fixed random Gaussian projection (the same in every process: seeded)."""
+    rng = np.random.default_rng(20261202)
+    return (rng.standard_normal((2 * THUMB_SIDE * THUMB_SIDE, PROJECTED_DIM)) / np.sqrt(PROJECTED_DIM)).astype(np.float32)
+
+
+def projected(field: np.ndarray) -> np.ndarray:
+    """float32 PROJECTED_DIM unit vector of a descriptor's field, for FAISS's shortlist."""
+    v = field @ _projection()
+    return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
+
+
+# From this similarity a photo is taken for a copy of an enrolled one (README, Photo evidence).
+PHOTO_THRESHOLD = 0.50
+SHORTLIST = 16  # photos FAISS hands to the exact similarity; more costs ~0.25 ms each
+
+
+def rerank(query: tuple[np.ndarray, np.ndarray], thumbs: list[np.ndarray], boxes: list[tuple[float, float, float, float]]) -> np.ndarray:
+    """The exact similarity of the query to each shortlisted photo (its thumbnail and face box)."""
+    if not thumbs:
+        return np.zeros(0, dtype=np.float32)
+    return similarity(query, describe_many(np.stack(thumbs)), boxes)
