@@ -52,6 +52,11 @@ class PersonNotFound(Exception):
         super().__init__(f"person {person_id!r} not found")
 
 
+class FaceNotFound(Exception):
+    def __init__(self, person_id: str, face_id: int, why: str = "not found") -> None:
+        super().__init__(f"face {face_id} of person {person_id!r} {why}")
+
+
 class CopyOfAnotherPerson(Exception):
     """An enrolment photo that is a copy of a photo enrolled for another person: a mislabel, unless confirmed."""
 
@@ -75,6 +80,7 @@ STATUS: dict[type[Exception], int] = {
     UnusableFace: 422,
     BadRequestField: 422,
     PersonNotFound: 404,
+    FaceNotFound: 404,
     CopyOfAnotherPerson: 409,
     ModelMismatch: 503,
     Overloaded: 503,
@@ -89,7 +95,7 @@ RETRY_AFTER_S = {Overloaded: 1, StoreBusy: 1}
 DESCRIPTIONS = {
     400: "a body that cannot be read: not an image, a corrupt one, or not JSON",
     401: KEY_REFUSED,
-    404: "no such person",
+    404: "no such person, or no such face of that person (or one stored without its crop)",
     409: "an enrolment photo is a copy of a photo enrolled for another person (send confirm_copy=true to enrol it anyway)",
     413: "an upload, the request body or the image's pixel count is over its limit",
     415: "an image format the service does not read",

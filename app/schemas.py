@@ -33,6 +33,25 @@ class PersonsPage(BaseModel):
     limit: int
 
 
+class FacePublic(BaseModel):
+    """A stored face: what enrolled it and when; its crop is at .../faces/{face_id}/crop."""
+
+    face_id: int
+    source: str = Field(description="the enrolled photo's file name")
+    model_id: str
+    created_at: str
+    has_crop: bool = Field(description="whether the aligned 160×160 face crop is stored")
+    photo_evidence: bool = Field(description="whether its photo is described, so that copies of it are recognised")
+
+
+class FacesPage(BaseModel):
+    person_id: str
+    items: list[FacePublic]
+    total: int
+    offset: int
+    limit: int
+
+
 class PhotoMatch(BaseModel):
     """Photo evidence: this photo is a copy of an enrolled photo. It says nothing of the face's
     looks; a photo that was never enrolled gets none, whoever is in it."""

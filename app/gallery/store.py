@@ -89,6 +89,18 @@ class StoredPhoto:
     box: tuple[float, float, float, float]
 
 
+@dataclass(frozen=True)
+class FaceRow:
+    """A stored face as the API lists it: no embedding, no pixels."""
+
+    face_id: int
+    source: str
+    model_id: str
+    created_at: str
+    has_crop: bool
+    has_photo: bool  # its photo is described: photo evidence can name copies of it
+
+
 Entry = tuple[str, str | None, list[NewFace]]  # person id, name (None keeps the stored one), faces
 
 
@@ -277,6 +289,23 @@ class Store:
             ).fetchall()
             total = self._db.execute("SELECT COUNT(*) FROM persons").fetchone()[0]
         return [Person(*r) for r in rows], int(total)
+
+    def faces_of(self, person_id: str, offset: int, limit: int) -> tuple[list[FaceRow], int] | None:
+        """A page of a person's faces, oldest first, and how many they have; None for no such person."""
+        with self._lock:
+            if self._db.execute("SELECT 1 FROM persons WHERE person_id = ?", (person_id,)).fetchone() is None:
+                return None
+            rows = self._db.execute(
+                "SELECT face_id, source, model_id, created_at, crop IS NOT NULL, photo_vector IS NOT NULL FROM faces "
+                "WHERE person_id = ? ORDER BY face_id LIMIT ? OFFSET ?", (person_id, limit, offset)).fetchall()
+            total = self._db.execute("SELECT COUNT(*) FROM faces WHERE person_id = ?", (person_id,)).fetchone()[0]
+        return [FaceRow(r[0], r[1], r[2], r[3], bool(r[4]), bool(r[5])) for r in rows], int(total)
+
+    def crop_of(self, person_id: str, face_id: int) -> tuple[bool, bytes | None]:
+        """(whether the person has this face, its stored crop PNG if any)."""
+        with self._lock:
+            row = self._db.execute("SELECT crop FROM faces WHERE person_id = ? AND face_id = ?", (person_id, face_id)).fetchone()
+        return (False, None) if row is None else (True, row[0])
 
     def names(self, person_ids: set[str]) -> dict[str, str | None]:
         if not person_ids:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Query, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import EngineDep, GalleryDep, SettingsDep, require_api_key
-from app.errors import BadRequestField, CopyOfAnotherPerson, PersonNotFound, TooManyUploads, responses
+from app.errors import BadRequestField, CopyOfAnotherPerson, FaceNotFound, PersonNotFound, TooManyUploads, responses
 from app.gallery.gallery import Gallery
 from app.gallery.store import NewFace, Person, PhotoRecord
 from app.routes.uploads import read_limited
@@ -17,6 +17,8 @@ from app.schemas import (
     PERSON_ID_PATTERN,
     EnrolledFace,
     EnrollResponse,
+    FacePublic,
+    FacesPage,
     PersonPublic,
     PersonsPage,
     PhotoMatch,
@@ -28,6 +30,7 @@ from core.faces.subject import reference
 
 router = APIRouter(tags=["persons"], dependencies=[Depends(require_api_key)])
 MAX_OFFSET = 2**63 - 1  # SQLite's largest integer
+CROP_PNG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "the 160×160 face crop the embedding was made from"}}
 
 
 def public(person: Person) -> PersonPublic:
@@ -101,6 +104,34 @@ async def get_person(gallery: GalleryDep, person_id: str) -> PersonPublic:
     if person is None:
         raise PersonNotFound(person_id)
     return public(person)
+
+
+@router.get("/persons/{person_id}/faces", response_model=FacesPage, summary="A person's stored faces, oldest first",
+            responses=responses(401, 404, 422))
+async def list_faces(
+    gallery: GalleryDep,
+    person_id: str,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> FacesPage:
+    page = await run_in_threadpool(gallery.store.faces_of, person_id, offset, limit)
+    if page is None:
+        raise PersonNotFound(person_id)
+    rows, total = page
+    items = [FacePublic(face_id=r.face_id, source=r.source, model_id=r.model_id, created_at=r.created_at, has_crop=r.has_crop,
+                        photo_evidence=r.has_photo) for r in rows]
+    return FacesPage(person_id=person_id, items=items, total=total, offset=offset, limit=limit)
+
+
+@router.get("/persons/{person_id}/faces/{face_id}/crop", response_class=Response, summary="A stored face's aligned crop (PNG)",
+            responses={**CROP_PNG, **responses(401, 404, 422)})
+async def face_crop(gallery: GalleryDep, person_id: str, face_id: Annotated[int, Path(ge=1, le=MAX_OFFSET)]) -> Response:
+    found, png = await run_in_threadpool(gallery.store.crop_of, person_id, face_id)
+    if not found:
+        raise FaceNotFound(person_id, face_id)
+    if png is None:
+        raise FaceNotFound(person_id, face_id, "was stored without its crop")
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
 @router.delete("/persons/{person_id}", status_code=204, summary="Delete a person and all their faces",
