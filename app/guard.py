@@ -22,7 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.config import Settings
 
 MULTIPART_OVERHEAD = 1 << 20  # form fields and part headers beside the images
-ALWAYS_OPEN = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+ALWAYS_OPEN = frozenset({"/", "/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+CONSOLE = "/console"  # static files; the page asks for the key and sends it with each API call
 PROBES = frozenset({"/readyz", "/metrics"})
 KEY_REFUSED = "missing or wrong X-API-Key"
 PHOTO_ROUTES = frozenset({"/identify", "/enroll"})  # the ones whose work the engine bounds
@@ -36,7 +37,7 @@ def key_matches(settings: Settings, given: str | None) -> bool:
 
 
 def needs_key(settings: Settings, path: str) -> bool:
-    if settings.api_key is None or path in ALWAYS_OPEN:
+    if settings.api_key is None or path in ALWAYS_OPEN or path.startswith(CONSOLE):
         return False
     return not (settings.open_probes and path in PROBES)
 

@@ -16,7 +16,7 @@ from app.engine import Engine
 from app.gallery.gallery import Gallery
 from app.guard import RequestGuard
 from app.headers import SecurityHeaders
-from app.routes import health, identify, persons
+from app.routes import console, health, identify, persons
 
 log = logging.getLogger("faceid")
 WATCH_INTERVAL_S = 2.0  # how often the store is checked for writes made by another process
@@ -73,6 +73,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders)  # outermost: every answer carries them
     errors.install(app)
     contract.install(app)
-    for module in (health, identify, persons):
+    for module in (health, identify, persons, console):
         app.include_router(module.router)
     return app

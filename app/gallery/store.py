@@ -280,14 +280,19 @@ class Store:
             ).fetchone()
         return Person(*row) if row else None
 
-    def list_persons(self, offset: int, limit: int) -> tuple[list[Person], int]:
+    def list_persons(self, offset: int, limit: int, containing: str | None = None) -> tuple[list[Person], int]:
+        """A page of persons by id; with `containing`, those whose id or name holds it (ASCII letters in any case)."""
+        where, args = "", tuple[str, ...]()
+        if containing:
+            pattern = "%" + containing.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where, args = "WHERE p.person_id LIKE ? ESCAPE '\\' OR p.name LIKE ? ESCAPE '\\' ", (pattern, pattern)
         with self._lock:
             rows = self._db.execute(
                 "SELECT p.person_id, p.name, COUNT(f.face_id), p.created_at FROM persons p "
-                "LEFT JOIN faces f ON f.person_id = p.person_id GROUP BY p.person_id ORDER BY p.person_id LIMIT ? OFFSET ?",
-                (limit, offset),
+                f"LEFT JOIN faces f ON f.person_id = p.person_id {where}GROUP BY p.person_id ORDER BY p.person_id LIMIT ? OFFSET ?",
+                (*args, limit, offset),
             ).fetchall()
-            total = self._db.execute("SELECT COUNT(*) FROM persons").fetchone()[0]
+            total = self._db.execute(f"SELECT COUNT(*) FROM persons p {where}", args).fetchone()[0]
         return [Person(*r) for r in rows], int(total)
 
     def faces_of(self, person_id: str, offset: int, limit: int) -> tuple[list[FaceRow], int] | None:

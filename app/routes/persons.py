@@ -93,8 +93,9 @@ async def list_persons(
     gallery: GalleryDep,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    q: Annotated[str | None, Query(max_length=256, description="only persons whose id or name contains this (ASCII letters in any case)")] = None,
 ) -> PersonsPage:
-    persons, total = await run_in_threadpool(gallery.store.list_persons, offset, limit)
+    persons, total = await run_in_threadpool(gallery.store.list_persons, offset, limit, q)
     return PersonsPage(items=[public(p) for p in persons], total=total, offset=offset, limit=limit)
 
 
