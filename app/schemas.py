@@ -159,6 +159,8 @@ class Ready(BaseModel):
     index: str
     runtime: str = Field(description="what embeds: onnx-int8, onnx (fp32) or torch")
     writable: bool
+    threshold: float = Field(description="the face similarity an answer needs when a request gives no threshold")
+    photo_threshold: float | None = Field(description="the photo similarity photo evidence needs; null when photo evidence is off")
     detail: str | None = None
 
 

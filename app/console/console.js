@@ -10,7 +10,8 @@ class ApiError extends Error {
   constructor(status, detail) { super(detail); this.status = status; }
 }
 
-async function api(path, options = {}) {
+// `alsoOk`: statuses whose body is an answer, not an error (/readyz answers 503 with its reasons).
+async function api(path, options = {}, alsoOk = []) {
   for (;;) {
     const headers = new Headers(options.headers || {});
     const key = sessionStorage.getItem(KEY);
@@ -20,7 +21,7 @@ async function api(path, options = {}) {
       await askForKey(Boolean(key));
       continue;
     }
-    if (!response.ok) {
+    if (!response.ok && !alsoOk.includes(response.status)) {
       let detail = response.statusText;
       try { detail = (await response.json()).detail; } catch (_) { /* not JSON */ }
       if (typeof detail !== "string") detail = JSON.stringify(detail);
@@ -48,6 +49,33 @@ $("key-form").addEventListener("submit", (event) => {
   keyWaiters = [];
   waiting.forEach((resolve) => resolve());
 });
+
+// While an upload is answered, its section says so.
+async function withProgress(id, work) {
+  const note = $(id);
+  note.hidden = false;
+  note.parentElement.setAttribute("aria-busy", "true");
+  try { return await work(); } finally {
+    note.hidden = true;
+    note.parentElement.removeAttribute("aria-busy");
+  }
+}
+
+// -- status ----------------------------------------------------------------------------------
+async function refreshStatus() {
+  const line = $("status");
+  try {
+    const r = await (await api("/readyz", {}, [503])).json();
+    const photo = r.photo_threshold === null ? "photo evidence off" : `photo threshold ${r.photo_threshold.toFixed(3)}`;
+    line.textContent = `${r.ready ? "Ready" : "Not ready"} · model ${r.model_id} (${r.runtime}) · threshold ${r.threshold.toFixed(3)} · `
+      + `${photo} · ${r.persons} person(s), ${r.faces} face(s) · index ${r.index} · ${r.writable ? "writable" : "read-only"}`
+      + (r.detail ? ` · ${r.detail}` : "");
+    line.classList.toggle("not-ready", !r.ready);
+  } catch (error) {
+    line.textContent = `Status unknown: ${error.message}`;
+    line.classList.add("not-ready");
+  }
+}
 
 // -- drawing boxes ---------------------------------------------------------------------------
 // The API's boxes are in the upright photo's pixels (EXIF applied); the browser shows the photo
@@ -131,8 +159,7 @@ async function identify() {
   if ($("threshold").value !== "") form.append("threshold", $("threshold").value);
   if ($("top-k").value !== "") form.append("top_k", $("top-k").value);
   try {
-    const answer = await (await api("/identify", { method: "POST", body: form })).json();
-    $("model").textContent = answer.model_id;
+    const answer = await withProgress("identify-progress", async () => (await api("/identify", { method: "POST", body: form })).json());
     answer.faces.forEach((face, i) => {
       const el = drawBox(container, img, face.box, faceLabel(face), face.match ? ["named"] : [], () => {
         container.querySelectorAll(".box.selected").forEach((b) => b.classList.remove("selected"));
@@ -175,8 +202,9 @@ async function enroll(event) {
   enrollFiles.forEach((f) => form.append("images", f, f.name));
   if (chosenBox && enrollFiles.length === 1) form.append("box", chosenBox.map((v) => Math.round(v)).join(","));
   try {
-    const answer = await (await api("/enroll", { method: "POST", body: form })).json();
+    const answer = await withProgress("enroll-progress", async () => (await api("/enroll", { method: "POST", body: form })).json());
     chosenBox = null;
+    refreshStatus();
     const summary = document.createElement("p");
     summary.textContent = `${answer.person.person_id}: ${answer.faces_added} face(s) added, ${answer.person.n_faces} in all.`;
     result.append(summary);
@@ -236,6 +264,7 @@ async function showPerson(person) {
     try {
       await api(`/persons/${encodeURIComponent(person.person_id)}`, { method: "DELETE" });
       loadGallery();
+      refreshStatus();
     } catch (error) { $("gallery-error").textContent = error.message; }
   });
   const faces = document.createElement("div");
@@ -271,6 +300,10 @@ function dropZone(zone, onFiles) {
   zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
   zone.addEventListener("dragleave", () => zone.classList.remove("over"));
   zone.addEventListener("drop", (e) => { e.preventDefault(); zone.classList.remove("over"); onFiles([...e.dataTransfer.files]); });
+  // From the keyboard, Enter or Space on the zone opens the file chooser.
+  zone.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); zone.querySelector("input[type=file]").click(); }
+  });
 }
 
 function showTab(name) {
@@ -293,3 +326,5 @@ $("enroll-form").addEventListener("submit", enroll);
 $("filter").addEventListener("change", () => { offset = 0; loadGallery(); });
 $("prev").addEventListener("click", () => { offset = Math.max(0, offset - PAGE); loadGallery(); });
 $("next").addEventListener("click", () => { offset += PAGE; loadGallery(); });
+$("refresh-status").addEventListener("click", refreshStatus);
+refreshStatus();

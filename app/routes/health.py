@@ -10,7 +10,8 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import EngineDep, GalleryDep, MetricsDep
+from app.config import Settings
+from app.deps import EngineDep, GalleryDep, MetricsDep, SettingsDep
 from app.errors import responses
 from app.gallery.gallery import Gallery
 from app.schemas import Ready
@@ -23,20 +24,22 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def _ready(gallery: Gallery, runtime: str) -> Ready:
+def _ready(gallery: Gallery, runtime: str, settings: Settings) -> Ready:
     in_sync = gallery.in_sync
     persons, faces = gallery.store.counts()
     writable = gallery.store.writable()
     behind = None if in_sync else f"the index holds {gallery.index.size} faces of the store's {faces}: catching up with another process's writes"
     detail = gallery.mismatch or behind or (None if writable else f"{gallery.store.path} is read-only: identification works, enrolment does not")
     return Ready(ready=in_sync and writable, model_id=gallery.model_id, persons=persons, faces=faces,
-                 index_size=gallery.index.size, index=gallery.index.kind, runtime=runtime, writable=writable, detail=detail)
+                 index_size=gallery.index.size, index=gallery.index.kind, runtime=runtime, writable=writable, detail=detail,
+                 threshold=settings.answer_threshold(),
+                 photo_threshold=settings.photo_threshold if settings.photo_evidence else None)
 
 
 @router.get("/readyz", response_model=Ready, summary="Model loaded, index in sync with the store, store writable",
             responses={503: {"model": Ready, "description": "not ready; `detail` says why"}, **responses(401)})
-async def readyz(gallery: GalleryDep, engine: EngineDep) -> JSONResponse:
-    body = await run_in_threadpool(_ready, gallery, engine.embedder.runtime)
+async def readyz(gallery: GalleryDep, engine: EngineDep, settings: SettingsDep) -> JSONResponse:
+    body = await run_in_threadpool(_ready, gallery, engine.embedder.runtime, settings)
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
 
