@@ -27,6 +27,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 import torch
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
@@ -41,7 +42,7 @@ from core.faces.pipeline import SERVICE_PIPELINE, Face, FacePipeline, load_pipel
 from core.images import DEFAULT_MAX_BYTES, Decoded, decode_reduced
 from core.models.backbone import Backbone, load_backbone
 from core.models.thresholds import model_threshold
-from core.photos.descriptor import describe, projected, thumbnail
+from core.photos.descriptor import Descriptor, describe, projected, thumbnail
 
 T = TypeVar("T")
 P = TypeVar("P")
@@ -62,11 +63,17 @@ class Seen:
 
     faces: list[Face]
     thumb: np.ndarray
+    descriptor: Descriptor  # describe(thumb), made once: stored (projected) and searched with
     size: tuple[int, int]
+
+    @classmethod
+    def of(cls, faces: list[Face], image: Image.Image, size: tuple[int, int]) -> Seen:
+        thumb = thumbnail(image)
+        return cls(faces, thumb, describe(thumb), size)
 
     def photo_record(self, face: Face) -> PhotoRecord:
         """The photo evidence to store with `face`, one of this photo's faces."""
-        return PhotoRecord(self.thumb, projected(describe(self.thumb)[0]), fractions_of(face.box, self.size))
+        return PhotoRecord(self.thumb, projected(self.descriptor[0]), fractions_of(face.box, self.size))
 
 
 @dataclass(frozen=True)
@@ -151,7 +158,7 @@ class Engine:
     def see_blocking(self, data: bytes, source: str) -> Seen:
         """A photo's faces, with its thumbnail and size for photo evidence."""
         photo = self.decode(data, source)
-        return Seen(self.detect_images([photo])[0], thumbnail(photo.image), photo.original_size)
+        return Seen.of(self.detect_images([photo])[0], photo.image, photo.original_size)
 
     # -- bounded work ----------------------------------------------------------------------
     def saturation(self) -> str | None:

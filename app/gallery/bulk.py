@@ -24,7 +24,6 @@ from core.errors import FaceIdError
 from core.faces.pipeline import Face
 from core.faces.subject import reference
 from core.images import read_file
-from core.photos.descriptor import thumbnail
 
 
 @dataclass
@@ -73,7 +72,7 @@ def _references(engine: Engine, samples: list[Sample], refused: list[str]) -> li
         except FaceIdError as exc:
             refused.append(str(exc))
             continue
-        ready.append((sample, face, Seen(faces, thumbnail(photo.image), photo.original_size).photo_record(face)))
+        ready.append((sample, face, Seen.of(faces, photo.image, photo.original_size).photo_record(face)))
     return ready
 
 

@@ -32,7 +32,7 @@ from app.gallery.index import (
 )
 from app.gallery.store import Entry, NewFace, Person, PhotoRecord, Store
 from core.files import sha256_of, write_text_atomic
-from core.photos.descriptor import PROJECTED_DIM, SHORTLIST, describe, projected, rerank
+from core.photos.descriptor import PROJECTED_DIM, SHORTLIST, Descriptor, describe, projected, rerank
 
 STORE_FILE = "gallery.sqlite3"
 # The index saved at shutdown, and what it was built from: used at the next start when the
@@ -262,10 +262,11 @@ class Gallery:
         names = self.store.names({p for row in results for p, _ in row})
         return [[Candidate(p, names.get(p), s) for p, s in row] for row in results]
 
-    def search_photos(self, thumb: np.ndarray) -> list[PhotoCandidate]:
+    def search_photos(self, thumb: np.ndarray, descriptor: Descriptor | None = None) -> list[PhotoCandidate]:
         """The enrolled photos a photo (its thumbnail) may be a copy of, most similar first: a
-        FAISS shortlist on the projected descriptors, re-ranked by the exact similarity."""
-        query = describe(thumb)
+        FAISS shortlist on the projected descriptors, re-ranked by the exact similarity.
+        `descriptor` is describe(thumb) when the caller has made it already."""
+        query = describe(thumb) if descriptor is None else descriptor
         with self._lock:
             self.check_usable()
             if self.photos.size == 0:

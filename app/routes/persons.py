@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, File, Form, Path, Query, Response, Uploa
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import EngineDep, GalleryDep, SettingsDep, require_api_key
+from app.engine import Seen
 from app.errors import BadRequestField, CopyOfAnotherPerson, FaceNotFound, PersonNotFound, TooManyUploads, responses
 from app.gallery.gallery import Gallery
 from app.gallery.store import NewFace, Person, PhotoRecord
@@ -63,7 +64,7 @@ async def enroll(
         seen = await engine.see(await read_limited(upload, settings.max_upload_bytes), source)
         face = reference(seen.faces, source, chosen_box)
         record = seen.photo_record(face)
-        copy = await run_in_threadpool(copy_of, gallery, record, person_id, settings.photo_threshold) if settings.photo_evidence else None
+        copy = await run_in_threadpool(copy_of, gallery, seen, record, person_id, settings.photo_threshold) if settings.photo_evidence else None
         if copy is not None and copy.person_id != person_id and not confirm_copy:
             raise CopyOfAnotherPerson(source, copy, person_id)
         chosen.append((source, face, [f for f in seen.faces if f is not face], record, copy))
@@ -77,11 +78,11 @@ async def enroll(
     )
 
 
-def copy_of(gallery: Gallery, record: PhotoRecord, person_id: str, threshold: float) -> PhotoMatch | None:
+def copy_of(gallery: Gallery, seen: Seen, record: PhotoRecord, person_id: str, threshold: float) -> PhotoMatch | None:
     """The enrolled photo this one is a copy of, at the same face (the same photo enrolled for its
     other person is not one), or None: one of `person_id`'s own where there is one (a photo
     confirmed for two people is no conflict for either), else the most similar."""
-    copies = [c for c in gallery.search_photos(record.thumb) if c.similarity >= threshold and iou(c.box, record.box) >= OVERLAPS_FACE_IOU]
+    copies = [c for c in gallery.search_photos(seen.thumb, seen.descriptor) if c.similarity >= threshold and iou(c.box, record.box) >= OVERLAPS_FACE_IOU]
     if not copies:
         return None
     best = next((c for c in copies if c.person_id == person_id), copies[0])

@@ -37,7 +37,11 @@ def thumbnail(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("L").resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX), dtype=np.uint8)
 
 
-def describe(thumb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+# (float32 gradient field, flattened, zero where masked; bool mask of the valid entries)
+Descriptor = tuple[np.ndarray, np.ndarray]
+
+
+def describe(thumb: np.ndarray) -> Descriptor:
     """(float32 gradient field, flattened, zero where masked; bool mask of the valid entries)."""
     fields, masks = describe_many(thumb[None])
     return fields[0], masks[0]
@@ -123,7 +127,7 @@ PHOTO_THRESHOLD = 0.50
 SHORTLIST = 16  # photos FAISS hands to the exact similarity; more costs ~0.25 ms each
 
 
-def rerank(query: tuple[np.ndarray, np.ndarray], thumbs: list[np.ndarray], boxes: list[tuple[float, float, float, float]]) -> np.ndarray:
+def rerank(query: Descriptor, thumbs: list[np.ndarray], boxes: list[tuple[float, float, float, float]]) -> np.ndarray:
     """The exact similarity of the query to each shortlisted photo (its thumbnail and face box)."""
     if not thumbs:
         return np.zeros(0, dtype=np.float32)
