@@ -20,6 +20,11 @@ class Settings(BaseSettings):
 
     weights: str | None = Field(None, description="backbone: pretrained name, weights file or model folder (default: the shipped model)")
     data_dir: Path = Field(Path("data"), description="where the gallery store lives; created if missing")
+    store: SecretStr | None = Field(None, description=(
+        "a postgresql:// URL (libpq's: sslmode and the other TLS options pass through): one gallery shared by replicas; "
+        "unset: SQLite in data_dir. Never logged; answers show it without its password"))
+    store_password_file: Path | None = Field(None, description="a file holding the database password (a container secret), kept out of the URL")
+    store_pool_size: int = Field(8, ge=1, le=100, description="PostgreSQL connections per replica")
     api_key: SecretStr | None = Field(None, description="required in X-API-Key when set; unset means no auth")
     open_probes: bool = Field(False, description="with a key set, leave /readyz and /metrics open (for probes that cannot send it)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -60,6 +65,22 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("FACEID_API_KEY must be at least 16 characters")
         return value
+
+    @field_validator("store")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("FACEID_STORE must be a postgresql:// URL (unset it for the SQLite store in FACEID_DATA_DIR)")
+        return value
+
+    def store_password(self) -> str | None:
+        """The database password from store_password_file, if one is named."""
+        if self.store_password_file is None:
+            return None
+        try:
+            return self.store_password_file.read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"FACEID_STORE_PASSWORD_FILE {self.store_password_file}: {exc.strerror}") from exc
 
     def answer_threshold(self) -> float:
         """The threshold answers use when a request gives none; the app's lifespan fills in the

@@ -90,7 +90,7 @@ STATUS: dict[type[Exception], int] = {
     StoreUnavailable: 503,
     StoreError: 503,
 }
-RETRY_AFTER_S = {Overloaded: 1, StoreBusy: 1}
+RETRY_AFTER_S = {Overloaded: 1, StoreBusy: 1, StoreUnavailable: 2}  # the database restarting, or unreachable
 
 DESCRIPTIONS = {
     400: "a body that cannot be read: not an image, a corrupt one, or not JSON",
@@ -100,7 +100,8 @@ DESCRIPTIONS = {
     413: "an upload, the request body or the image's pixel count is over its limit",
     415: "an image format the service does not read",
     422: "a missing or invalid field; no face found; several comparable faces, or a blown-out or black face, in an enrolment photo",
-    503: "not ready: the gallery was made with another model, the store is read-only or busy, or the service is overloaded (see Retry-After)",
+    503: ("not ready: the gallery was made with another model, the store is read-only, busy or (PostgreSQL) unreachable, "
+          "or the service is overloaded (see Retry-After)"),
     507: "the disk is full; nothing was stored",
 }
 

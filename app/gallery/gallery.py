@@ -30,7 +30,7 @@ from app.gallery.index import (
     FaceIndex,
     IndexKind,
 )
-from app.gallery.store import Entry, NewFace, Person, PhotoRecord, Store
+from app.gallery.store import Entry, GalleryStore, NewFace, Person, PhotoRecord, Store
 from core.files import sha256_of, write_text_atomic
 from core.photos.descriptor import PROJECTED_DIM, SHORTLIST, Descriptor, describe, projected, rerank
 
@@ -68,9 +68,9 @@ class PhotoCandidate:
 
 class Gallery:
     def __init__(self, data_dir: Path, model_id: str, index_kind: IndexKind = "flat", hnsw_m: int = DEFAULT_HNSW_M,
-                 ef_search: int = DEFAULT_EF_SEARCH, ivf_nprobe: int = DEFAULT_IVF_NPROBE) -> None:
+                 ef_search: int = DEFAULT_EF_SEARCH, ivf_nprobe: int = DEFAULT_IVF_NPROBE, store: GalleryStore | None = None) -> None:
         self.data_dir = Path(data_dir)
-        self.store = Store(self.data_dir / STORE_FILE)
+        self.store: GalleryStore = store if store is not None else Store(self.data_dir / STORE_FILE)
         self.model_id = model_id
         self._index_args = (index_kind, hnsw_m, ef_search, ivf_nprobe)
         self._lock = threading.RLock()
@@ -83,20 +83,31 @@ class Gallery:
 
     @classmethod
     def from_settings(cls, settings: Settings, model_id: str) -> Gallery:
-        return cls(settings.data_dir, model_id, settings.index, settings.hnsw_m, settings.hnsw_ef_search, settings.ivf_nprobe)
+        """The SQLite gallery in FACEID_DATA_DIR, or with FACEID_STORE the shared PostgreSQL one."""
+        if settings.store is None:
+            return cls(settings.data_dir, model_id, settings.index, settings.hnsw_m, settings.hnsw_ef_search, settings.ivf_nprobe)
+        from app.gallery.shared import SharedGallery  # psycopg is needed only here
+
+        return SharedGallery.from_settings(settings, model_id)
+
+    def _mismatch(self, models: dict[str, int]) -> str | None:
+        """Why the store's embeddings cannot be searched with this model, or None."""
+        others = {m: n for m, n in models.items() if m != self.model_id}
+        if not others:
+            return None
+        found = ", ".join(f"{n} faces from {m}" for m, n in others.items())
+        return f"the gallery holds {found}, but the service runs {self.model_id}; re-embed it with: {self.reembed_command}"
+
+    @property
+    def reembed_command(self) -> str:
+        return f"faceid gallery reembed --data-dir {self.data_dir}"
 
     def rebuild(self) -> None:
         """Rebuild the index from the store, refusing embeddings from another model."""
         with self._lock:
             self._seen_version = self.store.data_version()
-            others = {m: n for m, n in self.store.model_ids().items() if m != self.model_id}
-            self.mismatch = None
-            if others:  # nothing is searchable until the gallery is re-embedded; its vectors are not read
-                found = ", ".join(f"{n} faces from {m}" for m, n in others.items())
-                self.mismatch = (
-                    f"the gallery holds {found}, but the service runs {self.model_id}; "
-                    f"re-embed it with: faceid gallery reembed --data-dir {self.data_dir}"
-                )
+            self.mismatch = self._mismatch(self.store.model_ids())
+            if self.mismatch:  # nothing is searchable until the gallery is re-embedded; its vectors are not read
                 self.index, self._person_of = FaceIndex(*self._index_args), {}
                 return
             photo_ids, photo_vectors = self.store.photo_vectors()
@@ -174,6 +185,10 @@ class Gallery:
         self.refresh()
         if self.mismatch:
             raise ModelMismatch(self.mismatch)
+
+    def behind(self) -> int | None:
+        """Changes committed to a shared store that this replica has not applied (None: not shared)."""
+        return None
 
     @property
     def in_sync(self) -> bool:
@@ -260,7 +275,8 @@ class Gallery:
                         best[p] = float(sim)
                 results.append(sorted(best.items(), key=lambda kv: -kv[1])[:top_k])
         names = self.store.names({p for row in results for p, _ in row})
-        return [[Candidate(p, names.get(p), s) for p, s in row] for row in results]
+        # A person deleted by another replica a moment ago is no longer in the store: never answered.
+        return [[Candidate(p, names.get(p), s) for p, s in row if p in names] for row in results]
 
     def search_photos(self, thumb: np.ndarray, descriptor: Descriptor | None = None) -> list[PhotoCandidate]:
         """The enrolled photos a photo (its thumbnail) may be a copy of, most similar first: a

@@ -10,10 +10,11 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -145,7 +146,7 @@ def check_data_dir(data_dir: Path) -> None:
         raise StoreUnavailable(str(data_dir), "the gallery's data directory is not writable; set FACEID_DATA_DIR to one that is")
 
 
-def _now() -> str:
+def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
@@ -157,20 +158,20 @@ class Writer:
 
     def add_faces(self, entries: list[Entry], model_id: str) -> list[tuple[list[int], bool]]:
         """Per entry: (new face ids, whether the person was created)."""
-        cur, now, out = self._cur, _now(), []
+        cur, at, out = self._cur, now(), []
         for person_id, name, faces in entries:
             created = cur.execute("SELECT 1 FROM persons WHERE person_id = ?", (person_id,)).fetchone() is None
             if created:
-                cur.execute("INSERT INTO persons VALUES (?, ?, ?)", (person_id, name, now))
+                cur.execute("INSERT INTO persons VALUES (?, ?, ?)", (person_id, name, at))
             elif name is not None:
                 cur.execute("UPDATE persons SET name = ? WHERE person_id = ?", (name, person_id))
             ids = []
             for face in faces:
-                photo = _photo_columns(face.photo)
+                photo = photo_columns(face.photo)
                 cur.execute(
                     "INSERT INTO faces (person_id, source, model_id, embedding, crop, created_at, photo_thumb, photo_vector, photo_box) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (person_id, face.source, model_id, _blob(face.embedding), face.crop_png, now, *photo),
+                    (person_id, face.source, model_id, blob(face.embedding), face.crop_png, at, *photo),
                 )
                 assert cur.lastrowid is not None  # an INSERT always sets it
                 ids.append(cur.lastrowid)
@@ -184,17 +185,59 @@ class Writer:
         return ids if deleted else None
 
     def replace_embeddings(self, updates: list[tuple[int, np.ndarray]], model_id: str) -> None:
-        self._cur.executemany("UPDATE faces SET embedding = ?, model_id = ? WHERE face_id = ?", [(_blob(e), model_id, i) for i, e in updates])
+        self._cur.executemany("UPDATE faces SET embedding = ?, model_id = ? WHERE face_id = ?", [(blob(e), model_id, i) for i, e in updates])
 
     def set_photos(self, updates: list[tuple[int, PhotoRecord]]) -> None:
         """Photo evidence for faces stored without it (a gallery enrolled before it existed)."""
         self._cur.executemany("UPDATE faces SET photo_thumb = ?, photo_vector = ?, photo_box = ? WHERE face_id = ?",
-                              [(*_photo_columns(p), i) for i, p in updates])
+                              [(*photo_columns(p), i) for i, p in updates])
+
+
+class Writes(Protocol):
+    """What one write transaction may do, in either store."""
+
+    def add_faces(self, entries: list[Entry], model_id: str) -> list[tuple[list[int], bool]]: ...
+    def delete_person(self, person_id: str) -> list[int] | None: ...
+    def replace_embeddings(self, updates: list[tuple[int, np.ndarray]], model_id: str) -> None: ...
+    def set_photos(self, updates: list[tuple[int, PhotoRecord]]) -> None: ...
+
+
+class GalleryStore(Protocol):
+    """The gallery's source of truth: SQLite (Store, the default) or PostgreSQL (PostgresStore)."""
+
+    location: str
+
+    def write(self) -> AbstractContextManager[Writes]: ...
+    def generation(self) -> int: ...
+    def data_version(self) -> int: ...
+    def writable(self) -> bool: ...
+    def close(self) -> None: ...
+    def schema_version(self) -> int: ...
+    def get_person(self, person_id: str) -> Person | None: ...
+    def list_persons(self, offset: int, limit: int, containing: str | None = None) -> tuple[list[Person], int]: ...
+    def faces_of(self, person_id: str, offset: int, limit: int) -> tuple[list[FaceRow], int] | None: ...
+    def crop_of(self, person_id: str, face_id: int) -> tuple[bool, bytes | None]: ...
+    def names(self, person_ids: set[str]) -> dict[str, str | None]: ...
+    def has_source(self, person_id: str, source: str) -> bool: ...
+    def embeddings(self) -> tuple[np.ndarray, np.ndarray, list[str]]: ...
+    def face_persons(self) -> tuple[np.ndarray, list[str]]: ...
+    def embeddings_of(self, face_ids: list[int]) -> tuple[np.ndarray, np.ndarray]: ...
+    def photo_vectors(self) -> tuple[np.ndarray, np.ndarray]: ...
+    def photos_of(self, face_ids: list[int]) -> list[StoredPhoto]: ...
+    def faces_without_photos(self) -> list[tuple[int, str, str]]: ...
+    def model_ids(self) -> dict[str, int]: ...
+    def crops(self) -> list[tuple[int, bytes | None]]: ...
+    def replace_embeddings(self, updates: list[tuple[int, np.ndarray]], model_id: str) -> None: ...
+    def counts(self) -> tuple[int, int]: ...
 
 
 class Store:
+    """The SQLite store, the embedded default (PostgresStore, app/gallery/postgres.py, is the
+    shared one; both answer the methods the gallery calls)."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.location = str(path)  # what messages show: a path here, a URL without password there
         self._lock = threading.Lock()  # one connection shared by the threadpool; sqlite serialises anyway
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -284,7 +327,7 @@ class Store:
         """A page of persons by id; with `containing`, those whose id or name holds it (ASCII letters in any case)."""
         where, args = "", tuple[str, ...]()
         if containing:
-            pattern = "%" + containing.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            pattern = like_pattern(containing)
             where, args = "WHERE p.person_id LIKE ? ESCAPE '\\' OR p.name LIKE ? ESCAPE '\\' ", (pattern, pattern)
         with self._lock:
             rows = self._db.execute(
@@ -356,7 +399,7 @@ class Store:
             rows = self._db.execute(f"SELECT face_id, person_id, source, photo_thumb, photo_box FROM faces "
                                     f"WHERE photo_thumb IS NOT NULL AND face_id IN ({marks})", tuple(face_ids)).fetchall()
         found = {r[0]: StoredPhoto(r[0], r[1], r[2], np.frombuffer(r[3], dtype=np.uint8).reshape(THUMB_SIDE, THUMB_SIDE),
-                                   _box(r[4])) for r in rows}
+                                   box_of(r[4])) for r in rows}
         return [found[i] for i in face_ids if i in found]
 
     def faces_without_photos(self) -> list[tuple[int, str, str]]:
@@ -383,7 +426,7 @@ class Store:
         return int(persons), int(faces)
 
 
-def _photo_columns(photo: PhotoRecord | None) -> tuple[bytes | None, bytes | None, str | None]:
+def photo_columns(photo: PhotoRecord | None) -> tuple[bytes | None, bytes | None, str | None]:
     if photo is None:
         return None, None, None
     thumb = np.ascontiguousarray(photo.thumb, dtype=np.uint8)
@@ -393,12 +436,17 @@ def _photo_columns(photo: PhotoRecord | None) -> tuple[bytes | None, bytes | Non
     return thumb.tobytes(), vector.tobytes(), ",".join(f"{v:.5f}" for v in photo.box)
 
 
-def _box(text: str) -> tuple[float, float, float, float]:
+def like_pattern(text: str) -> str:
+    """A LIKE pattern matching values that contain `text` literally (backslash escapes)."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def box_of(text: str) -> tuple[float, float, float, float]:
     x1, y1, x2, y2 = (float(v) for v in text.split(","))
     return x1, y1, x2, y2
 
 
-def _blob(embedding: np.ndarray) -> bytes:
+def blob(embedding: np.ndarray) -> bytes:
     vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
     if vector.shape != (EMBEDDING_DIM,):
         raise ValueError(f"embedding must have {EMBEDDING_DIM} values, got {vector.shape[0]}")

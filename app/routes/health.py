@@ -25,13 +25,15 @@ async def healthz() -> dict[str, str]:
 
 
 def _ready(gallery: Gallery, runtime: str, settings: Settings) -> Ready:
-    in_sync = gallery.in_sync
+    in_sync, behind = gallery.in_sync, gallery.behind()
     persons, faces = gallery.store.counts()
     writable = gallery.store.writable()
-    behind = None if in_sync else f"the index holds {gallery.index.size} faces of the store's {faces}: catching up with another process's writes"
-    detail = gallery.mismatch or behind or (None if writable else f"{gallery.store.path} is read-only: identification works, enrolment does not")
+    lag = None if in_sync else (f"{behind} change(s) behind the database: catching up" if behind is not None else
+                                f"the index holds {gallery.index.size} faces of the store's {faces}: catching up with another process's writes")
+    detail = gallery.mismatch or lag or (None if writable else f"{gallery.store.location} is read-only: identification works, enrolment does not")
     return Ready(ready=in_sync and writable, model_id=gallery.model_id, persons=persons, faces=faces,
                  index_size=gallery.index.size, index=gallery.index.kind, runtime=runtime, writable=writable, detail=detail,
+                 store="postgresql" if behind is not None else "sqlite", behind=behind,
                  threshold=settings.answer_threshold(),
                  photo_threshold=settings.photo_threshold if settings.photo_evidence else None)
 
