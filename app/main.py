@@ -14,6 +14,7 @@ from app import contract, errors, metrics
 from app.config import Settings
 from app.engine import Engine
 from app.gallery.gallery import Gallery
+from app.gallery.store import StoreError
 from app.guard import RequestGuard
 from app.headers import SecurityHeaders
 from app.routes import console, health, identify, persons
@@ -29,7 +30,9 @@ async def _follow_the_store(gallery: Gallery) -> None:
         await asyncio.sleep(WATCH_INTERVAL_S)
         try:
             await run_in_threadpool(gallery.refresh)
-        except Exception:  # a store that cannot be read now: the requests say why; keep watching
+        except StoreError as exc:  # a store that cannot be read now (a database restarting): the requests say so
+            log.warning("could not check the gallery store for changes: %s", exc)
+        except Exception:  # anything else is a bug: in full, and keep watching
             log.exception("could not check the gallery store for changes")
 
 

@@ -21,16 +21,31 @@ class Server:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = os.environ | {"FACEID_DATA_DIR": str(data_dir), "FACEID_WEIGHTS": "casia-webface", "FACEID_DEVICE": "cpu"} | env
+        self.log_path = Path(data_dir).parent / f"server-{self.port}.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Server":
-        self.proc = subprocess.Popen([str(FACEID), "serve", "--host", "127.0.0.1", "--port", str(self.port)], env=self.env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return self.launch().wait_ready()
+
+    def launch(self) -> "Server":
+        """Start the process without waiting (several replicas start side by side)."""
+        # Its output goes to a file: a pipe nobody reads would stall a chatty server once full.
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([str(FACEID), "serve", "--host", "127.0.0.1", "--port", str(self.port)], env=self.env,
+                                         stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self) -> "Server":
+        assert self.proc is not None
         headers = {"X-API-Key": self.env["FACEID_API_KEY"]} if "FACEID_API_KEY" in self.env else {}
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                pytest.fail(f"server exited early:\n{self.proc.stdout.read()}")
+                pytest.fail(f"server exited early:\n{self.output()}")
             try:
                 if httpx.get(f"{self.base}/readyz", timeout=2, headers=headers).status_code == 200:
                     return self
