@@ -182,6 +182,25 @@ def _gallery_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gallery_migrate(args: argparse.Namespace) -> int:
+    from app.config import Settings
+    from app.gallery.migrate import migrate, open_location
+
+    password = Settings().store_password()  # FACEID_STORE_PASSWORD_FILE, for a URL without one
+    source = open_location(args.source, password)
+    try:
+        target = open_location(args.target, password)
+        try:
+            result = migrate(source, target, args.batch)
+        finally:
+            target.close()
+    finally:
+        source.close()
+    print(f"{result.persons} persons and {result.faces} faces in {target.location} ({result.copied} copied now); "
+          "counts and every embedding checked")
+    return 0
+
+
 def _gallery_reembed(args: argparse.Namespace) -> int:
     from app.gallery.bulk import reembed
 
@@ -273,6 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=_gallery_reembed)
     for g in gsub.choices.values():
         g.add_argument("--data-dir", type=Path, default=None, help="the gallery's folder (default: FACEID_DATA_DIR)")
+    g = gsub.add_parser("migrate", help="copy a gallery between stores, SQLite ⇄ PostgreSQL (resumable; checks counts and embeddings)")
+    g.add_argument("source", help="a postgresql:// URL, a gallery.sqlite3 file or the folder holding it")
+    g.add_argument("target", help="the same kinds; an empty gallery, or one an interrupted migrate of this source left")
+    g.add_argument("--batch", type=int, default=1000, help="faces per transaction")
+    g.set_defaults(func=_gallery_migrate)
     return parser
 
 

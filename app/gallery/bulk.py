@@ -17,8 +17,8 @@ from tqdm import tqdm
 
 from app.config import Settings
 from app.engine import Engine, Seen
-from app.gallery.gallery import STORE_FILE, Gallery
-from app.gallery.store import Entry, NewFace, PhotoRecord, Store
+from app.gallery.gallery import Gallery, open_store
+from app.gallery.store import Entry, NewFace, PhotoRecord
 from core.data.dataset import Sample, scan
 from core.errors import FaceIdError
 from core.faces.pipeline import Face
@@ -96,7 +96,7 @@ def _describe_batch(engine: Engine, gallery: Gallery, faces: list[tuple[int, Sam
 def reembed(settings: Settings) -> int:
     """Recompute every stored embedding from its stored face crop with the configured model."""
     engine = Engine.from_settings(settings)
-    store = Store(settings.data_dir / STORE_FILE)
+    store = open_store(settings)
     try:
         stored = store.crops()
         rows = [(face_id, png) for face_id, png in stored if png is not None]

@@ -43,6 +43,15 @@ REBUILD_MASKED_FRACTION = 0.2  # HNSW: rebuild once a fifth of the graph is dele
 log = logging.getLogger(__name__)
 
 
+def open_store(settings: Settings) -> GalleryStore:
+    """The store the settings name: SQLite in FACEID_DATA_DIR, or FACEID_STORE's PostgreSQL."""
+    if settings.store is None:
+        return Store(settings.data_dir / STORE_FILE)
+    from app.gallery.postgres import PostgresStore  # psycopg is needed only here
+
+    return PostgresStore(settings.store.get_secret_value(), settings.store_password(), settings.store_pool_size)
+
+
 class ModelMismatch(RuntimeError):
     """The store holds embeddings made by another backbone; they must not be mixed."""
 

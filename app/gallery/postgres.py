@@ -23,10 +23,12 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from app.gallery.store import (
+    FACE_COLUMNS,
     Entry,
     FaceRow,
     NewFace,
     Person,
+    PersonRow,
     PhotoRecord,
     StorageFull,
     StoredPhoto,
@@ -156,6 +158,15 @@ class PgWriter:
         self._cur.executemany("UPDATE faces SET photo_thumb = %s, photo_vector = %s, photo_box = %s WHERE face_id = %s",
                               [(*photo_columns(p), i) for i, p in updates])
         self.changes.append(("photo", [i for i, _ in updates]))
+
+    def copy_in(self, persons: list[PersonRow], faces: list[tuple]) -> None:
+        self._cur.executemany("INSERT INTO persons VALUES (%s, %s, %s) ON CONFLICT (person_id) DO NOTHING", persons)
+        self._cur.executemany(f"INSERT INTO faces ({', '.join(FACE_COLUMNS)}) VALUES ({', '.join(['%s'] * len(FACE_COLUMNS))})",
+                              [tuple(bytes(v) if isinstance(v, memoryview) else v for v in f) for f in faces])
+        # the ids were given: the sequence must start past them
+        self._cur.execute("SELECT setval(pg_get_serial_sequence('faces', 'face_id'), GREATEST((SELECT MAX(face_id) FROM faces), 1))")
+        if faces:
+            self.changes.append(("add", [int(f[0]) for f in faces]))
 
 
 class PostgresStore:
@@ -373,6 +384,13 @@ class PostgresStore:
 
     def crops(self) -> list[tuple[int, bytes | None]]:
         return [(int(r[0]), None if r[1] is None else bytes(r[1])) for r in self._all("SELECT face_id, crop FROM faces ORDER BY face_id")]
+
+    def all_persons(self) -> list[PersonRow]:
+        return [(r[0], r[1], r[2]) for r in self._all("SELECT person_id, name, created_at FROM persons ORDER BY person_id")]
+
+    def face_rows(self, after: int, limit: int) -> list[tuple]:
+        rows = self._all(f"SELECT {', '.join(FACE_COLUMNS)} FROM faces WHERE face_id > %s ORDER BY face_id LIMIT %s", (after, limit))
+        return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
 
     def counts(self) -> tuple[int, int]:
         row = self._one("SELECT (SELECT COUNT(*) FROM persons), (SELECT COUNT(*) FROM faces)")

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from app.config import Settings
-from app.gallery.gallery import INDEX_FILE, INDEX_NOTE, REBUILD_MASKED_FRACTION, Gallery
+from app.gallery.gallery import INDEX_FILE, INDEX_NOTE, REBUILD_MASKED_FRACTION, Gallery, open_store
 from app.gallery.index import DEFAULT_EF_SEARCH, DEFAULT_HNSW_M, DEFAULT_IVF_NPROBE, FaceIndex, IndexKind
 from app.gallery.postgres import CHANNEL, PostgresStore
 from core.files import atomic_write, sha256_of, write_text_atomic
@@ -55,8 +55,8 @@ class SharedGallery(Gallery):
 
     @classmethod
     def from_settings(cls, settings: Settings, model_id: str) -> SharedGallery:
-        assert settings.store is not None
-        store = PostgresStore(settings.store.get_secret_value(), settings.store_password(), settings.store_pool_size)
+        store = open_store(settings)
+        assert isinstance(store, PostgresStore)
         return cls(store, settings.data_dir, model_id, settings.index, settings.hnsw_m, settings.hnsw_ef_search, settings.ivf_nprobe)
 
     @property

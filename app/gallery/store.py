@@ -102,6 +102,9 @@ class FaceRow:
     has_photo: bool  # its photo is described: photo evidence can name copies of it
 
 
+# Every column of a face, as `faceid gallery migrate` copies them between stores, ids kept.
+FACE_COLUMNS = ("face_id", "person_id", "source", "model_id", "embedding", "crop", "created_at", "photo_thumb", "photo_vector", "photo_box")
+PersonRow = tuple[str, str | None, str]  # person id, name, created at
 Entry = tuple[str, str | None, list[NewFace]]  # person id, name (None keeps the stored one), faces
 
 
@@ -192,6 +195,11 @@ class Writer:
         self._cur.executemany("UPDATE faces SET photo_thumb = ?, photo_vector = ?, photo_box = ? WHERE face_id = ?",
                               [(*photo_columns(p), i) for i, p in updates])
 
+    def copy_in(self, persons: list[PersonRow], faces: list[tuple]) -> None:
+        """Persons (kept if there) and faces with their ids, as another store holds them."""
+        self._cur.executemany("INSERT INTO persons VALUES (?, ?, ?) ON CONFLICT(person_id) DO NOTHING", persons)
+        self._cur.executemany(f"INSERT INTO faces ({', '.join(FACE_COLUMNS)}) VALUES ({', '.join('?' * len(FACE_COLUMNS))})", faces)
+
 
 class Writes(Protocol):
     """What one write transaction may do, in either store."""
@@ -200,6 +208,7 @@ class Writes(Protocol):
     def delete_person(self, person_id: str) -> list[int] | None: ...
     def replace_embeddings(self, updates: list[tuple[int, np.ndarray]], model_id: str) -> None: ...
     def set_photos(self, updates: list[tuple[int, PhotoRecord]]) -> None: ...
+    def copy_in(self, persons: list[PersonRow], faces: list[tuple]) -> None: ...
 
 
 class GalleryStore(Protocol):
@@ -229,6 +238,8 @@ class GalleryStore(Protocol):
     def crops(self) -> list[tuple[int, bytes | None]]: ...
     def replace_embeddings(self, updates: list[tuple[int, np.ndarray]], model_id: str) -> None: ...
     def counts(self) -> tuple[int, int]: ...
+    def all_persons(self) -> list[PersonRow]: ...
+    def face_rows(self, after: int, limit: int) -> list[tuple]: ...
 
 
 class Store:
@@ -418,6 +429,16 @@ class Store:
     def replace_embeddings(self, updates: list[tuple[int, np.ndarray]], model_id: str) -> None:
         with self.write() as w:
             w.replace_embeddings(updates, model_id)
+
+    def all_persons(self) -> list[PersonRow]:
+        with self._lock:
+            return self._db.execute("SELECT person_id, name, created_at FROM persons ORDER BY person_id").fetchall()
+
+    def face_rows(self, after: int, limit: int) -> list[tuple]:
+        """Up to `limit` faces with ids above `after`, every column (FACE_COLUMNS), by id."""
+        with self._lock:
+            return self._db.execute(f"SELECT {', '.join(FACE_COLUMNS)} FROM faces WHERE face_id > ? ORDER BY face_id LIMIT ?",
+                                    (after, limit)).fetchall()
 
     def counts(self) -> tuple[int, int]:
         with self._lock:
