@@ -53,7 +53,7 @@ def test_compose_file_validates():
     out = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "--services"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert set(out.stdout.split()) == {"api", "train"}
+    assert set(out.stdout.split()) == {"api", "train", "postgres", "api-1", "api-2", "api-3", "lb"}
 
 
 def test_build_context_and_copies_hold_the_whole_package():
@@ -137,3 +137,47 @@ def test_compose_resolves_the_training_data_variable(tmp_path):
     assert out.returncode == 0, out.stderr
     train = yaml.safe_load(out.stdout)["services"]["train"]
     assert f"{tmp_path}:/data/train:ro" in train["volumes"] and train["environment"]["FACEID_TRAIN_DATA"] == str(tmp_path)
+
+
+def test_the_cluster_profile_runs_replicas_on_one_postgres_behind_a_load_balancer_from_the_repo():
+    services = compose()["services"]
+    cluster = {name for name, svc in services.items() if "cluster" in svc.get("profiles", [])}
+    replicas = sorted(n for n in cluster if n.startswith("api-"))
+    assert cluster == {"postgres", "lb", *replicas} and len(replicas) >= 2
+    assert "pgvector" in services["postgres"]["image"]
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in services["postgres"]["volumes"])
+    secret = compose()["secrets"]["pg_password"]["file"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/pg_password"
+    for name in replicas:
+        env = services[name]["environment"]
+        url = env["FACEID_STORE"]
+        assert url.startswith("postgresql://") and "@postgres:5432/" in url
+        assert ":" not in url.split("://", 1)[1].split("@", 1)[0], "no password in the URL"
+        assert "sslmode=" in url and env["FACEID_STORE_PASSWORD_FILE"] == "/run/secrets/pg_password"
+        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert services[name]["healthcheck"]["test"] == ["CMD", "faceid", "probe"]
+        assert len(services[name]["volumes"]) == 1  # its own snapshot cache, no shared state
+    assert len({services[n]["volumes"][0] for n in replicas}) == len(replicas)
+    for name in ("postgres", "lb"):
+        assert services[name]["healthcheck"]["test"]
+    lb = services["lb"]
+    (mount,) = lb["volumes"]
+    conf = ROOT / mount.split(":")[0]
+    assert conf.is_file() and mount.split(":")[1] == "/etc/nginx/nginx.conf"
+    text = conf.read_text()
+    assert sorted(line.split()[1].split(":")[0] for line in text.splitlines() if line.strip().startswith("server ") and ":8000" in line) == replicas
+    assert "proxy_request_buffering on" in text and "client_max_body_size" in text
+    assert set(lb["depends_on"]) == set(replicas)
+    assert (ROOT / secret).parent.is_dir() and not (ROOT / secret).exists(), "the password file is made on the host, never committed"
+
+
+def test_the_settings_never_show_the_database_password():
+    from app.config import Settings
+    from app.gallery.postgres import redacted
+
+    url = "postgresql://faceid:hunter2@db.example:5432/faceid?sslmode=verify-full"
+    settings = Settings(store=url)
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.model_dump())
+    assert redacted(url) == "postgresql://faceid@db.example:5432/faceid"
+    with pytest.raises(ValueError, match="postgresql://"):
+        Settings(store="mysql://x")
