@@ -34,10 +34,10 @@ PHOTOS_PER_PERSON = 5
 
 
 # -- the distribution ----------------------------------------------------------------------
-def real_embeddings(data: Path, cache: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def real_embeddings(data: Path, cache: Path, limit: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(N×512 unit embeddings, identity index, is_clean) of the training identities: every
-    identity but the validation and test ones."""
-    fit = cache / "search_fit.npz"
+    identity but the validation and test ones (the first `limit` of them, when given)."""
+    fit = cache / ("search_fit.npz" if limit is None else f"search_fit_{limit}.npz")
     if fit.is_file():
         with np.load(fit) as z:
             return z["vectors"], z["identity"], z["clean"]
@@ -54,7 +54,8 @@ def real_embeddings(data: Path, cache: Path) -> tuple[np.ndarray, np.ndarray, np
     from evaluation.embeddings import embed_samples, embedder_id
 
     held_out = read_split(DEFAULT_VAL_SPLIT) | read_split(DEFAULT_TEST_SPLIT)
-    samples = scan(data, set(identities(data)) - held_out)
+    training = sorted(set(identities(data)) - held_out)
+    samples = scan(data, set(training[:limit] if limit else training))
     backbone = load_backbone(default_weights())
     embedder = make_embedder(backbone, "cpu")
     vectors, _, _ = embed_samples(samples, load_pipeline(DATASET_PIPELINE), embedder, embedder_id(backbone.model_id, embedder.runtime), cache)
