@@ -11,7 +11,6 @@ Embeddings are `bytea` (float32 × 512): COPY and read-back of 100k rows in abou
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -179,8 +178,6 @@ class PostgresStore:
         self._kwargs: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "faceid"}
         if password is not None:
             self._kwargs["password"] = password
-        self.last_seq_written = 0  # the newest change this process committed
-        self._seq_lock = threading.Lock()
         try:
             self._pool = ConnectionPool(url, min_size=1, max_size=max_connections, kwargs=self._kwargs, open=True,
                                         timeout=CONNECT_TIMEOUT_S, check=ConnectionPool.check_connection, name="faceid")
@@ -240,13 +237,13 @@ class PostgresStore:
     def write(self) -> Iterator[PgWriter]:
         """One writer at a time across every replica (an advisory lock): the block's writes and
         their change-log entries commit together when it ends, or not at all if it raises."""
-        seq = 0
         with self._conn() as conn:
             try:
                 with conn.transaction(), conn.cursor() as cur:
                     cur.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
                     writer = PgWriter(cur)
                     yield writer
+                    seq = 0
                     for op, ids in writer.changes:
                         row = cur.execute("INSERT INTO changes (op, face_ids) VALUES (%s, %s) RETURNING seq", (op, ids)).fetchone()
                         assert row is not None
@@ -255,9 +252,6 @@ class PostgresStore:
                         cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(seq)))
             except (psycopg.Error, PoolTimeout) as exc:
                 raise store_error(self.location, exc) from exc
-        if seq:
-            with self._seq_lock:
-                self.last_seq_written = max(self.last_seq_written, seq)
 
     def replace_embeddings(self, updates: list[tuple[int, np.ndarray]], model_id: str) -> None:
         with self.write() as w:
