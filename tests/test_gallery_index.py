@@ -2,9 +2,10 @@
 
 import faiss
 import numpy as np
+import pytest
 
 from app.gallery.gallery import Gallery
-from app.gallery.index import FaceIndex
+from app.gallery.index import Cells, FaceIndex
 from app.gallery.store import NewFace
 
 
@@ -167,15 +168,69 @@ def test_a_failed_retraining_keeps_the_enrolment_and_the_index(tmp_path, monkeyp
     vectors, _ = clustered(300, 5)
     gallery = Gallery(tmp_path, "m@1", "ivf")
 
-    def broken(self, vectors):
+    def broken(self, vectors, cells):
         raise RuntimeError("faiss ran out of something")
 
-    monkeypatch.setattr("app.gallery.index.FaceIndex._train_ivf", broken)
+    monkeypatch.setattr("app.gallery.index.FaceIndex._make_ivf", broken)
     enrol_people(gallery, vectors, range(300))  # crosses 1,000 faces: retraining fails
     assert gallery.index.size == 1500 and gallery.in_sync and gallery.index.trained_on == 0
     (best, *_), = gallery.search(vectors[5 * 250][None], 1)
     assert best.person_id == "p250"
     gallery.close()
+
+
+def ivf_gallery(store_kind, folder, request):
+    """A gallery with an IVF index on the store the test is parametrised with; no snapshot is
+    ever saved, so every open builds from the store."""
+    if store_kind == "sqlite":
+        return Gallery(folder, "m@1", "ivf", ivf_nprobe=8)
+    from app.gallery.postgres import PostgresStore
+    from app.gallery.shared import SharedGallery
+
+    return SharedGallery(PostgresStore(request.getfixturevalue("postgres_url")), folder, "m@1", "ivf", ivf_nprobe=8, follow=False)
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgresql"])
+def test_ivf_cells_are_trained_once_per_gallery_and_kept_in_the_store(tmp_path, monkeypatch, request, store_kind):
+    monkeypatch.setattr("app.gallery.index.IVF_MIN_FACES", 1000)
+    vectors, _ = clustered(300, 5)
+    first = ivf_gallery(store_kind, tmp_path, request)
+    enrol_people(first, vectors, range(300))
+    kept = first.store.index_cells("faces m@1")
+    assert kept is not None and kept.trained_on == 1500 and kept.centroids.shape == (first.index.cells.centroids.shape)
+    assert np.array_equal(kept.centroids, first.index.cells.centroids)
+    # Cells that differ from anything training would make (the kept ones, in reverse order):
+    # a replica or restart that uses them, rather than training its own, ends up with exactly these.
+    first.store.keep_index_cells("faces m@1", Cells(kept.centroids[::-1].copy(), 1500))
+    first.close()
+    second = ivf_gallery(store_kind, tmp_path, request)  # no snapshot was saved: built from the store
+    assert np.array_equal(second.index.cells.centroids, kept.centroids[::-1]) and second.index.trained_on == 1500
+    assert second.in_sync
+    (best, *_), = second.search(vectors[5 * 123 + 1][None], 1)
+    assert best.person_id == "p123"
+    second.close()
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgresql"])
+def test_outgrown_cells_are_trained_anew_and_replace_the_kept_ones(tmp_path, monkeypatch, request, store_kind):
+    monkeypatch.setattr("app.gallery.index.IVF_MIN_FACES", 1000)
+    vectors, _ = clustered(1000, 5)
+    gallery = ivf_gallery(store_kind, tmp_path, request)
+    enrol_people(gallery, vectors, range(200))  # 1,000 faces: trained
+    assert gallery.store.index_cells("faces m@1").trained_on == 1000
+    enrol_people(gallery, vectors, range(200, 800))  # 4,000: four times as many, trained anew
+    kept = gallery.store.index_cells("faces m@1")
+    assert kept.trained_on == 4000 == gallery.index.trained_on
+    assert np.array_equal(kept.centroids, gallery.index.cells.centroids)
+    gallery.store.keep_index_cells("faces m@1", Cells(kept.centroids[:8], 1000))  # older, fewer: not kept over newer
+    assert gallery.store.index_cells("faces m@1").trained_on == 4000
+    gallery.close()
+
+
+def test_cells_fit_a_build_of_the_same_dimension_and_a_size_the_retraining_rule_keeps():
+    cells = Cells(unit_rows(16), trained_on=1000)
+    assert cells.fit(1000, 512) and cells.fit(250, 512) and cells.fit(3999, 512)
+    assert not cells.fit(4000, 512) and not cells.fit(249, 512) and not cells.fit(1000, 256)
 
 
 def scramble_vectors(path, seed=3):

@@ -131,12 +131,31 @@ def test_schema_migrations_run_from_empty_and_from_the_previous_version(postgres
         conn.execute("INSERT INTO schema_version VALUES (1)")
         conn.execute("INSERT INTO persons VALUES ('old', NULL, 'then')")
     store = PostgresStore(postgres_url)
-    assert store.schema_version() == 2 and store.get_person("old") is not None
-    assert store.faces_without_photos() == []
+    assert store.schema_version() == 3 and store.get_person("old") is not None
+    assert store.faces_without_photos() == [] and store.index_cells("faces m@1") is None
     store.close()
     again = PostgresStore(postgres_url)  # and a second open changes nothing
-    assert again.schema_version() == 2
+    assert again.schema_version() == 3
     again.close()
+
+
+def test_vectors_are_read_by_binary_copy_in_pieces_and_a_malformed_one_is_refused(postgres_url, monkeypatch):
+    store = PostgresStore(postgres_url)
+    assert [len(a) for a in store.embeddings()] == [0, 0, 0]
+    vectors = np.random.default_rng(5).standard_normal((60, 512)).astype(np.float32)
+    with store.write() as w:
+        w.add_faces([(f"p{i}", None, [NewFace(f"{i}-{j}.jpg", vectors[3 * i + j]) for j in range(3)]) for i in range(20)], "m@1")
+    monkeypatch.setattr("app.gallery.postgres.PARSE_BYTES", 5000)  # a few rows a piece: pieces, and rows split across blocks
+    ids, read, persons = store.embeddings()
+    with psycopg.connect(postgres_url) as conn:  # as plain rows, for comparison
+        rows = conn.execute("SELECT face_id, person_id, embedding FROM faces ORDER BY face_id").fetchall()
+    assert ids.tolist() == [r[0] for r in rows] and persons == [r[1] for r in rows] == [f"p{i // 3}" for i in range(60)]
+    assert np.array_equal(read, vectors)
+    with psycopg.connect(postgres_url) as conn:
+        conn.execute("UPDATE faces SET embedding = %s WHERE face_id = %s", (vectors[0, :3].tobytes(), int(ids[7])))
+    with pytest.raises(ValueError, match="not 512 float32 values"):
+        store.embeddings()
+    store.close()
 
 
 def test_an_unreachable_database_is_store_unavailable_not_a_crash(tmp_path):

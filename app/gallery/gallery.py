@@ -30,7 +30,8 @@ from app.gallery.index import (
     FaceIndex,
     IndexKind,
 )
-from app.gallery.store import Entry, GalleryStore, NewFace, Person, PhotoRecord, Store
+from app.gallery.store import Entry, GalleryStore, NewFace, Person, PhotoRecord, Store, StoreError
+from core.constants import EMBEDDING_DIM
 from core.files import sha256_of, write_text_atomic
 from core.photos.descriptor import PROJECTED_DIM, SHORTLIST, Descriptor, describe, projected, rerank
 
@@ -119,15 +120,29 @@ class Gallery:
             if self.mismatch:  # nothing is searchable until the gallery is re-embedded; its vectors are not read
                 self.index, self._person_of = FaceIndex(*self._index_args), {}
                 return
-            photo_ids, photo_vectors = self.store.photo_vectors()
-            self.photos = FaceIndex.over(photo_ids, photo_vectors, *self._index_args, dim=PROJECTED_DIM)
+            self.photos = self._index_over(*self.store.photo_vectors(), dim=PROJECTED_DIM)
             if (saved := self._saved_index()) is not None:
                 self.index = saved
                 ids, persons = self.store.face_persons()
             else:
                 ids, vectors, persons = self.store.embeddings()
-                self.index = FaceIndex.over(ids, vectors, *self._index_args)
+                self.index = self._index_over(ids, vectors)
             self._person_of = dict(zip(ids.tolist(), persons))
+
+    def _index_over(self, ids: np.ndarray, vectors: np.ndarray, dim: int = EMBEDDING_DIM) -> FaceIndex:
+        """FaceIndex.over with the IVF cells the store keeps for this vector space; cells it has
+        to train (none kept, or the gallery outgrew them) are kept for the next build, so a
+        gallery's cells are trained once, not by every replica or restart."""
+        space = f"faces {self.model_id}" if dim == EMBEDDING_DIM else "photos"
+        kept = self.store.index_cells(space) if self._index_args[0] == "ivf" and len(ids) else None
+        index = FaceIndex.over(ids, vectors, *self._index_args, dim=dim, cells=kept)
+        made = index.cells
+        if made is not None and (kept is None or not kept.fit(len(ids), dim)):
+            try:
+                self.store.keep_index_cells(space, made)
+            except StoreError as exc:  # a cache: a read-only store just trains again next time
+                log.warning("trained IVF cells not kept (%s)", exc)
+        return index
 
     def _note(self) -> dict:
         return {"generation": self.store.generation(), "model_id": self.model_id, "index": list(self._index_args)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +28,22 @@ def ivf_lists(n_faces: int) -> int:
     """Cells for n faces: about 2·√n, a power of two (1M faces: 2048), and at least 39 faces
     to train each cell on (faiss's minimum)."""
     return max(1, min(2 ** round(math.log2(max(2 * math.sqrt(n_faces), 1))), n_faces // 39))
+
+
+@dataclass(frozen=True)
+class Cells:
+    """An IVF index's trained cells: its centroids (lists × dim) and how many vectors they
+    were trained on. Kept in the store, so every later build over the same gallery (another
+    replica, a restart without a snapshot) adds its vectors to them instead of training anew:
+    at 1M faces training is most of a cold start (README, "Search at scale")."""
+
+    centroids: np.ndarray
+    trained_on: int
+
+    def fit(self, n_vectors: int, dim: int) -> bool:
+        """Whether an index over n vectors may use these cells: the same dimension, and a size
+        the retraining rule (`FaceIndex.needs_training`) would not retrain at."""
+        return self.centroids.ndim == 2 and self.centroids.shape[1] == dim and self.trained_on / 4 <= n_vectors < 4 * self.trained_on
 
 
 class FaceIndex:
@@ -55,17 +72,21 @@ class FaceIndex:
 
     @classmethod
     def over(cls, ids: np.ndarray, vectors: np.ndarray, kind: IndexKind = "flat", hnsw_m: int = DEFAULT_HNSW_M,
-             ef_search: int = DEFAULT_EF_SEARCH, nprobe: int = DEFAULT_IVF_NPROBE, dim: int = EMBEDDING_DIM) -> FaceIndex:
-        """An index holding these faces; an IVF one trains its cells on them when they are many."""
+             ef_search: int = DEFAULT_EF_SEARCH, nprobe: int = DEFAULT_IVF_NPROBE, dim: int = EMBEDDING_DIM,
+             cells: Cells | None = None) -> FaceIndex:
+        """An index holding these faces. An IVF one over many faces uses `cells` when they fit
+        them, and otherwise trains its cells on the faces (see `cells`)."""
         index = cls(kind, hnsw_m, ef_search, nprobe, dim)
         if kind == "ivf" and len(ids) >= IVF_MIN_FACES:
-            index._train_ivf(vectors)
+            index._make_ivf(vectors, cells if cells is not None and cells.fit(len(ids), dim) else None)
         index.add(ids, vectors)
         return index
 
-    def _train_ivf(self, vectors: np.ndarray) -> None:
-        nlist = ivf_lists(len(vectors))
+    def _make_ivf(self, vectors: np.ndarray, cells: Cells | None) -> None:
+        nlist = ivf_lists(len(vectors)) if cells is None else len(cells.centroids)
         quantizer = faiss.IndexFlatIP(self.dim)
+        if cells is not None:  # faiss trains no cells for a quantizer that already holds nlist
+            quantizer.add(np.ascontiguousarray(cells.centroids, dtype=np.float32))
         # Vectors kept in fp16: half the memory and about half the time of float32 cells at 1M
         # faces, with the same top-1 person as exact search (benchmarks/search.py, README).
         ivf = faiss.IndexIVFScalarQuantizer(quantizer, self.dim, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
@@ -74,7 +95,15 @@ class FaceIndex:
         ivf.nprobe = self.nprobe
         self._quantizer = quantizer  # the IVF index does not own it
         self._index = ivf  # IVF keeps ids itself and removes them from its lists
-        self.trained_on = len(vectors)
+        self.trained_on = len(vectors) if cells is None else cells.trained_on
+
+    @property
+    def cells(self) -> Cells | None:
+        """The trained IVF cells (None while flat, or for HNSW), for the store to keep."""
+        if not self.trained_on:
+            return None
+        ivf = faiss.extract_index_ivf(self._index)
+        return Cells(ivf.quantizer.reconstruct_n(0, ivf.nlist), self.trained_on)
 
     def save(self, path: Path) -> None:
         """Write the index (never one with masked deletions) to `path` atomically."""

@@ -72,13 +72,12 @@ class SharedGallery(Gallery):
             if self.mismatch:
                 self.applied = head
                 return
-            photo_ids, photo_vectors = self.store.photo_vectors()
-            self.photos = FaceIndex.over(photo_ids, photo_vectors, *self._index_args, dim=PROJECTED_DIM)
+            self.photos = self._index_over(*self.store.photo_vectors(), dim=PROJECTED_DIM)
             starting, self._starting = self._starting, False
             if starting and self._load_snapshot():
                 return
             ids, vectors, persons = self.store.embeddings()
-            self.index = FaceIndex.over(ids, vectors, *self._index_args)
+            self.index = self._index_over(ids, vectors)
             self._person_of = dict(zip(ids.tolist(), persons))
             self.applied = head
 

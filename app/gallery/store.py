@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
+from app.gallery.index import Cells
 from core.constants import EMBEDDING_DIM
 from core.errors import FaceIdError
 from core.photos.descriptor import PROJECTED_DIM, THUMB_SIDE
@@ -51,6 +52,19 @@ MIGRATIONS: dict[int, str] = {
 ALTER TABLE faces ADD COLUMN photo_thumb BLOB;   -- the photo's THUMB_SIDE² grey thumbnail
 ALTER TABLE faces ADD COLUMN photo_vector BLOB;  -- its projected descriptor, float32 × PROJECTED_DIM
 ALTER TABLE faces ADD COLUMN photo_box TEXT;     -- the face's box as fractions of the photo: x1,y1,x2,y2
+""",
+    # An IVF index's trained cells (app/gallery/index.py, Cells), per vector space: a cache the
+    # next build adds its vectors to instead of training anew. Not gallery data: writing it
+    # leaves the generation alone, and `faceid gallery migrate` does not copy it.
+    3: """
+CREATE TABLE index_cells (
+    space      TEXT PRIMARY KEY,  -- 'faces <model id>' or 'photos'
+    lists      INTEGER NOT NULL,
+    dim        INTEGER NOT NULL,
+    trained_on INTEGER NOT NULL,  -- vectors the cells were trained on
+    centroids  BLOB NOT NULL,     -- float32 × lists × dim
+    created_at TEXT NOT NULL
+);
 """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
@@ -229,6 +243,8 @@ class GalleryStore(Protocol):
     def names(self, person_ids: set[str]) -> dict[str, str | None]: ...
     def has_source(self, person_id: str, source: str) -> bool: ...
     def embeddings(self) -> tuple[np.ndarray, np.ndarray, list[str]]: ...
+    def index_cells(self, space: str) -> Cells | None: ...
+    def keep_index_cells(self, space: str, cells: Cells) -> None: ...
     def face_persons(self) -> tuple[np.ndarray, list[str]]: ...
     def embeddings_of(self, face_ids: list[int]) -> tuple[np.ndarray, np.ndarray]: ...
     def photo_vectors(self) -> tuple[np.ndarray, np.ndarray]: ...
@@ -386,6 +402,23 @@ class Store:
         matrix = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), EMBEDDING_DIM)
         return ids, matrix, [r[1] for r in rows]
 
+    def index_cells(self, space: str) -> Cells | None:
+        """The IVF cells kept for this vector space, if any."""
+        with self._lock:
+            row = self._db.execute("SELECT lists, dim, trained_on, centroids FROM index_cells WHERE space = ?", (space,)).fetchone()
+        return None if row is None else cells_of(*row)
+
+    def keep_index_cells(self, space: str, cells: Cells) -> None:
+        """Keep freshly trained cells, unless cells trained on more vectors are kept already."""
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT INTO index_cells VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (space) DO UPDATE SET lists = excluded.lists, "
+                    "dim = excluded.dim, trained_on = excluded.trained_on, centroids = excluded.centroids, created_at = excluded.created_at "
+                    "WHERE excluded.trained_on >= index_cells.trained_on", cells_row(space, cells))
+            except sqlite3.Error as exc:
+                raise _store_error(self.path, exc) from exc
+
     def embeddings_of(self, face_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """(face ids found, their embeddings) for some faces."""
         marks = ",".join("?" * len(face_ids))
@@ -455,6 +488,15 @@ def photo_columns(photo: PhotoRecord | None) -> tuple[bytes | None, bytes | None
     if thumb.shape != (THUMB_SIDE, THUMB_SIDE) or vector.shape != (PROJECTED_DIM,):
         raise ValueError(f"photo evidence must be a {THUMB_SIDE}² thumbnail and {PROJECTED_DIM} values")
     return thumb.tobytes(), vector.tobytes(), ",".join(f"{v:.5f}" for v in photo.box)
+
+
+def cells_row(space: str, cells: Cells) -> tuple[str, int, int, int, bytes, str]:
+    centroids = np.ascontiguousarray(cells.centroids, dtype=np.float32)
+    return space, centroids.shape[0], centroids.shape[1], cells.trained_on, centroids.tobytes(), now()
+
+
+def cells_of(lists: int, dim: int, trained_on: int, centroids: bytes) -> Cells:
+    return Cells(np.frombuffer(centroids, dtype=np.float32).reshape(int(lists), int(dim)).copy(), int(trained_on))
 
 
 def like_pattern(text: str) -> str:
