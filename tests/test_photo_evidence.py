@@ -14,7 +14,7 @@ from app.main import create_app
 from core.data.dataset import Sample
 from core.faces.geometry import fractions_of
 from core.faces.pipeline import DetectedFace
-from core.photos.descriptor import PHOTO_THRESHOLD, describe, describe_many, similarity, thumbnail
+from core.photos.descriptor import HEAD_SUPPORT, PHOTO_THRESHOLD, SHRINK, THUMB_SIDE, describe, describe_many, similarity, thumbnail
 from evaluation.photo_strangers import report as stranger_grid
 from evaluation.photos import report
 from tests.conftest import enroll, identify, jpeg, settings
@@ -216,3 +216,41 @@ def test_the_stranger_grid_counts_and_bounds_by_hand():
     assert r["grid"]["0.56"]["ucb95"] == pytest.approx(1 - 0.05 ** (1 / 1000))  # 0 of 1,000 bounds 0.3%
     assert r["lowest_threshold_for_target"] is None  # 1,000 strangers cannot show a 0.1% rate at 95%
     assert stranger_grid(np.full(5000, 0.1, dtype=np.float32), 7)["lowest_threshold_for_target"] == 0.4  # 0 of 5,000: 0.06%
+
+
+def test_similarity_is_the_masked_correlation_written_out_with_the_head_check():
+    """The fast form (matrix-vector products over zeroed fields) against the definition: the
+    correlation over the entries valid in both, shrunk by their share, and the head's part too
+    where enough of it is left."""
+
+    def correlation(q, fields, both):
+        qq, gg = q[None] * both, fields * both
+        corr = (qq * gg).sum(1) / np.sqrt((qq * qq).sum(1) * (gg * gg).sum(1))
+        return corr * both.mean(1) / (both.mean(1) + SHRINK) * (1 + SHRINK)
+
+    def region(box):
+        x1, y1, x2, y2 = box
+        centres = np.arange(THUMB_SIDE) + 0.5
+        xs = (centres >= (x1 - (x2 - x1) / 3) * THUMB_SIDE) & (centres <= (x2 + (x2 - x1) / 3) * THUMB_SIDE)
+        ys = (centres >= (y1 - (y2 - y1) / 3) * THUMB_SIDE) & (centres <= (y2 + (y2 - y1) / 3) * THUMB_SIDE)
+        return np.tile((ys[:, None] & xs[None, :]).reshape(-1), 2)
+
+    rng = np.random.default_rng(4)
+    thumbs = rng.integers(0, 200, (12, THUMB_SIDE, THUMB_SIDE)).astype(np.uint8)  # no pixel blown out but the glare
+    thumbs[:4, 8:40, 12:52] = 255  # glare over some heads
+    thumbs[6:8] = np.clip(thumbs[6:8].astype(int) + 60, 0, 255)
+    query_thumb = thumbs[9].copy()
+    query_thumb[52:, :] = 255  # the query has lost its bottom
+    fields, masks = describe_many(thumbs)
+    q, q_mask = describe(query_thumb)
+    boxes = [(0.1 + 0.05 * i, 0.15, 0.45 + 0.04 * i, 0.6) for i in range(12)]
+    both = masks & q_mask
+    whole = correlation(q, fields, both)
+    expected = whole.copy()
+    for i, box in enumerate(boxes):
+        shared = both[i] & region(box)
+        if shared.sum() >= HEAD_SUPPORT * region(box).sum():
+            expected[i] = min(expected[i], correlation(q, fields[i:i + 1], shared[None])[0])
+    assert 0 < np.sum(expected < whole) < 12  # the head decides for some photos, not for others
+    np.testing.assert_allclose(similarity((q, q_mask), (fields, masks), boxes), expected, atol=1e-5)
+    np.testing.assert_allclose(similarity((q, q_mask), (fields, masks)), whole, atol=1e-5)
