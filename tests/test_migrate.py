@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from app.gallery.gallery import STORE_FILE
+from app.gallery.index import Cells
 from app.gallery.migrate import migrate, open_location
 from app.gallery.shared import SharedGallery
 from app.gallery.store import FACE_COLUMNS, NewFace, PhotoRecord, Store
@@ -60,6 +61,18 @@ def test_sqlite_to_postgresql_and_back_keeps_every_person_face_and_embedding(tmp
     shared.enroll("new", None, [NewFace("n.jpg", unit(1, seed=9)[0])])  # the id sequence starts past the copied ids
     assert max(r[0] for r in shared.store.face_rows(0, 10_000)) > max(r[0] for r in source.face_rows(0, 10_000))
     shared.close(), source.close(), back.close()
+
+
+def test_the_sources_ivf_cells_come_along(tmp_path, postgres_url):
+    source = sqlite_gallery(tmp_path / "a")
+    cells = Cells(unit(16, seed=3), trained_on=60_000)
+    source.keep_index_cells("faces m@1", cells)
+    pg = open_location(postgres_url)
+    migrate(source, pg)
+    copied = pg.index_cells("faces m@1")
+    assert copied is not None and copied.trained_on == 60_000 and np.array_equal(copied.centroids, cells.centroids)
+    assert pg.index_cells("photos") is None  # the source had none
+    pg.close(), source.close()
 
 
 def test_an_interrupted_migration_resumes_where_it_stopped(tmp_path, postgres_url, monkeypatch):

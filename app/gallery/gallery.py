@@ -53,6 +53,12 @@ def open_store(settings: Settings) -> GalleryStore:
     return PostgresStore(settings.store.get_secret_value(), settings.store_password(), settings.store_pool_size)
 
 
+def cells_space(model_id: str | None) -> str:
+    """The name the store keeps IVF cells under: one model's face embeddings, or (None) the
+    photo descriptors."""
+    return f"faces {model_id}" if model_id is not None else "photos"
+
+
 class ModelMismatch(RuntimeError):
     """The store holds embeddings made by another backbone; they must not be mixed."""
 
@@ -133,7 +139,7 @@ class Gallery:
         """FaceIndex.over with the IVF cells the store keeps for this vector space; cells it has
         to train (none kept, or the gallery outgrew them) are kept for the next build, so a
         gallery's cells are trained once, not by every replica or restart."""
-        space = f"faces {self.model_id}" if dim == EMBEDDING_DIM else "photos"
+        space = cells_space(self.model_id if dim == EMBEDDING_DIM else None)
         kept = self.store.index_cells(space) if self._index_args[0] == "ivf" and len(ids) else None
         index = FaceIndex.over(ids, vectors, *self._index_args, dim=dim, cells=kept)
         made = index.cells

@@ -3,6 +3,7 @@
 Faces keep their ids, so a copy interrupted part-way resumes after the last face it committed
 (each batch is one transaction), and the check at the end compares every face's embedding by
 id. A target that holds faces the source does not have is refused before anything is written.
+The source's trained IVF cells come along, so the target's replicas add their vectors to them.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.gallery.gallery import STORE_FILE
+from app.gallery.gallery import STORE_FILE, cells_space
 from app.gallery.store import FACE_COLUMNS, GalleryStore, Store
 from core.errors import FaceIdError
 
@@ -52,6 +53,9 @@ def migrate(source: GalleryStore, target: GalleryStore, batch: int = BATCH) -> M
         with target.write() as w:
             w.copy_in(missing, [])
     _check(source, target)
+    for space in [cells_space(m) for m in source.model_ids()] + [cells_space(None)]:
+        if (cells := source.index_cells(space)) is not None:  # so no replica on the target trains them again
+            target.keep_index_cells(space, cells)
     n_persons, n_faces = target.counts()
     return Migrated(n_persons, n_faces, copied)
 
