@@ -52,7 +52,8 @@ CONNECT_TIMEOUT_S = 3  # a request waits at most this for a connection before it
 PARSE_BYTES = 8 << 20  # a binary COPY's rows are parsed in pieces of about this size
 
 # Forward migrations by the version they lead to (table schema_version). 1 to 3 are the
-# SQLite store's versions 1 to 3 (3: IVF cells, trained once per gallery, not by each replica), so `faceid gallery migrate` maps one onto the other.
+# SQLite store's versions 1 to 3 (3: the IVF cells, trained once per gallery rather than by each
+# replica), so `faceid gallery migrate` maps one onto the other.
 MIGRATIONS: dict[int, str] = {
     1: """
 CREATE TABLE persons (

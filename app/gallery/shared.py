@@ -14,7 +14,9 @@ change log.
   before it answers, and answers 503 if the database cannot be read.
 - At start a replica loads its snapshot (index, face ids and the sequence it was saved at) if
   one is in its data folder for this gallery, and applies the log from there; else it builds
-  the index from the table. The snapshot is a cache: a replica holds no state that matters.
+  the index from the table, adding the vectors to the IVF cells the database keeps (trained
+  by the first replica that needed them). The snapshot is a cache: a replica holds no state
+  that matters.
 """
 
 from __future__ import annotations

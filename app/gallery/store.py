@@ -55,7 +55,7 @@ ALTER TABLE faces ADD COLUMN photo_box TEXT;     -- the face's box as fractions 
 """,
     # An IVF index's trained cells (app/gallery/index.py, Cells), per vector space: a cache the
     # next build adds its vectors to instead of training anew. Not gallery data: writing it
-    # leaves the generation alone, and `faceid gallery migrate` does not copy it.
+    # leaves the generation alone (`faceid gallery migrate` copies it after the faces).
     3: """
 CREATE TABLE index_cells (
     space      TEXT PRIMARY KEY,  -- 'faces <model id>' or 'photos'
