@@ -44,6 +44,9 @@ class TrainConfig:
     channels_last: bool = True  # fp32 on that CPU: 1.16x as fast as without (benchmarks/train_step.py)
     augment: bool = True  # only where the trunk is trained (features are not cached)
     synthetic_share: float = 0.5  # share of clean training crops distorted afresh each time they are drawn
+    # The kinds those are drawn from, comma-separated (a kind listed twice is drawn twice as
+    # often); empty: the seven equally.
+    synthetic_kinds: str = ""
     # Stage 1: ArcFace
     arc_s: float = 32.0
     arc_m: float = 0.4

@@ -89,9 +89,14 @@ def build_distortions() -> dict[str, Distortion]:
 class SyntheticDistortions:
     """Distorts a share of a batch's crops with a random kind each, reproducibly from a seed."""
 
-    def __init__(self, seed: int, share: float = 0.5) -> None:
+    def __init__(self, seed: int, share: float = 0.5, kinds: tuple[str, ...] = KINDS) -> None:
+        """`kinds`: drawn from uniformly, so a kind listed twice is drawn twice as often."""
+        unknown = sorted(set(kinds) - set(KINDS))
+        if unknown or not kinds:
+            raise ValueError(f"synthetic distortions are among {', '.join(KINDS)}; got {', '.join(unknown) or 'none'}")
         self.rng = np.random.default_rng(seed)
         self.share = share
+        self.draw = kinds
         self.kinds = build_distortions()
 
     def __call__(self, crops: np.ndarray, eligible: np.ndarray, share: float | None = None) -> np.ndarray:
@@ -99,6 +104,6 @@ class SyntheticDistortions:
         out = crops.copy()
         share = self.share if share is None else share
         for i in np.flatnonzero(eligible & (self.rng.random(len(crops)) < share)):
-            kind = KINDS[int(self.rng.integers(len(KINDS)))]
+            kind = self.draw[int(self.rng.integers(len(self.draw)))]
             out[i] = self.kinds[kind](np.ascontiguousarray(crops[i]), self.rng)
         return out

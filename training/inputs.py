@@ -19,7 +19,7 @@ from core.constants import CROP_SIZE
 from core.embedding.restoration import restore
 from core.embedding.standardize import standardize
 from training.data import trunk_features
-from training.distortions import SyntheticDistortions
+from training.distortions import KINDS, SyntheticDistortions
 from training.split_backbone import frozen_stages, tail
 
 
@@ -36,6 +36,7 @@ class FaceInputs:
     def __init__(
         self, net: InceptionResnetV1, crops: torch.Tensor, clean: torch.Tensor, first_trainable: str, cache_dir: Path,
         device: str, augment: bool, seed: int = 0, synthetic_share: float = 0.5, channels_last: bool = False,
+        synthetic_kinds: tuple[str, ...] = KINDS,
     ) -> None:
         self.net, self.first_trainable, self.device = net, first_trainable, device
         self.cached = bool(frozen_stages(first_trainable))
@@ -43,7 +44,7 @@ class FaceInputs:
         self.clean = clean.numpy().astype(bool)
         trains_trunk = augment and not self.cached
         self.augment = build_augment() if trains_trunk else None
-        self.distort = SyntheticDistortions(seed, synthetic_share) if trains_trunk and synthetic_share > 0 else None
+        self.distort = SyntheticDistortions(seed, synthetic_share, synthetic_kinds) if trains_trunk and synthetic_share > 0 else None
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __len__(self) -> int:
