@@ -39,3 +39,17 @@ def test_sunny_saturates_the_face_centre(crop):
     out = build_distortions()["sunny"](crop, np.random.default_rng(0))
     centre = out[60:100, 60:100].astype(int)
     assert (centre >= 250).mean() > 0.5  # the face is blown out, as in FACECOM's sunny photos
+
+
+def test_the_kinds_drawn_can_be_weighted_and_unknown_ones_are_refused():
+    crops = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    drawn = SyntheticDistortions(seed=0, share=1.0, kinds=("sunny",))(crops, np.ones(3, dtype=bool))
+    rng, glare = np.random.default_rng(0), build_distortions()["sunny"]  # the same draws, by hand
+    rng.random(3)
+    by_hand = [glare(np.ascontiguousarray(c), rng) for c in crops if rng.integers(1) == 0]
+    assert np.array_equal(drawn, np.stack(by_hand))
+    weighted = SyntheticDistortions(seed=0, share=1.0, kinds=("noisy", "noisy", "blurred"))
+    picks = [weighted.draw[int(weighted.rng.integers(len(weighted.draw)))] for _ in range(3000)]
+    assert 0.6 < picks.count("noisy") / 3000 < 0.73
+    with pytest.raises(ValueError, match="drizzle"):
+        SyntheticDistortions(seed=0, kinds=("rainy", "drizzle"))
