@@ -108,10 +108,10 @@ def similarity(query: tuple[np.ndarray, np.ndarray], gallery: tuple[np.ndarray, 
     whole = _correlation(q, q_mask, fields, masks)
     if boxes is not None:
         regions = head_regions(boxes)
-        checked = (masks & regions) @ q_mask.astype(np.float32) >= HEAD_SUPPORT * regions.sum(1)
+        in_head = masks & regions
+        checked = in_head @ q_mask.astype(np.float32) >= HEAD_SUPPORT * regions.sum(1)
         if checked.any():  # one pass over the photos whose head is left in both
-            inside = regions[checked]
-            head = _correlation(q, q_mask, fields[checked] * inside, masks[checked] & inside)
+            head = _correlation(q, q_mask, fields[checked] * regions[checked], in_head[checked])
             whole[checked] = np.minimum(whole[checked], head)
     return whole.astype(np.float32)
 
