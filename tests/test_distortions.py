@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from training.config import load_config
 from training.distortions import KINDS, SyntheticDistortions, build_distortions
 
 
@@ -53,3 +54,7 @@ def test_the_kinds_drawn_can_be_weighted_and_unknown_ones_are_refused():
     assert 0.6 < picks.count("noisy") / 3000 < 0.73
     with pytest.raises(ValueError, match="drizzle"):
         SyntheticDistortions(seed=0, kinds=("rainy", "drizzle"))
+    with pytest.raises(ValueError, match="drizzle"):  # a training config says so as it is read
+        load_config(None, ["synthetic_kinds=rainy,drizzle"])
+    assert load_config(None, ["synthetic_kinds=rainy, noisy,rainy"]).distortion_kinds == ("rainy", "noisy", "rainy")
+    assert load_config(None, []).distortion_kinds == KINDS

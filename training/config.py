@@ -55,6 +55,13 @@ class TrainConfig:
     cache_dir: Path = Path(".cache")
     device: str = "auto"
 
+    @property
+    def distortion_kinds(self) -> tuple[str, ...]:
+        """`synthetic_kinds` as the tuple SyntheticDistortions draws from."""
+        from training.distortions import KINDS  # cv2 and albumentations: only where training runs
+
+        return tuple(k.strip() for k in self.synthetic_kinds.split(",") if k.strip()) or KINDS
+
     def resolved_device(self) -> str:
         from core.device import resolve_device
 
@@ -90,6 +97,10 @@ def load_config(path: Path | None, overrides: list[str] | None = None) -> TrainC
         if key not in names:
             raise ValueError(f"unknown config key {key!r}; known: {', '.join(sorted(names))}")
         setattr(config, key, _coerce(str(value), getattr(config, key)))
+    if config.synthetic_kinds:  # before minutes of detection, not after
+        from training.distortions import check_kinds
+
+        check_kinds(config.distortion_kinds)
     return config
 
 

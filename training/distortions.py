@@ -86,14 +86,19 @@ def build_distortions() -> dict[str, Distortion]:
     }
 
 
+def check_kinds(kinds: tuple[str, ...]) -> None:
+    """Raise unless `kinds` names at least one distortion, and only known ones."""
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown or not kinds:
+        raise ValueError(f"synthetic distortions are among {', '.join(KINDS)}; got {', '.join(unknown) or 'none'}")
+
+
 class SyntheticDistortions:
     """Distorts a share of a batch's crops with a random kind each, reproducibly from a seed."""
 
     def __init__(self, seed: int, share: float = 0.5, kinds: tuple[str, ...] = KINDS) -> None:
         """`kinds`: drawn from uniformly, so a kind listed twice is drawn twice as often."""
-        unknown = sorted(set(kinds) - set(KINDS))
-        if unknown or not kinds:
-            raise ValueError(f"synthetic distortions are among {', '.join(KINDS)}; got {', '.join(unknown) or 'none'}")
+        check_kinds(kinds)
         self.rng = np.random.default_rng(seed)
         self.share = share
         self.draw = kinds

@@ -16,7 +16,6 @@ from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
 from training.contrastive import ContrastiveLoss, hardest_negatives
 from training.data import LabelMap, load_crops, split_samples
-from training.distortions import KINDS
 from training.inputs import FaceInputs, set_train_mode
 from training.loop import Batch, Run, seed_everything
 from training.split_backbone import freeze_trunk
@@ -38,7 +37,7 @@ def _common(config: TrainConfig, label_map: LabelMap | None = None):
             net, load_crops(samples, config.cache_dir, device), torch.tensor([s.is_clean for s in samples]),
             config.first_trainable, config.cache_dir, device, augment, seed=config.seed,
             synthetic_share=config.synthetic_share, channels_last=config.channels_last,
-            synthetic_kinds=tuple(k.strip() for k in config.synthetic_kinds.split(",") if k.strip()) or KINDS,
+            synthetic_kinds=config.distortion_kinds,
         )
 
     return device, train, val, label_map, net, trainable, make(train, config.augment), make(val, False)
