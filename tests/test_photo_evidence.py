@@ -14,7 +14,7 @@ from app.main import create_app
 from core.data.dataset import Sample
 from core.faces.geometry import fractions_of
 from core.faces.pipeline import DetectedFace
-from core.photos.descriptor import HEAD_SUPPORT, PHOTO_THRESHOLD, SHRINK, THUMB_SIDE, describe, describe_many, similarity, thumbnail
+from core.photos.descriptor import FLOOR, HEAD_SUPPORT, PHOTO_THRESHOLD, SATURATED, SHRINK, THUMB_SIDE, WINDOW, describe, describe_many, similarity, thumbnail
 from evaluation.photo_strangers import report as stranger_grid
 from evaluation.photos import report
 from tests.conftest import enroll, identify, jpeg, settings
@@ -254,3 +254,28 @@ def test_similarity_is_the_masked_correlation_written_out_with_the_head_check():
     assert 0 < np.sum(expected < whole) < 12  # the head decides for some photos, not for others
     np.testing.assert_allclose(similarity((q, q_mask), (fields, masks), boxes), expected, atol=1e-5)
     np.testing.assert_allclose(similarity((q, q_mask), (fields, masks)), whole, atol=1e-5)
+
+
+def test_the_descriptor_is_its_definition_written_out():
+    """describe_many's local means (two matrix products) against scipy's mirrored box filter, and
+    the field built step by step: masked, divided by the local gradient RMS, centred."""
+    from scipy.ndimage import uniform_filter
+
+    rng = np.random.default_rng(5)
+    thumbs = rng.integers(0, 256, (5, THUMB_SIDE, THUMB_SIDE)).astype(np.uint8)
+    thumbs[1, 10:30, 20:50] = 255
+    grey = thumbs.astype(np.float64)
+    blown = grey >= SATURATED
+    blown = blown | np.roll(blown, 1, 1) | np.roll(blown, -1, 1) | np.roll(blown, 1, 2) | np.roll(blown, -1, 2)
+    valid = (~blown).astype(np.float64)
+    gx, gy = np.zeros_like(grey), np.zeros_like(grey)
+    gx[:, :, 1:-1] = grey[:, :, 2:] - grey[:, :, :-2]
+    gy[:, 1:-1] = grey[:, 2:] - grey[:, :-2]
+    window = (1, WINDOW, WINDOW)
+    energy = uniform_filter((gx ** 2 + gy ** 2) * valid, window) / np.maximum(uniform_filter(valid, window), 1e-3)
+    field = np.stack([gx, gy], 1) * (valid / np.sqrt(energy + FLOOR))[:, None]
+    field -= (field.sum((1, 2, 3)) / (2 * valid.sum((1, 2))))[:, None, None, None] * valid[:, None]
+    fields, masks = describe_many(thumbs)
+    np.testing.assert_allclose(fields, field.reshape(5, -1), atol=2e-5)
+    np.testing.assert_array_equal(masks, np.repeat(valid[:, None] > 0, 2, 1).reshape(5, -1))
+

@@ -21,7 +21,6 @@ from functools import cache
 
 import numpy as np
 from PIL import Image
-from scipy.ndimage import uniform_filter
 
 THUMB_SIDE = 64
 PROJECTED_DIM = 256
@@ -30,6 +29,19 @@ WINDOW = 11  # pixels over which a gradient's local RMS is taken
 FLOOR = 16.0  # added to the local gradient energy: flat regions stay flat instead of amplified noise
 HEAD_SUPPORT = 0.6  # the head's part counts when at least this share of it is valid in both photos
 SHRINK = 0.1  # a shared part of f of the pixels keeps f / (f + SHRINK) of the correlation (times 1 + SHRINK)
+
+
+@cache
+def _box_matrix() -> np.ndarray:
+    """B with B·x·Bᵀ the mean over each pixel's WINDOW² neighbourhood, borders mirrored (scipy's
+    uniform_filter 'reflect'): two small matrix products, faster than the filter for a re-rank's
+    dozen thumbnails."""
+    half, n = WINDOW // 2, THUMB_SIDE
+    box = np.zeros((n, n), dtype=np.float32)
+    for i in range(n):
+        for k in range(i - half, i + half + 1):
+            box[i, -k - 1 if k < 0 else 2 * n - k - 1 if k >= n else k] += 1 / WINDOW
+    return box
 
 
 def thumbnail(img: Image.Image) -> np.ndarray:
@@ -49,22 +61,23 @@ def describe(thumb: np.ndarray) -> Descriptor:
 
 def describe_many(thumbs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`describe` for N×THUMB_SIDE×THUMB_SIDE thumbnails at once: (N×D fields, N×D masks)."""
+    n = len(thumbs)
     grey = thumbs.astype(np.float32)
     blown = grey >= SATURATED
     blown = blown | np.roll(blown, 1, 1) | np.roll(blown, -1, 1) | np.roll(blown, 1, 2) | np.roll(blown, -1, 2)
     valid = ~blown
     valid_f = valid.astype(np.float32)
-    gx, gy = np.zeros_like(grey), np.zeros_like(grey)
-    gx[:, :, 1:-1] = grey[:, :, 2:] - grey[:, :, :-2]
-    gy[:, 1:-1] = grey[:, 2:] - grey[:, :-2]
-    window = (1, WINDOW, WINDOW)
-    coverage = np.maximum(uniform_filter(valid_f, window), 1e-3)
-    energy = uniform_filter((gx * gx + gy * gy) * valid_f, window) / coverage
-    field = np.stack([gx, gy], axis=1) * (valid_f / np.sqrt(energy + FLOOR))[:, None]
+    field = np.zeros((n, 2, THUMB_SIDE, THUMB_SIDE), dtype=np.float32)  # (x, y) central differences
+    np.subtract(grey[:, :, 2:], grey[:, :, :-2], out=field[:, 0, :, 1:-1])
+    np.subtract(grey[:, 2:], grey[:, :-2], out=field[:, 1, 1:-1])
+    box = _box_matrix()
+    both = np.concatenate([valid_f, (field * field).sum(1) * valid_f])  # both local means in one pass
+    local = box @ (both.reshape(-1, THUMB_SIDE) @ box.T).reshape(both.shape)  # rows as one product, then columns
+    coverage = np.maximum(local[:n], 1e-3)
+    field *= (valid_f / np.sqrt(local[n:] / coverage + FLOOR))[:, None]
     # Centred over the valid entries (the others are zero, and stay zero).
     mean = field.sum((1, 2, 3)) / np.maximum(2 * valid_f.sum((1, 2)), 1)
     field -= mean[:, None, None, None] * valid_f[:, None]
-    n = len(thumbs)
     mask = np.ascontiguousarray(np.broadcast_to(valid[:, None], field.shape)).reshape(n, -1)
     return field.reshape(n, -1), mask
 
