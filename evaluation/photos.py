@@ -25,7 +25,7 @@ from core.data.dataset import Sample
 from core.faces.geometry import fractions_of
 from core.faces.pipeline import DetectedFace
 from core.images import load_image
-from core.photos.descriptor import SHORTLIST, describe, describe_many, projected, similarity, thumbnail
+from core.photos.descriptor import SHORTLIST, describe, describe_many, projected, search_breadth, similarity, thumbnail
 from evaluation import open_set
 from evaluation.detection import detected
 from evaluation.metrics import templates
@@ -47,7 +47,7 @@ def best_photos(gallery_thumbs: np.ndarray, gallery_boxes: Sequence[tuple[float,
     for q, thumb in enumerate(query_thumbs):
         query = describe(thumb)
         scores = np.where(allowed[q], vectors @ projected(query[0]), -np.inf)
-        shortlist = [i for i in np.argsort(-scores)[:SHORTLIST] if np.isfinite(scores[i])]
+        shortlist = [i for i in np.argsort(-scores)[:SHORTLIST * search_breadth(query)] if np.isfinite(scores[i])]
         if shortlist:
             exact = similarity(query, (fields[shortlist], masks[shortlist]), [gallery_boxes[i] for i in shortlist])
             best[q], sims[q] = shortlist[int(np.argmax(exact))], float(exact.max())

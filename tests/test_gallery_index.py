@@ -295,3 +295,18 @@ def test_the_index_and_its_note_reach_the_disk_before_they_are_renamed(tmp_path,
     assert any(n.startswith(".index.") and n.endswith(".faiss") for n in names)  # the data, before the rename
     assert any(n.startswith(".index.") and n.endswith(".json") for n in names)
     assert str(tmp_path) in synced  # and the rename itself
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_a_wider_search_visits_as_many_cells_or_candidates_as_a_wider_index(monkeypatch, kind):
+    monkeypatch.setattr("app.gallery.index.IVF_MIN_FACES", 4000)
+    vectors = unit_rows(5000, seed=3)
+    queries = unit_rows(200, seed=4)  # far from every face: the breadth of the search decides
+    ids = np.arange(len(vectors), dtype=np.int64)
+    narrow = FaceIndex.over(ids, vectors, kind, nprobe=2, ef_search=8, hnsw_m=8)
+    wide = FaceIndex.over(ids, vectors, kind, nprobe=8, ef_search=32, hnsw_m=8)
+    _, usual = narrow.search(queries, 5)
+    _, wider = narrow.search(queries, 5, wider=4)
+    _, reference = wide.search(queries, 5)
+    assert (usual != wider).any()
+    np.testing.assert_array_equal(wider, reference)

@@ -14,7 +14,22 @@ from app.main import create_app
 from core.data.dataset import Sample
 from core.faces.geometry import fractions_of
 from core.faces.pipeline import DetectedFace
-from core.photos.descriptor import FLOOR, HEAD_SUPPORT, PHOTO_THRESHOLD, SATURATED, SHRINK, THUMB_SIDE, WINDOW, describe, describe_many, similarity, thumbnail
+from core.photos.descriptor import (
+    FLOOR,
+    GLARED,
+    HEAD_SUPPORT,
+    PHOTO_THRESHOLD,
+    SATURATED,
+    SHRINK,
+    THUMB_SIDE,
+    WIDER,
+    WINDOW,
+    describe,
+    describe_many,
+    search_breadth,
+    similarity,
+    thumbnail,
+)
 from evaluation.photo_strangers import report as stranger_grid
 from evaluation.photos import report
 from tests.conftest import enroll, identify, jpeg, settings
@@ -279,3 +294,13 @@ def test_the_descriptor_is_its_definition_written_out():
     np.testing.assert_allclose(fields, field.reshape(5, -1), atol=2e-5)
     np.testing.assert_array_equal(masks, np.repeat(valid[:, None] > 0, 2, 1).reshape(5, -1))
 
+
+def test_a_query_glare_has_mostly_erased_is_searched_wider():
+    rng = np.random.default_rng(6)
+    photo = rng.integers(0, 200, (THUMB_SIDE, THUMB_SIDE)).astype(np.uint8)
+    glared = photo.copy()
+    glared[: int(THUMB_SIDE * (1 - GLARED / 2))] = 255  # about three quarters blown out
+    half = photo.copy()
+    half[: THUMB_SIDE // 4] = 255
+    assert search_breadth(describe(photo)) == 1 and search_breadth(describe(half)) == 1
+    assert search_breadth(describe(glared)) == WIDER

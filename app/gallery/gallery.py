@@ -33,7 +33,7 @@ from app.gallery.index import (
 from app.gallery.store import Entry, GalleryStore, NewFace, Person, PhotoRecord, Store, StoreError
 from core.constants import EMBEDDING_DIM
 from core.files import sha256_of, write_text_atomic
-from core.photos.descriptor import PROJECTED_DIM, SHORTLIST, Descriptor, describe, projected, rerank
+from core.photos.descriptor import PROJECTED_DIM, SHORTLIST, Descriptor, describe, projected, rerank, search_breadth
 
 STORE_FILE = "gallery.sqlite3"
 # The index saved at shutdown, and what it was built from: used at the next start when the
@@ -317,7 +317,7 @@ class Gallery:
             self.check_usable()
             if self.photos.size == 0:
                 return []
-            _, ids = self.photos.search(projected(query[0])[None], SHORTLIST)
+            _, ids = self.photos.search(projected(query[0])[None], SHORTLIST * (wider := search_breadth(query)), wider=wider)
         stored = self.store.photos_of([int(i) for i in ids[0] if i >= 0])
         scores = rerank(query, [s.thumb for s in stored], [s.box for s in stored])
         names = self.store.names({s.person_id for s in stored})

@@ -150,13 +150,21 @@ class FaceIndex:
         else:
             self._masked.update(ids)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(similarities, face ids), each n×k, best first; id −1 where fewer than k exist."""
+    def _breadth(self, wider: int) -> faiss.SearchParameters | None:
+        if wider == 1 or self.kind == "flat" or (self.kind == "ivf" and not self.trained_on):
+            return None
+        if self.kind == "ivf":
+            return faiss.SearchParametersIVF(nprobe=self.nprobe * wider)
+        return faiss.SearchParametersHNSW(efSearch=faiss.downcast_index(self._index.index).hnsw.efSearch * wider)
+
+    def search(self, queries: np.ndarray, k: int, wider: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, face ids), each n×k, best first; id −1 where fewer than k exist.
+        `wider` times the usual cells (IVF) or candidates (HNSW) are visited: for the hard queries."""
         n = len(queries)
         if self.size == 0 or n == 0:
             return np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
         fetch = min(int(self._index.ntotal), k + len(self._masked))
-        sims, ids = self._index.search(np.ascontiguousarray(queries, dtype=np.float32), fetch)
+        sims, ids = self._index.search(np.ascontiguousarray(queries, dtype=np.float32), fetch, params=self._breadth(wider))
         if self._masked:
             keep = ~np.isin(ids, list(self._masked))
             sims = np.where(keep, sims, -np.inf)

@@ -147,6 +147,18 @@ PHOTO_THRESHOLD = 0.50
 SHORTLIST = 12  # photos FAISS hands to the exact similarity (~0.1 ms each): 12 found as many copies as 16 on the validation people, 8 lost a sunny one
 
 
+GLARED = 0.5  # a query with less than this share of its pixels left is searched WIDER
+WIDER = 4
+
+
+def search_breadth(query: Descriptor) -> int:
+    """How many times wider than usual to search for a query's photo (shortlist, and IVF cells or
+    HNSW candidates): WIDER where glare left less than GLARED of it, else 1. Such a query's
+    projected vector holds little of the photo: at 100k photos the usual search found the own photo
+    of 65.5% of the validation people's sunny copies, the wider one 80.2% (benchmarks/photo_evidence.py)."""
+    return WIDER if float(query[1].mean()) < GLARED else 1
+
+
 def rerank(query: Descriptor, thumbs: list[np.ndarray], boxes: list[tuple[float, float, float, float]]) -> np.ndarray:
     """The exact similarity of the query to each shortlisted photo (its thumbnail and face box)."""
     if not thumbs:
