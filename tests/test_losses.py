@@ -5,8 +5,10 @@ import math
 import pytest
 import torch
 
+from core.data.dataset import Sample
 from training.arcface import ArcMarginHead
 from training.contrastive import ContrastiveLoss, hardest_negatives
+from training.distillation import clean_sources, distillation_loss
 
 
 def _head_with_weights(weights, s=10.0, m=0.5):
@@ -63,3 +65,21 @@ def test_hardest_negative_is_nearest_other_person():
     cands = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
     labels_c = torch.tensor([0, 1, 2])
     assert torch.equal(hardest_negatives(anchors, cands, torch.tensor([0]), labels_c)[0], cands[1])
+
+
+def test_distillation_loss_is_one_minus_cosine_over_rows_with_a_target():
+    e = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    t = torch.tensor([[0.6, 0.8], [0.0, 1.0], [0.0, 0.0]])  # the last row has no target
+    assert distillation_loss(e, t).item() == pytest.approx(((1 - 0.6) + 0.0) / 2, abs=1e-6)
+    assert distillation_loss(e, torch.zeros_like(e)).item() == 0.0
+
+
+def test_each_sample_is_distilled_toward_its_own_clean_source_photo(tmp_path):
+    def sample(identity, name, kind, source):
+        return Sample(identity, tmp_path / identity / name, kind, source)
+
+    samples = [sample("a", "a1.jpg", "clean", "a1"), sample("a", "a2.jpg", "clean", "a2"),
+               sample("a", "a2_foggy.jpg", "foggy", "a2"), sample("b", "a2_noisy.jpg", "noisy", "a2"),
+               sample("a", "x_rainy.jpg", "rainy", None)]
+    # b's copy names a2 as its source, but a2 is a's photo: no target, as for an unknown source
+    assert clean_sources(samples).tolist() == [0, 1, 1, -1, -1]

@@ -50,6 +50,9 @@ class TrainConfig:
     # Stage 1: ArcFace
     arc_s: float = 32.0
     arc_m: float = 0.4
+    # Stage 1: weight of the pull toward the starting weights' embedding of each crop's clean
+    # source photo (training/distillation.py); 0: off
+    distill_weight: float = 0.0
     # Stage 2: contrastive
     margin: float = 1.0
     cache_dir: Path = Path(".cache")

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from facenet_pytorch import InceptionResnetV1
 from torch import nn
+from torch.nn import functional as F
 from torchvision.transforms import v2
 
 from core.constants import CROP_SIZE
@@ -63,6 +64,22 @@ class FaceInputs:
             x = self.augment(x)
         x = standardize(restore(x).to(self.device)).contiguous(memory_format=self.memory_format)  # the pixels the service embeds
         return tail(self.net, x, self.first_trainable)
+
+    @torch.inference_mode()
+    def mirrored(self, idx: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+        """Unit embeddings of samples `idx` as evaluated (no augmentation, no distortion), averaged
+        with their mirror images' where training flips crops: targets the flips do not change.
+        Cached trunk features are never flipped (nor augmented), so there they are as they are."""
+        self.net.eval()
+        if self.cached:
+            return torch.cat([self.embed(idx[s : s + batch_size], train=False) for s in range(0, len(idx), batch_size)]).float()
+        out = []
+        for s in range(0, len(idx), batch_size):
+            x = standardize(restore(self.data[idx[s : s + batch_size]]).to(self.device))
+            both = torch.cat([x, x.flip(3)]).contiguous(memory_format=self.memory_format)
+            e = tail(self.net, both, self.first_trainable).float()
+            out.append(F.normalize(e[: len(x)] + e[len(x) :], dim=1))
+        return torch.cat(out)
 
     @torch.inference_mode()
     def embed_all(self, batch_size: int = 128) -> np.ndarray:

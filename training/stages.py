@@ -16,6 +16,7 @@ from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
 from training.contrastive import ContrastiveLoss, hardest_negatives
 from training.data import LabelMap, load_crops, split_samples
+from training.distillation import clean_sources, distillation_loss
 from training.inputs import FaceInputs, set_train_mode
 from training.loop import Batch, Run, seed_everything
 from training.split_backbone import freeze_trunk
@@ -50,12 +51,26 @@ def _steps(n: int, config: TrainConfig) -> int:
     return min(full, config.steps_per_epoch) if config.steps_per_epoch > 0 else full
 
 
+def _distillation_targets(train: list, train_in: FaceInputs, device: str) -> torch.Tensor:
+    """Per training sample, the starting weights' (mirror-averaged) embedding of its clean source
+    photo; zeros where that is unknown. Computed before the first step, so from the weights the
+    run starts from."""
+    sources = clean_sources(train)
+    clean = torch.unique(sources[sources >= 0])
+    by_clean = torch.zeros(len(train), EMBEDDING_DIM, device=device)
+    by_clean[clean] = train_in.mirrored(clean).to(device)
+    targets = by_clean[sources.clamp(min=0)]
+    targets[sources < 0] = 0
+    return targets
+
+
 def build_stage1(config: TrainConfig) -> Run:
     """Backbone + ArcFace head over all training photos, clean and distorted."""
     device, train, val, label_map, net, trainable, train_in, val_in = _common(config)
     labels = label_map.labels(train)
     head = ArcMarginHead(EMBEDDING_DIM, len(label_map), s=config.arc_s, m=config.arc_m).to(device)
     steps = _steps(len(train), config)
+    targets = _distillation_targets(train, train_in, device) if config.distill_weight > 0 else None
 
     def batches(epoch: int) -> Iterator[Batch]:
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed + epoch))
@@ -64,8 +79,12 @@ def build_stage1(config: TrainConfig) -> Run:
             yield {"idx": idx, "labels": labels[idx]}
 
     def loss(batch: Batch) -> torch.Tensor:
-        logits = head(train_in.embed(batch["idx"], train=True), batch["labels"].to(device))
-        return F.cross_entropy(logits, batch["labels"].to(device))
+        embeddings = train_in.embed(batch["idx"], train=True)
+        logits = head(embeddings, batch["labels"].to(device))
+        arcface = F.cross_entropy(logits, batch["labels"].to(device))
+        if targets is None:
+            return arcface
+        return arcface + config.distill_weight * distillation_loss(embeddings.float(), targets[batch["idx"]])
 
     def train_modes() -> None:
         set_train_mode(net)
