@@ -209,3 +209,42 @@ def test_distillation_targets_do_not_change_when_a_crop_is_mirrored(config_for):
     assert torch.allclose(targets, mirrored_inputs.mirrored(idx), atol=1e-5)
     assert not torch.allclose(targets[0], targets[1], atol=1e-3)  # distinct photos, distinct targets
 
+
+def test_a_time_budget_shortens_the_schedule_and_still_anneals(config_for):
+    config = config_for("stage1", "budget", epochs=5, max_minutes=1e-4)  # 6 ms: room for the first epoch only
+    fit(build_stage1(config))
+    history = json.loads((config.out_dir / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [0, 1]
+    last = load_checkpoint(config.out_dir / "last.pt")
+    assert last["config"]["epochs"] == 1  # a resumed run keeps the shortened schedule
+
+
+def test_the_cosine_follows_a_lowered_epoch_count_to_zero():
+    from training.config import TrainConfig
+    from training.loop import _scheduler
+
+    config = TrainConfig(epochs=5, warmup_epochs=0, lr=1.0)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = _scheduler(optimizer, config, steps_per_epoch=10)
+    for _ in range(10):
+        optimizer.step()
+        scheduler.step()
+    assert scheduler.get_last_lr()[0] > 0.8  # epoch 1 of 5: still near the top
+    config.epochs = 2  # what a time budget does after epoch 1
+    lrs = []
+    for _ in range(12):  # to the new end, and past it
+        optimizer.step()
+        scheduler.step()
+        lrs.append(scheduler.get_last_lr()[0])
+    assert lrs[9] == pytest.approx(0.0, abs=1e-12) and lrs[-1] == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_epochs_within_a_budget_are_bounded_by_the_config_and_the_epochs_done():
+    from training.config import TrainConfig
+    from training.loop import epochs_within
+
+    config = TrainConfig(epochs=10)
+    assert epochs_within(config, done=2, seconds_per_epoch=60, seconds_left=250) == 6
+    assert epochs_within(config, done=2, seconds_per_epoch=60, seconds_left=10_000) == 10
+    assert epochs_within(config, done=2, seconds_per_epoch=60, seconds_left=-5) == 2

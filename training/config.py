@@ -32,6 +32,10 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     grad_clip: float = 5.0
     patience: int = 3  # epochs without a better validation score before stopping
+    # Wall-clock budget of one launch, in minutes (0: none). After the first epoch the run knows
+    # its pace, and lowers `epochs` so that it ends, learning rate annealed, within the budget:
+    # the same config runs on a 2-core CPU or a lent GPU without guessing its speed.
+    max_minutes: float = 0.0
     # An epoch can be kept as best only if its clean-vs-clean TAR@FAR=1e-3 is at most this far
     # below the starting weights' (about 3 of ~600 genuine pairs on the shipped split).
     max_clean_drop: float = 0.005

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import random
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,14 +75,20 @@ def _optimizer(run: Run) -> torch.optim.Optimizer:
 
 def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     warmup = max(1, int(config.warmup_epochs * steps_per_epoch))
-    total = max(warmup + 1, config.epochs * steps_per_epoch)
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+        total = max(warmup + 1, config.epochs * steps_per_epoch)  # read each step: a time budget may lower `epochs`
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / (total - warmup))))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def epochs_within(config: TrainConfig, done: int, seconds_per_epoch: float, seconds_left: float) -> int:
+    """The epochs a run can finish in the time left at its measured pace: never more than
+    configured, never fewer than those already done."""
+    return max(done, min(config.epochs, done + int(seconds_left // max(seconds_per_epoch, 1e-9))))
 
 
 def validate(run: Run) -> dict:
@@ -123,6 +130,8 @@ def fit(run: Run, resume: bool = False) -> Path:
         scaler.load_state_dict(saved["scaler"])
         start_epoch, best, stale, run.history = saved["epoch"] + 1, saved["best"], saved["stale"], saved["history"]
         baseline_clean = saved["baseline_clean_tar"]
+        if c.max_minutes > 0:  # a schedule an earlier launch shortened to its time budget stays short
+            c.epochs = min(c.epochs, int(saved["config"]["epochs"]))
         torch.set_rng_state(saved["rng"])
         log.info("resumed %s at epoch %d", out / "last.pt", start_epoch)
     else:
@@ -134,7 +143,10 @@ def fit(run: Run, resume: bool = False) -> Path:
         log.info("epoch 0 (start): %s", json.dumps(run.history[-1]))
         save_checkpoint(out / "best.pt", **state(-1, report))
 
-    for epoch in range(start_epoch, c.epochs):
+    deadline = time.monotonic() + 60 * c.max_minutes if c.max_minutes > 0 else None
+    epoch = start_epoch
+    while epoch < c.epochs:
+        epoch_start = time.monotonic()
         run.train_modes()
         losses = []
         bar = tqdm(run.batches(epoch), total=run.steps_per_epoch, desc=f"{c.stage} epoch {epoch + 1}/{c.epochs}")
@@ -158,6 +170,11 @@ def fit(run: Run, resume: bool = False) -> Path:
         log.info("epoch %d: %s", epoch + 1, json.dumps(run.history[-1]))
         improved = eligible and score > best
         best, stale = (score, 0) if improved else (best, stale + 1)
+        if deadline is not None:  # before the save, so that a resumed run keeps the shortened schedule
+            planned = c.epochs
+            c.epochs = epochs_within(c, epoch + 1, time.monotonic() - epoch_start, deadline - time.monotonic())
+            if c.epochs < planned:
+                log.info("time budget %.1f min: %d epochs instead of %d", c.max_minutes, c.epochs, planned)
         save_checkpoint(out / "last.pt", **state(epoch, report))
         if improved:
             save_checkpoint(out / "best.pt", **state(epoch, report))
@@ -166,6 +183,7 @@ def fit(run: Run, resume: bool = False) -> Path:
         if stale >= c.patience:
             log.info("early stop: no better validation score for %d epochs", stale)
             break
+        epoch += 1
     return out / "best.pt"
 
 
