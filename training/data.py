@@ -72,6 +72,11 @@ def _trunk_key(net: InceptionResnetV1, first_trainable: str, crops: torch.Tensor
     return digest.hexdigest()[:16]
 
 
+def pixels(crops: torch.Tensor, device: str) -> torch.Tensor:
+    """uint8 crops → the pixels the service embeds (restored, standardised), on `device`."""
+    return standardize(restore(crops).to(device))
+
+
 @torch.inference_mode()
 def trunk_features(
     net: InceptionResnetV1, crops: torch.Tensor, first_trainable: str, cache_dir: Path, device: str, batch_size: int = 64
@@ -83,7 +88,7 @@ def trunk_features(
     net.eval()
     out = []
     for start in tqdm(range(0, len(crops), batch_size), desc=f"trunk→{first_trainable}"):
-        x = standardize(restore(crops[start : start + batch_size]).to(device))
+        x = pixels(crops[start : start + batch_size], device)
         out.append(trunk(net, x, first_trainable).half().cpu())
     features = torch.cat(out)
     path.parent.mkdir(parents=True, exist_ok=True)
