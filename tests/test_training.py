@@ -241,10 +241,8 @@ def test_the_cosine_follows_a_lowered_epoch_count_to_zero():
 
 
 def test_epochs_within_a_budget_are_bounded_by_the_config_and_the_epochs_done():
-    from training.config import TrainConfig
     from training.loop import epochs_within
 
-    config = TrainConfig(epochs=10)
-    assert epochs_within(config, done=2, seconds_per_epoch=60, seconds_left=250) == 6
-    assert epochs_within(config, done=2, seconds_per_epoch=60, seconds_left=10_000) == 10
-    assert epochs_within(config, done=2, seconds_per_epoch=60, seconds_left=-5) == 2
+    assert epochs_within(10, done=2, seconds_per_epoch=60, seconds_left=250) == 6
+    assert epochs_within(10, done=2, seconds_per_epoch=60, seconds_left=10_000) == 10
+    assert epochs_within(10, done=2, seconds_per_epoch=60, seconds_left=-5) == 2

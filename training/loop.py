@@ -85,10 +85,10 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def epochs_within(config: TrainConfig, done: int, seconds_per_epoch: float, seconds_left: float) -> int:
+def epochs_within(planned: int, done: int, seconds_per_epoch: float, seconds_left: float) -> int:
     """The epochs a run can finish in the time left at its measured pace: never more than
-    configured, never fewer than those already done."""
-    return max(done, min(config.epochs, done + int(seconds_left // max(seconds_per_epoch, 1e-9))))
+    planned, never fewer than those already done."""
+    return max(done, min(planned, done + int(seconds_left // max(seconds_per_epoch, 1e-9))))
 
 
 def validate(run: Run) -> dict:
@@ -172,7 +172,7 @@ def fit(run: Run, resume: bool = False) -> Path:
         best, stale = (score, 0) if improved else (best, stale + 1)
         if deadline is not None:  # before the save, so that a resumed run keeps the shortened schedule
             planned = c.epochs
-            c.epochs = epochs_within(c, epoch + 1, time.monotonic() - epoch_start, deadline - time.monotonic())
+            c.epochs = epochs_within(planned, epoch + 1, time.monotonic() - epoch_start, deadline - time.monotonic())
             if c.epochs < planned:
                 log.info("time budget %.1f min: %d epochs instead of %d", c.max_minutes, c.epochs, planned)
         save_checkpoint(out / "last.pt", **state(epoch, report))

@@ -56,11 +56,10 @@ def _distillation_targets(train: list, train_in: FaceInputs, device: str) -> tor
     photo; zeros where that is unknown. Computed before the first step, so from the weights the
     run starts from."""
     sources = clean_sources(train)
-    clean = torch.unique(sources[sources >= 0])
-    by_clean = torch.zeros(len(train), EMBEDDING_DIM, device=device)
-    by_clean[clean] = train_in.mirrored(clean).to(device)
-    targets = by_clean[sources.clamp(min=0)]
-    targets[sources < 0] = 0
+    known = sources >= 0
+    clean, which = torch.unique(sources[known], return_inverse=True)
+    targets = torch.zeros(len(train), EMBEDDING_DIM, device=device)
+    targets[known.to(device)] = train_in.mirrored(clean).to(device)[which.to(device)]
     return targets
 
 
