@@ -8,7 +8,8 @@ is). Queries are the validation people's distorted copies. Timed per query, as /
 it: the thumbnail of the decoded photo, then `Gallery.search_photos` (descriptor, FAISS
 shortlist, the shortlist's stored thumbnails read back, the exact re-rank), with each part
 timed apart once more. Also reported: bytes per photo in the store, and how often the query's
-own photo is the best one found (the shortlist at this size still holds it).
+own photo is the best one found (the shortlist at this size still holds it), and the yardstick
+(one eager backbone forward, measured in the same run) so that figures from other CPUs compare.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from PIL import Image
 from app.gallery.gallery import Gallery
 from app.gallery.store import NewFace, PhotoRecord
 from benchmarks.machine import machine
+from benchmarks.yardstick import yardstick_ms
 from core.constants import EMBEDDING_DIM
 from core.data.dataset import DEFAULT_VAL_SPLIT, read_split, scan
 from core.images import load_image
@@ -110,10 +112,13 @@ def main() -> None:
         n = gallery.photos.size
         gallery.close()
     ms = np.array(totals)
+    yardstick = yardstick_ms()
     report = {
         "machine": machine(),
+        "yardstick_ms": yardstick,
         "photos": n, "queries": len(queries), "shortlist": SHORTLIST, "index": args.index,
         "photo_channel_ms": {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean())},
+        "photo_channel_p50_per_yardstick": float(np.percentile(ms, 50)) / yardstick,
         "parts_ms_p50": {k: float(np.median([s[k] for s in split])) for k in split[0]},
         "own_photo_found": float(np.mean(right)),
         "own_photo_found_by_kind": {k: float(np.mean([r for r, q in zip(right, queries) if q.kind == k])) for k in sorted({q.kind for q in queries if q.kind})},
