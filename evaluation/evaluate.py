@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from core.data.dataset import read_split, scan
+import numpy as np
+
+from core.data.dataset import Sample, read_split, scan
 from core.device import resolve_device
 from core.embedding.runtime import make_embedder
-from core.faces.pipeline import DATASET_PIPELINE, load_pipeline
+from core.faces.pipeline import DATASET_PIPELINE, FacePipeline, load_pipeline
 from core.faces.quality import assess
-from core.models.backbone import load_backbone
+from core.models.backbone import Backbone, load_backbone
 from core.models.thresholds import model_threshold
 from core.photos.descriptor import PHOTO_THRESHOLD
 from evaluation import photos
+from evaluation.clean_guard import clean_guard
 from evaluation.embeddings import embed_samples, embedder_id
 from evaluation.report import report_from_embeddings
 
@@ -31,6 +35,9 @@ class EvaluationRun:
     threshold: float | None = None  # for the open-set figures; default: the service's for this model
     runtime: str = "auto"  # the embedder's, as FACEID_RUNTIME picks it for the service
     photo_threshold: float | None = PHOTO_THRESHOLD  # photo evidence (evaluation/photos.py); None: face evidence alone
+    # The clean-verification guard's baseline (evaluation/clean_guard.py): the pretrained backbone
+    # the shipped model was fine-tuned from. None: no guard.
+    baseline: str | None = "casia-webface"
 
 
 def evaluate(run: EvaluationRun) -> dict:
@@ -49,6 +56,8 @@ def evaluate(run: EvaluationRun) -> dict:
     if run.photo_threshold is not None:
         thumbs, sizes = photos.thumbnails(samples)
         report["photo_evidence"] = photos.report(samples, embeddings, faces, sizes, thumbs, threshold, run.photo_threshold)
+    if run.baseline is not None:
+        report["clean_guard"] = _clean_guard(run, samples, embeddings, backbone, pipeline, device)
     report["weights"] = backbone.source
     report["model_id"] = backbone.model_id
     report["runtime"] = embedder.runtime
@@ -59,3 +68,19 @@ def evaluate(run: EvaluationRun) -> dict:
 
         write_all(report, embeddings, [s.identity for s in samples], [s.is_clean for s in samples], run.plots)
     return report
+
+
+def _clean_guard(run: EvaluationRun, samples: Sequence[Sample], embeddings: np.ndarray, backbone: Backbone, pipeline: FacePipeline,
+                 device: str) -> dict:
+    """Clean TAR at FAR 1e-3 with its interval over people, and its difference to the baseline's
+    on the same clean photos, embedded by the same pipeline and runtime."""
+    clean = [i for i, s in enumerate(samples) if s.is_clean]
+    base = load_backbone(run.baseline, device)
+    if base.sha256 == backbone.sha256:
+        baseline = embeddings[clean]
+    else:
+        embedder = make_embedder(base, device, runtime=run.runtime)
+        baseline, _, _ = embed_samples([samples[i] for i in clean], pipeline, embedder, embedder_id(base.model_id, embedder.runtime),
+                                       run.cache_dir, progress=False)
+    guard = clean_guard(embeddings[clean], [samples[i].identity for i in clean], baseline=baseline)
+    return {"baseline": base.model_id, **guard}

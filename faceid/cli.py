@@ -33,7 +33,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     report = evaluate(EvaluationRun(
         data=args.data, split=args.split, weights=args.weights, cache_dir=args.cache, use_fallback=not args.no_fallback,
         retry_enhanced=not args.no_retry, device=args.device, plots=args.plots, threshold=args.threshold, runtime=args.runtime,
-        photo_threshold=None if args.no_photo_evidence else photo_threshold,
+        photo_threshold=None if args.no_photo_evidence else photo_threshold, baseline=None if args.baseline == "none" else args.baseline,
     ))
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(report, indent=2))
@@ -59,6 +59,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"photo evidence names {p['strangers_named_by_photo']:.4f} of strangers' photos, "
               f"{p['other_photos_of_enrolled']['named_another_person']:.4f} of enrolled people's other photos for someone else; "
               f"as the service answers: {p['open_set']['named_correctly']:.3f} named correctly, {p['open_set']['strangers_named']:.3f} of strangers named")
+    if (g := report.get("clean_guard")) is not None:
+        lo, hi = g["tar_interval"]
+        dlo, dhi = g["difference_interval"]
+        print(f"clean TAR@FAR={g['far']:g} {g['tar']:.3f} ({g['confidence']:.0%} interval over {g['people']} people {lo:.3f}-{hi:.3f}); "
+              f"{g['baseline']} {g['baseline_tar']:.3f}, difference {g['difference']:+.3f} ({dlo:+.3f} to {dhi:+.3f}, paired)")
     print(f"report: {args.report}")
     return 0
 
@@ -233,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"], help="the embedder's, as FACEID_RUNTIME")
     p.add_argument("--photo-threshold", type=float, default=None, help="photo evidence's (default: the service's)")
     p.add_argument("--no-photo-evidence", action="store_true", help="face evidence alone (no photo evidence figures)")
+    p.add_argument("--baseline", default="casia-webface",
+                   help="the clean-verification guard's baseline: pretrained name, weights file or model folder; none: no guard")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("split", help="write a seeded list of held-out (validation or test) identities")

@@ -27,7 +27,31 @@ def test_evaluate_writes_report_and_plots(facecom_dir, tmp_path, capsys):
     assert report["verification"]["n_genuine"] == 21
     assert sum(b["n"] for b in report["face_left"].values()) == 21  # every query in one blown-out bin
     assert sorted(p.name for p in plots.iterdir()) == ["per_distortion.png", "similarity_matrix.png", "tsne.png"]
+    guard = report["clean_guard"]  # the model is its own baseline here: same TAR, no difference
+    assert guard["baseline"] == report["model_id"] and guard["tar"] == report["clean_verification"]["tar@far=0.001"]
+    assert guard["difference"] == 0.0
     assert "top-1" in capsys.readouterr().out
+
+
+def test_evaluate_guards_clean_verification_against_another_backbone(facecom_dir, tmp_path, capsys):
+    """`--baseline` embeds the same clean photos with the other backbone; the report holds both
+    TARs and their paired difference, and the summary prints them."""
+    import torch
+
+    from core.models.backbone import build_backbone, load_state, resolve_weights
+
+    state = build_backbone(load_state(*resolve_weights("casia-webface"))).state_dict()
+    torch.manual_seed(0)
+    state = {k: v + 0.05 * v.std() * torch.randn_like(v) if v.is_floating_point() and v.numel() > 1 else v for k, v in state.items()}
+    other = tmp_path / "perturbed.pt"
+    torch.save(state, other)
+    report_path = tmp_path / "r.json"
+    assert main(["evaluate", "--data", str(facecom_dir), "--weights", "casia-webface", "--baseline", str(other), "--runtime", "torch",
+                 "--no-photo-evidence", "--report", str(report_path), "--cache", str(tmp_path / "cache")]) == 0
+    guard = json.loads(report_path.read_text())["clean_guard"]
+    assert guard["baseline"].startswith("perturbed@") and guard["people"] == 6 and guard["genuine_pairs"] == 1
+    assert guard["difference"] == guard["tar"] - guard["baseline_tar"]
+    assert "clean TAR@FAR=0.001" in capsys.readouterr().out
 
 
 def test_evaluate_names_a_bad_folder(tmp_path, capsys):
