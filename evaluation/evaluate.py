@@ -45,6 +45,7 @@ def evaluate(run: EvaluationRun) -> dict:
     samples = scan(run.data, read_split(run.split) if run.split else None)
     device = resolve_device(run.device)
     backbone = load_backbone(run.weights, device)
+    baseline = load_backbone(run.baseline, device) if run.baseline is not None else None  # a bad one fails before the work
     config = replace(DATASET_PIPELINE, use_fallback=run.use_fallback, retry_enhanced=run.retry_enhanced)
     pipeline = load_pipeline(config, device)
     embedder = make_embedder(backbone, device, runtime=run.runtime)  # as the service embeds: ONNX Runtime on the CPU
@@ -56,8 +57,8 @@ def evaluate(run: EvaluationRun) -> dict:
     if run.photo_threshold is not None:
         thumbs, sizes = photos.thumbnails(samples)
         report["photo_evidence"] = photos.report(samples, embeddings, faces, sizes, thumbs, threshold, run.photo_threshold)
-    if run.baseline is not None:
-        report["clean_guard"] = _clean_guard(run, samples, embeddings, backbone, pipeline, device)
+    if baseline is not None:
+        report["clean_guard"] = _clean_guard(run, samples, embeddings, backbone, baseline, pipeline, device)
     report["weights"] = backbone.source
     report["model_id"] = backbone.model_id
     report["runtime"] = embedder.runtime
@@ -70,12 +71,11 @@ def evaluate(run: EvaluationRun) -> dict:
     return report
 
 
-def _clean_guard(run: EvaluationRun, samples: Sequence[Sample], embeddings: np.ndarray, backbone: Backbone, pipeline: FacePipeline,
-                 device: str) -> dict:
+def _clean_guard(run: EvaluationRun, samples: Sequence[Sample], embeddings: np.ndarray, backbone: Backbone, base: Backbone,
+                 pipeline: FacePipeline, device: str) -> dict:
     """Clean TAR at FAR 1e-3 with its interval over people, and its difference to the baseline's
     on the same clean photos, embedded by the same pipeline and runtime."""
     clean = [i for i, s in enumerate(samples) if s.is_clean]
-    base = load_backbone(run.baseline, device)
     if base.sha256 == backbone.sha256:
         baseline = embeddings[clean]
     else:

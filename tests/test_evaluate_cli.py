@@ -92,3 +92,11 @@ def test_evaluate_embeds_with_the_runtime_asked_for(facecom_dir, tmp_path, monke
     assert main(["evaluate", "--data", str(facecom_dir), "--weights", "casia-webface", "--report", str(report_path),
                  "--cache", str(tmp_path / "cache"), "--runtime", "onnx-int8"]) == 0
     assert asked == ["onnx-int8"] and json.loads(report_path.read_text())["runtime"] == "torch"  # what embedded: the spy's
+
+
+def test_evaluate_names_a_bad_baseline_before_any_work(facecom_dir, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    assert main(["evaluate", "--data", str(facecom_dir), "--weights", "casia-webface", "--baseline", str(tmp_path / "nope.pt"),
+                 "--report", str(tmp_path / "r.json"), "--cache", str(cache)]) == 2
+    assert "nope.pt" in capsys.readouterr().err
+    assert not cache.exists()  # nothing was detected or embedded first
