@@ -25,8 +25,7 @@ CONFIDENCE = 0.95
 def _pairs(gallery: np.ndarray, people: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every pair of distinct photos: (similarity, first person, second person)."""
     i, j = np.triu_indices(len(gallery), k=1)
-    sims = np.einsum("nd,nd->n", gallery[i], gallery[j])
-    return sims, people[i], people[j]
+    return (gallery @ gallery.T)[i, j], people[i], people[j]  # one product: no pair-by-dimension temporaries
 
 
 class _WeightedTar:
