@@ -74,7 +74,7 @@ def parts(gallery: Gallery, thumb: np.ndarray) -> dict[str, float]:
     t2 = time.perf_counter()
     stored = gallery.store.photos_of([int(i) for i in ids[0] if i >= 0])
     t3 = time.perf_counter()
-    rerank(query, [s.thumb for s in stored], [s.box for s in stored])
+    rerank(thumb, [s.thumb for s in stored], [s.box for s in stored])
     t4 = time.perf_counter()
     return {"describe": 1e3 * (t1 - t0), "faiss": 1e3 * (t2 - t1), "read_shortlist": 1e3 * (t3 - t2), "rerank": 1e3 * (t4 - t3)}
 

@@ -25,7 +25,7 @@ from core.data.dataset import Sample
 from core.faces.geometry import fractions_of
 from core.faces.pipeline import DetectedFace
 from core.images import load_image
-from core.photos.descriptor import SHORTLIST, describe, describe_many, projected, search_breadth, similarity, thumbnail
+from core.photos.descriptor import EXACT_GROW, SHORTLIST, describe, describe_many, projected, search_breadth, similarity, thumbnail
 from evaluation import open_set
 from evaluation.detection import detected
 from evaluation.metrics import templates
@@ -41,15 +41,15 @@ def best_photos(gallery_thumbs: np.ndarray, gallery_boxes: Sequence[tuple[float,
                 allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per query, (the best allowed gallery photo, its similarity), by shortlist and re-rank as the
     service searches; -1 and -inf where nothing is allowed."""
-    fields, masks = describe_many(gallery_thumbs)
-    vectors = np.stack([projected(f) for f in fields])
+    vectors = np.stack([projected(f) for f in describe_many(gallery_thumbs)[0]])
+    fields, masks = describe_many(gallery_thumbs, EXACT_GROW)  # what `rerank` makes of each shortlisted thumbnail
     best, sims = np.full(len(query_thumbs), -1), np.full(len(query_thumbs), -np.inf, dtype=np.float32)
     for q, thumb in enumerate(query_thumbs):
         query = describe(thumb)
         scores = np.where(allowed[q], vectors @ projected(query[0]), -np.inf)
         shortlist = [i for i in np.argsort(-scores)[:SHORTLIST * search_breadth(query)] if np.isfinite(scores[i])]
         if shortlist:
-            exact = similarity(query, (fields[shortlist], masks[shortlist]), [gallery_boxes[i] for i in shortlist])
+            exact = similarity(describe(thumb, EXACT_GROW), (fields[shortlist], masks[shortlist]), [gallery_boxes[i] for i in shortlist])
             best[q], sims[q] = shortlist[int(np.argmax(exact))], float(exact.max())
     return best, sims
 

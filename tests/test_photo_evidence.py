@@ -15,17 +15,20 @@ from core.data.dataset import Sample
 from core.faces.geometry import fractions_of
 from core.faces.pipeline import DetectedFace
 from core.photos.descriptor import (
+    EXACT_GROW,
     FLOOR,
     GLARED,
     HEAD_SUPPORT,
     PHOTO_THRESHOLD,
     SATURATED,
+    SEARCH_GROW,
     SHRINK,
     THUMB_SIDE,
     WIDER,
     WINDOW,
     describe,
     describe_many,
+    rerank,
     search_breadth,
     similarity,
     thumbnail,
@@ -73,9 +76,9 @@ def photo_face(response) -> dict:
 # -- the descriptor ---------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_distorted_copy_is_most_like_its_original(group_faces, kind):
-    gallery = describe_many(np.stack([thumbnail(p) for p in group_faces]))
+    gallery = describe_many(np.stack([thumbnail(p) for p in group_faces]), EXACT_GROW)
     for i, photo in enumerate(group_faces):
-        sims = similarity(describe(thumbnail(distorted(photo, kind, seed=i))), gallery)
+        sims = similarity(describe(thumbnail(distorted(photo, kind, seed=i)), EXACT_GROW), gallery)
         assert int(np.argmax(sims)) == i and sims[i] >= PHOTO_THRESHOLD, (kind, i, sims)
         assert np.delete(sims, i).max() < PHOTO_THRESHOLD
 
@@ -84,9 +87,9 @@ def test_two_people_before_one_backdrop_are_two_photos(group_faces, pipeline):
     a, b = pasted(group_faces[1]), pasted(group_faces[3])
     (face,) = pipeline.detect_all(a)
     box = fractions_of(face.box, a.size)
-    whole = similarity(describe(thumbnail(b)), describe_many(thumbnail(a)[None]))[0]
-    with_head = similarity(describe(thumbnail(b)), describe_many(thumbnail(a)[None]), [box])[0]
-    assert with_head < PHOTO_THRESHOLD <= similarity(describe(thumbnail(a)), describe_many(thumbnail(a)[None]))[0]
+    whole = similarity(describe(thumbnail(b), EXACT_GROW), describe_many(thumbnail(a)[None], EXACT_GROW))[0]  # no head checked
+    with_head = rerank(thumbnail(b), [thumbnail(a)], [box])[0]
+    assert with_head < PHOTO_THRESHOLD <= rerank(thumbnail(a), [thumbnail(a)], [box])[0]
     assert with_head < whole  # the backdrop alone agrees: the head check is what tells them apart
 
 
@@ -271,9 +274,11 @@ def test_similarity_is_the_masked_correlation_written_out_with_the_head_check():
     np.testing.assert_allclose(similarity((q, q_mask), (fields, masks)), whole, atol=1e-5)
 
 
-def test_the_descriptor_is_its_definition_written_out():
+@pytest.mark.parametrize("grow", [SEARCH_GROW, EXACT_GROW])
+def test_the_descriptor_is_its_definition_written_out(grow):
     """describe_many's local means (two matrix products) against scipy's mirrored box filter, and
-    the field built step by step: masked, divided by the local gradient RMS, centred."""
+    the field built step by step: masked (the blown pixels, and for search their neighbours),
+    divided by the local gradient RMS, centred."""
     from scipy.ndimage import uniform_filter
 
     rng = np.random.default_rng(5)
@@ -281,7 +286,8 @@ def test_the_descriptor_is_its_definition_written_out():
     thumbs[1, 10:30, 20:50] = 255
     grey = thumbs.astype(np.float64)
     blown = grey >= SATURATED
-    blown = blown | np.roll(blown, 1, 1) | np.roll(blown, -1, 1) | np.roll(blown, 1, 2) | np.roll(blown, -1, 2)
+    if grow:
+        blown = blown | np.roll(blown, 1, 1) | np.roll(blown, -1, 1) | np.roll(blown, 1, 2) | np.roll(blown, -1, 2)
     valid = (~blown).astype(np.float64)
     gx, gy = np.zeros_like(grey), np.zeros_like(grey)
     gx[:, :, 1:-1] = grey[:, :, 2:] - grey[:, :, :-2]
@@ -290,7 +296,7 @@ def test_the_descriptor_is_its_definition_written_out():
     energy = uniform_filter((gx ** 2 + gy ** 2) * valid, window) / np.maximum(uniform_filter(valid, window), 1e-3)
     field = np.stack([gx, gy], 1) * (valid / np.sqrt(energy + FLOOR))[:, None]
     field -= (field.sum((1, 2, 3)) / (2 * valid.sum((1, 2))))[:, None, None, None] * valid[:, None]
-    fields, masks = describe_many(thumbs)
+    fields, masks = describe_many(thumbs, grow)
     np.testing.assert_allclose(fields, field.reshape(5, -1), atol=2e-5)
     np.testing.assert_array_equal(masks, np.repeat(valid[:, None] > 0, 2, 1).reshape(5, -1))
 
@@ -304,3 +310,26 @@ def test_a_query_glare_has_mostly_erased_is_searched_wider():
     half[: THUMB_SIDE // 4] = 255
     assert search_breadth(describe(photo)) == 1 and search_breadth(describe(half)) == 1
     assert search_breadth(describe(glared)) == WIDER
+
+
+def test_the_rerank_compares_exact_descriptors_and_the_search_keeps_the_stored_ones():
+    """The stored, projected vectors come from SEARCH_GROW descriptors (a blown pixel's neighbours
+    masked too), so `describe` keeps making them; the re-rank describes the query and the shortlist
+    at EXACT_GROW, which keeps the band beside a glare (on FACECOM's glared copies that band is
+    much of what is left: README, Photo evidence)."""
+    rng = np.random.default_rng(7)
+    photo = np.asarray(Image.fromarray(rng.integers(0, 220, (8, 8), dtype=np.uint8)).resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BICUBIC))
+    others = [np.roll(photo, 9 * (i + 1), axis=1) for i in range(3)]
+    yy, xx = np.mgrid[:THUMB_SIDE, :THUMB_SIDE]
+    glare = (yy - 28) ** 2 + (xx - 32) ** 2 < 18 ** 2
+    glared = np.where(glare, 255, photo).astype(np.uint8)
+    boxes = [(0.3, 0.25, 0.7, 0.7)] * 4
+    scores = rerank(glared, [photo, *others], boxes)
+    exact = similarity(describe(glared, EXACT_GROW), describe_many(np.stack([photo, *others]), EXACT_GROW), boxes)
+    np.testing.assert_allclose(scores, exact, atol=1e-6)
+    assert int(np.argmax(scores)) == 0 and scores[0] >= PHOTO_THRESHOLD > scores[1:].max()
+    beside = ~glare & (np.roll(glare, 1, 0) | np.roll(glare, -1, 0) | np.roll(glare, 1, 1) | np.roll(glare, -1, 1))
+    search_valid = describe(glared)[1].reshape(2, THUMB_SIDE, THUMB_SIDE)[0]
+    exact_valid = describe(glared, EXACT_GROW)[1].reshape(2, THUMB_SIDE, THUMB_SIDE)[0]
+    assert not search_valid[beside].any() and exact_valid[beside].all()
+    np.testing.assert_array_equal(exact_valid, ~glare)

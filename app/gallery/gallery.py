@@ -319,7 +319,7 @@ class Gallery:
                 return []
             _, ids = self.photos.search(projected(query[0])[None], SHORTLIST * (wider := search_breadth(query)), wider=wider)
         stored = self.store.photos_of([int(i) for i in ids[0] if i >= 0])
-        scores = rerank(query, [s.thumb for s in stored], [s.box for s in stored])
+        scores = rerank(thumb, [s.thumb for s in stored], [s.box for s in stored])
         names = self.store.names({s.person_id for s in stored})
         found = [PhotoCandidate(s.face_id, s.person_id, names.get(s.person_id), s.source, s.box, float(v)) for s, v in zip(stored, scores)]
         return sorted(found, key=lambda c: -c.similarity)
