@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from evaluation.metrics import tar_at_far
+
 RESAMPLES = 2000
 CONFIDENCE = 0.95
 
@@ -29,7 +31,8 @@ def _pairs(gallery: np.ndarray, people: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 class _WeightedTar:
-    """TAR at a FAR for any weighting of the people, from one sort of each kind of pair."""
+    """TAR at a FAR for any weighting of the people (`tar_at_far` over the weighted pairs), the
+    impostor pairs sorted once so that each draw's sort is linear."""
 
     def __init__(self, gallery: np.ndarray, people: np.ndarray, far: float) -> None:
         sims, a, b = _pairs(gallery, people)
@@ -37,23 +40,13 @@ class _WeightedTar:
         self.far = far
         self.genuine, self.genuine_person = sims[same], a[same]
         order = np.argsort(-sims[~same], kind="stable")
-        self.impostor = sims[~same][order]  # most similar first
-        self.impostor_a, self.impostor_b = a[~same][order], b[~same][order]
+        self.impostor, self.impostor_a, self.impostor_b = sims[~same][order], a[~same][order], b[~same][order]
 
     def __call__(self, weight: np.ndarray) -> float:
-        """TAR with person p's photos counted weight[p] times. The threshold is `tar_at_far`'s:
-        the first impostor similarity whose cumulative weight passes `far` of all impostor weight."""
-        if not len(self.genuine) or not len(self.impostor):
-            return float("nan")
-        w_imp = weight[self.impostor_a] * weight[self.impostor_b]
-        cumulative = np.cumsum(w_imp)
-        k = int(np.searchsorted(cumulative, self.far * cumulative[-1], side="right"))
-        threshold = self.impostor[min(k, len(self.impostor) - 1)]
-        w_gen = weight[self.genuine_person]
-        total = float(np.sum(w_gen))
-        if not total or not cumulative[-1]:  # only people with one photo drawn, or only one person
-            return float("nan")
-        return float(np.sum(w_gen * (self.genuine > threshold)) / total)
+        """TAR with person p's photos counted weight[p] times: their genuine pairs weigh weight[p],
+        an impostor pair of p and q weight[p]·weight[q]."""
+        return tar_at_far(self.genuine, self.impostor, self.far, weight[self.genuine_person],
+                          weight[self.impostor_a] * weight[self.impostor_b])[0]
 
 
 def _interval(values: np.ndarray) -> list[float]:

@@ -28,14 +28,21 @@ def top1(similarity: np.ndarray, gallery_names: Sequence[str], query_labels: Seq
     return best == np.asarray(query_labels)
 
 
-def tar_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float) -> tuple[float, float]:
-    """(TAR, threshold): the threshold lets through at most `far` of impostor pairs."""
+def tar_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float, genuine_weight: np.ndarray | None = None,
+               impostor_weight: np.ndarray | None = None) -> tuple[float, float]:
+    """(TAR, threshold): the threshold lets through at most `far` of impostor pairs. With weights,
+    each pair counts that many times (evaluation/clean_guard.py resamples people so); NaN where a
+    kind of pair is missing or weighs nothing."""
     if len(impostor) == 0 or len(genuine) == 0:
         return float("nan"), float("nan")
-    ordered = np.sort(impostor)[::-1]
-    k = int(np.floor(far * len(ordered)))  # impostors allowed above the threshold
-    threshold = float(ordered[k]) if k < len(ordered) else float(ordered[-1])
-    return float(np.mean(genuine > threshold)), threshold
+    g_weight = np.ones(len(genuine)) if genuine_weight is None else genuine_weight
+    order = np.argsort(-impostor, kind="stable")  # most similar first; stable sorts presorted pairs in linear time
+    cumulative = np.cumsum(np.ones(len(impostor)) if impostor_weight is None else impostor_weight[order])
+    if not cumulative[-1] or not g_weight.sum():
+        return float("nan"), float("nan")
+    k = int(np.searchsorted(cumulative, far * cumulative[-1], side="right"))  # impostor weight allowed above the threshold
+    threshold = float(impostor[order[min(k, len(order) - 1)]])
+    return float(np.sum(g_weight * (genuine > threshold)) / g_weight.sum()), threshold
 
 
 def verification(genuine: np.ndarray, impostor: np.ndarray, fars: Sequence[float] = (1e-2, 1e-3)) -> dict:
