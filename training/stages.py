@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
 from core.constants import EMBEDDING_DIM
+from core.data.dataset import Sample
 from core.models.backbone import build_backbone, load_state, resolve_weights
 from training.arcface import ArcMarginHead
 from training.checkpoint import load_checkpoint
@@ -51,7 +52,7 @@ def _steps(n: int, config: TrainConfig) -> int:
     return min(full, config.steps_per_epoch) if config.steps_per_epoch > 0 else full
 
 
-def _distillation_targets(train: list, train_in: FaceInputs, device: str) -> torch.Tensor:
+def _distillation_targets(train: Sequence[Sample], train_in: FaceInputs, device: str) -> torch.Tensor:
     """Per training sample, the starting weights' (mirror-averaged) embedding of its clean source
     photo; zeros where that is unknown. Computed before the first step, so from the weights the
     run starts from."""
@@ -78,9 +79,8 @@ def build_stage1(config: TrainConfig) -> Run:
             yield {"idx": idx, "labels": labels[idx]}
 
     def loss(batch: Batch) -> torch.Tensor:
-        embeddings = train_in.embed(batch["idx"], train=True)
-        logits = head(embeddings, batch["labels"].to(device))
-        arcface = F.cross_entropy(logits, batch["labels"].to(device))
+        embeddings, target = train_in.embed(batch["idx"], train=True), batch["labels"].to(device)
+        arcface = F.cross_entropy(head(embeddings, target), target)
         if targets is None:
             return arcface
         return arcface + config.distill_weight * distillation_loss(embeddings.float(), targets[batch["idx"]])
