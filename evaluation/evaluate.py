@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data.dataset import Sample, read_split, scan
+from core.data.dataset import LayoutError, Sample, read_split, scan
 from core.device import resolve_device
 from core.embedding.runtime import make_embedder
 from core.faces.pipeline import DATASET_PIPELINE, FacePipeline, load_pipeline
@@ -19,6 +19,7 @@ from core.photos.descriptor import PHOTO_THRESHOLD
 from evaluation import photos
 from evaluation.clean_guard import clean_guard
 from evaluation.embeddings import embed_samples, embedder_id
+from evaluation.metrics import clean_verification
 from evaluation.report import report_from_embeddings
 
 
@@ -26,6 +27,9 @@ from evaluation.report import report_from_embeddings
 class EvaluationRun:
     data: Path
     split: Path | None = None  # evaluate only these identities
+    # Other people whose clean photos join the gallery, never queried: a gallery nearer a deployment's
+    # size (retrieval, open-set and photo figures fall as it grows). Clean verification stays the evaluated people's.
+    distractors: Path | None = None
     weights: str | None = None  # default: the service's backbone
     cache_dir: Path = Path(".cache")
     use_fallback: bool = True
@@ -43,6 +47,9 @@ class EvaluationRun:
 def evaluate(run: EvaluationRun) -> dict:
     """The report (see `report_from_embeddings`) plus what produced it; plots if asked."""
     samples = scan(run.data, read_split(run.split) if run.split else None)
+    evaluated = len(samples)  # the distractors' clean photos follow them
+    if run.distractors is not None:
+        samples += distractor_photos(run.data, read_split(run.distractors), {s.identity for s in samples})
     device = resolve_device(run.device)
     backbone = load_backbone(run.weights, device)
     baseline = load_backbone(run.baseline, device) if run.baseline is not None else None  # a bad one fails before the work
@@ -57,8 +64,14 @@ def evaluate(run: EvaluationRun) -> dict:
     if run.photo_threshold is not None:
         thumbs, sizes = photos.thumbnails(samples)
         report["photo_evidence"] = photos.report(samples, embeddings, faces, sizes, thumbs, threshold, run.photo_threshold)
+    if run.distractors is not None:
+        # Scored above over the whole gallery's clean pairs; verification stays the evaluated people's.
+        own_clean = [i for i, s in enumerate(samples[:evaluated]) if s.is_clean]
+        report["clean_verification"] = clean_verification(embeddings[own_clean], [samples[i].identity for i in own_clean])
+        report["distractors"] = {"split": run.distractors.name, "people": len({s.identity for s in samples[evaluated:]}),
+                                 "photos": len(samples) - evaluated}
     if baseline is not None:
-        report["clean_guard"] = _clean_guard(run, samples, embeddings, backbone, baseline, pipeline, device)
+        report["clean_guard"] = _clean_guard(run, samples[:evaluated], embeddings[:evaluated], backbone, baseline, pipeline, device)
     report["weights"] = backbone.source
     report["model_id"] = backbone.model_id
     report["runtime"] = embedder.runtime
@@ -69,6 +82,13 @@ def evaluate(run: EvaluationRun) -> dict:
 
         write_all(report, embeddings, [s.identity for s in samples], [s.is_clean for s in samples], run.plots)
     return report
+
+
+def distractor_photos(data: Path, people: set[str], evaluated: set[str]) -> list[Sample]:
+    """The clean photos of `people`, to enlarge the gallery; none of them may be an evaluated person."""
+    if both := sorted(people & evaluated):
+        raise LayoutError(f"distractors are people not evaluated, but {len(both)} are both, e.g. {both[:3]}")
+    return [s for s in scan(data, people) if s.is_clean]
 
 
 def _clean_guard(run: EvaluationRun, samples: Sequence[Sample], embeddings: np.ndarray, backbone: Backbone, base: Backbone,

@@ -31,14 +31,15 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     photo_threshold = PHOTO_THRESHOLD if args.photo_threshold is None else args.photo_threshold
     report = evaluate(EvaluationRun(
-        data=args.data, split=args.split, weights=args.weights, cache_dir=args.cache, use_fallback=not args.no_fallback,
+        data=args.data, split=args.split, distractors=args.distractors, weights=args.weights, cache_dir=args.cache, use_fallback=not args.no_fallback,
         retry_enhanced=not args.no_retry, device=args.device, plots=args.plots, threshold=args.threshold, runtime=args.runtime,
         photo_threshold=None if args.no_photo_evidence else photo_threshold, baseline=None if args.baseline == "none" else args.baseline,
     ))
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(report, indent=2))
     per = ", ".join(f"{k} {v:.3f}" for k, v in report["per_distortion"].items())
-    print(f"top-1 {report['top1']:.4f} over {report['n_queries']} queries, {report['n_identities']} identities")
+    extra = f" ({d['people']} of them distractors)" if (d := report.get("distractors")) else ""
+    print(f"top-1 {report['top1']:.4f} over {report['n_queries']} queries, {report['n_identities']} identities in the gallery{extra}")
     print(f"per distortion: {per}")
     slo = report["source_left_out"]
     slo_per = ", ".join(f"{k} {v:.3f}" for k, v in slo.get("per_distortion", {}).items())
@@ -228,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FACECOM (<id>/*.jpg, <id>/distortion/), <id>/clean/ + <id>/distortion/, or gallery/ + queries/")
     p.add_argument("--weights", default=None, help="pretrained name, weights file or model folder (default: the service's)")
     p.add_argument("--split", type=Path, default=None, help=f"evaluate only these identities (e.g. {DEFAULT_VAL_SPLIT.name})")
+    p.add_argument("--distractors", type=Path, default=None,
+                   help="a split file of other people whose clean photos join the gallery, never queried (a larger gallery)")
     p.add_argument("--report", type=Path, default=Path("reports/evaluation.json"))
     p.add_argument("--plots", type=Path, default=None, help="folder for PNG plots")
     p.add_argument("--cache", type=Path, default=Path(".cache"))

@@ -100,3 +100,37 @@ def test_evaluate_names_a_bad_baseline_before_any_work(facecom_dir, tmp_path, ca
                  "--report", str(tmp_path / "r.json"), "--cache", str(cache)]) == 2
     assert "nope.pt" in capsys.readouterr().err
     assert not cache.exists()  # nothing was detected or embedded first
+
+
+def test_distractors_join_the_gallery_only(facecom_dir, tmp_path, capsys):
+    """`--distractors`: other people's clean photos enlarge the gallery. They are never queried, and
+    clean verification stays the evaluated people's. A distractor whose photo is a copy of a query
+    takes that query's top-1, so the larger gallery is really searched."""
+    data = tmp_path / "data"
+    shutil.copytree(facecom_dir, data)
+    twin = data / "twin"
+    twin.mkdir()
+    shutil.copy(data / "person_1" / "distortion" / "person_1_0001_blurred.jpg", twin / "twin_0001.jpg")
+    evaluated, others = tmp_path / "evaluated.txt", tmp_path / "others.txt"
+    evaluated.write_text("# evaluated\nperson_0\nperson_1\nperson_2\n")
+    others.write_text("person_3\nperson_4\nperson_5\ntwin\n")
+    common = ["evaluate", "--data", str(data), "--weights", "casia-webface", "--split", str(evaluated), "--runtime", "torch",
+              "--cache", str(tmp_path / "cache")]
+    alone, pooled = tmp_path / "alone.json", tmp_path / "pooled.json"
+    assert main([*common, "--report", str(alone)]) == 0
+    assert main([*common, "--distractors", str(others), "--report", str(pooled)]) == 0
+    a, p = json.loads(alone.read_text()), json.loads(pooled.read_text())
+    assert a["n_queries"] == p["n_queries"] == 12 and p["open_set"]["overall"]["n"] == 12  # person_0 has two clean photos
+    assert (a["n_identities"], p["n_identities"]) == (3, 7)
+    assert p["distractors"] == {"split": "others.txt", "people": 4, "photos": 4}
+    assert p["clean_verification"] == a["clean_verification"] and p["clean_guard"]["people"] == 3
+    assert a["per_distortion"]["blurred"] > p["per_distortion"]["blurred"]  # person_1's blurred copy now finds its twin
+    assert "(4 of them distractors)" in capsys.readouterr().out
+
+
+def test_distractors_must_be_other_people(facecom_dir, tmp_path, capsys):
+    both = tmp_path / "both.txt"
+    both.write_text("person_0\nperson_1\n")
+    assert main(["evaluate", "--data", str(facecom_dir), "--split", str(both), "--distractors", str(both),
+                 "--report", str(tmp_path / "r.json"), "--cache", str(tmp_path / "cache")]) == 2
+    assert "person_0" in capsys.readouterr().err and not (tmp_path / "cache").exists()
