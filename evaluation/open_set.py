@@ -88,14 +88,15 @@ def report(
 
     def figures(indices: Sequence[int] | np.ndarray) -> dict:
         idx = np.asarray(indices, dtype=int)
+        share = lambda mask: float(mask[idx].mean()) if len(idx) else float("nan")  # an empty group (no flagged query) is NaN
         return {
             "n": int(len(idx)),
-            "named_correctly": float(named_right[idx].mean()),
-            "strangers_named": float(stranger_named[idx].mean()),
+            "named_correctly": share(named_right),
+            "strangers_named": share(stranger_named),
             "strangers_named_ucb95": rate_upper_bound(int(stranger_named[idx].sum()), len(idx)),
-            "no_face": float((~found[idx]).mean()),
-            "right_but_below_threshold": float((found & s["right"] & (s["top"] < threshold))[idx].mean()),
-            "wrong_name": float((found & ~s["right"] & (s["top"] >= threshold))[idx].mean()),
+            "no_face": share(~found),
+            "right_but_below_threshold": share(found & s["right"] & (s["top"] < threshold)),
+            "wrong_name": share(found & ~s["right"] & (s["top"] >= threshold)),
         }
 
     return {

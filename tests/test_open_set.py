@@ -72,6 +72,21 @@ def test_report_at_a_threshold(case):
     assert r["by_quality"]["not_flagged"]["n"] == 1 and r["by_quality"]["not_flagged"]["named_correctly"] == 1.0
 
 
+
+def test_an_empty_group_is_nan_without_a_warning(case):
+    """No query flagged by the quality check: that group's rates are NaN (nothing to say), not a
+    numpy warning, and its bound says nothing either."""
+    import warnings
+
+    gallery, labels, queries, qlabels = case
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = open_set.report(gallery, labels, queries, qlabels, ["noisy"] * 3, [True] * 3, threshold=0.5, flagged=[False] * 3)
+    empty = r["by_quality"]["flagged"]
+    assert empty["n"] == 0 and empty["strangers_named_ucb95"] == 1.0
+    assert all(np.isnan(empty[k]) for k in ("named_correctly", "strangers_named", "no_face", "right_but_below_threshold", "wrong_name"))
+    assert r["by_quality"]["not_flagged"]["n"] == 3
+
 def test_threshold_keeps_the_stranger_rate_on_the_data_it_was_chosen_on():
     rng = np.random.default_rng(0)
     stranger = rng.normal(0.2, 0.1, 5000)
