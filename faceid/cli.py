@@ -114,7 +114,8 @@ def _export(args: argparse.Namespace) -> int:
     from training.export import export
 
     out = export(args.ckpt, args.out, half=not args.fp32, threshold_report=args.threshold_from)
-    print(f"exported {args.ckpt} to {out}")
+    what = str(args.ckpt[0]) if len(args.ckpt) == 1 else f"the mean of {len(args.ckpt)} checkpoints"
+    print(f"exported {what} to {out}")
     return 0
 
 
@@ -274,8 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("models/box-regressor"))
     p.set_defaults(func=_train_box_regressor)
 
-    p = sub.add_parser("export", help="export a checkpoint's backbone with a model card")
-    p.add_argument("--ckpt", type=Path, required=True)
+    p = sub.add_parser("export", help="export a checkpoint's backbone, or the mean of several runs' (a model soup), with a model card")
+    p.add_argument("--ckpt", type=Path, required=True, action="append",
+                   help="a checkpoint; given again, runs from the same start whose weights are averaged")
     p.add_argument("--out", type=Path, required=True, help="folder, e.g. models/facecom-ft")
     p.add_argument("--fp32", action="store_true", help="keep float32 (default float16)")
     p.add_argument("--threshold-from", type=Path, default=None,

@@ -1,9 +1,10 @@
-"""Export a trained backbone (fp16 by default) with the model card the loader and the service read."""
+"""Export a trained backbone, or a soup of several (fp16 by default), with the model card the loader and the service read."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from core.models.model_card import BACKBONE_FILE, DEFAULT_FAR, ModelCard
 from evaluation.metrics import threshold_at
 from evaluation.open_set import CONFIDENCE
 from training.checkpoint import load_checkpoint
+from training.soup import average_backbones, check_ingredients
 
 REPORT_KEYS = ("top1", "per_distortion", "source_left_out", "verification", "clean_verification", "n_queries", "n_identities")
 
@@ -39,23 +41,30 @@ def open_set_threshold(report_path: Path) -> tuple[float, str]:
     return threshold, rule
 
 
-def export(ckpt: Path, out: Path, half: bool = True, threshold_report: Path | None = None, command: str | None = None) -> Path:
-    """`threshold_report`: a `faceid evaluate` report on validation people whose open-set
-    threshold becomes the service's default; without it, the FAR-1e-3 threshold of training's
-    validation."""
-    state = load_checkpoint(ckpt)
-    backbone = {k: (v.half() if half and v.is_floating_point() else v) for k, v in state["backbone"].items()}
+def export(ckpt: Path | Sequence[Path], out: Path, half: bool = True, threshold_report: Path | None = None,
+           command: str | None = None) -> Path:
+    """`ckpt`: one checkpoint, or several runs from one start whose backbones are averaged
+    (training/soup.py). `threshold_report`: a `faceid evaluate` report on validation people whose
+    open-set threshold becomes the service's default (for a soup, its figures become the card's
+    validation); without it, the FAR-1e-3 threshold of training's validation."""
+    ckpts = [Path(ckpt)] if isinstance(ckpt, (str, Path)) else [Path(c) for c in ckpt]
+    states = [load_checkpoint(c) for c in ckpts]
+    check_ingredients(ckpts, states)
+    backbone = average_backbones([s["backbone"] for s in states]) if len(states) > 1 else states[0]["backbone"]
+    backbone = {k: (v.half() if half and v.is_floating_point() else v) for k, v in backbone.items()}
     out.mkdir(parents=True, exist_ok=True)
     weights = out / BACKBONE_FILE
     with atomic_write(weights) as tmp:
         torch.save(backbone, tmp)
-    report = state.get("val_report", {})
-    # The whole run, not just the epochs up to the one kept (history.json sits beside best.pt).
-    run_history = Path(ckpt).parent / "history.json"
+    state = states[0]
+    # A soup's checkpoints scored as themselves, not as the soup: its figures come from the report.
+    report = state.get("val_report", {}) if len(states) == 1 else {}
     threshold = threshold_at(report["verification"], DEFAULT_FAR) if "verification" in report else None
     rule = None
     if threshold_report is not None:
         threshold, rule = open_set_threshold(threshold_report)
+        if len(states) > 1:
+            report = json.loads(Path(threshold_report).read_text())
     card = ModelCard(
         name=out.name,
         sha256=sha256_of(weights),
@@ -63,15 +72,23 @@ def export(ckpt: Path, out: Path, half: bool = True, threshold_report: Path | No
         threshold_rule=rule,
         weights_file=BACKBONE_FILE,
         dtype="float16" if half else "float32",
-        checkpoint=str(ckpt),
-        epoch=state.get("epoch", -1) + 1,
+        checkpoint=str(ckpts[0]) if len(ckpts) == 1 else None,
+        epoch=state.get("epoch", -1) + 1 if len(ckpts) == 1 else None,
         n_training_identities=len(state.get("label_map", [])),
-        config=state.get("config"),
+        config=state.get("config") if len(ckpts) == 1 else None,
+        soup=[{"checkpoint": str(c), "epoch": s.get("epoch", -1) + 1, "config": s.get("config")} for c, s in zip(ckpts, states)]
+        if len(ckpts) > 1 else None,
         validation={k: report.get(k) for k in REPORT_KEYS},
-        history=json.loads(run_history.read_text()) if run_history.is_file() else state.get("history", []),
+        # The whole run, not just the epochs up to the one kept (history.json sits beside best.pt).
+        history=_history(ckpts[0], state) if len(ckpts) == 1 else [],
         git_commit=_git_commit(),
         command=command,
         exported_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     card.write(out)
     return out
+
+
+def _history(ckpt: Path, state: dict) -> list:
+    run_history = ckpt.parent / "history.json"
+    return json.loads(run_history.read_text()) if run_history.is_file() else state.get("history", [])

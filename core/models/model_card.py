@@ -42,6 +42,7 @@ class ModelCard:
     epoch: int | None = None
     n_training_identities: int | None = None
     config: dict[str, Any] | None = None
+    soup: list[dict[str, Any]] | None = None  # the checkpoints averaged into these weights (training/soup.py), if several
     validation: dict[str, Any] = field(default_factory=dict)  # the evaluation report of the kept epoch
     history: list[dict[str, Any]] = field(default_factory=list)  # every epoch of the run
     git_commit: str | None = None
