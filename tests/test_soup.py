@@ -1,5 +1,7 @@
 """The model soup: the exported backbone is the mean of its runs, and only runs from one start mix."""
 
+import json
+
 import pytest
 import torch
 
@@ -39,8 +41,10 @@ def runs(tmp_path):
 
 
 def test_export_of_two_runs_is_their_mean_with_a_card_that_says_so(runs, tmp_path, capsys):
-    out = tmp_path / "soup"
-    assert main(["export", "--ckpt", str(runs[0]), "--ckpt", str(runs[1]), "--out", str(out), "--fp32"]) == 0
+    out, report = tmp_path / "soup", tmp_path / "val.json"
+    report.write_text(json.dumps({"open_set": {"threshold_for_target": 0.64, "target_stranger_rate": 0.01}, "top1": 0.9}))
+    assert main(["export", "--ckpt", str(runs[0]), "--ckpt", str(runs[1]), "--out", str(out), "--fp32",
+                 "--threshold-from", str(report)]) == 0
     assert "the mean of 2 checkpoints" in capsys.readouterr().out
     loaded = load_backbone(str(out)).net.state_dict()
     first, second = (torch.load(r, weights_only=True)["backbone"] for r in runs[:2])
@@ -50,6 +54,8 @@ def test_export_of_two_runs_is_their_mean_with_a_card_that_says_so(runs, tmp_pat
     card = ModelCard.read(out)
     assert card.checkpoint is None and card.config is None and card.n_training_identities == 2
     assert [s["checkpoint"] for s in card.soup] == [str(r) for r in runs[:2]] and card.soup[0]["epoch"] == 4
+    # The runs' own validation is not the soup's: the card's figures are the soup's evaluation report's.
+    assert card.threshold == 0.64 and card.validation["top1"] == 0.9 and card.history == []
 
 
 def test_runs_from_another_start_do_not_mix(runs, tmp_path, capsys):

@@ -50,21 +50,22 @@ def export(ckpt: Path | Sequence[Path], out: Path, half: bool = True, threshold_
     ckpts = [Path(ckpt)] if isinstance(ckpt, (str, Path)) else [Path(c) for c in ckpt]
     states = [load_checkpoint(c) for c in ckpts]
     check_ingredients(ckpts, states)
-    backbone = average_backbones([s["backbone"] for s in states]) if len(states) > 1 else states[0]["backbone"]
+    single = len(states) == 1
+    backbone = states[0]["backbone"] if single else average_backbones([s["backbone"] for s in states])
     backbone = {k: (v.half() if half and v.is_floating_point() else v) for k, v in backbone.items()}
     out.mkdir(parents=True, exist_ok=True)
     weights = out / BACKBONE_FILE
     with atomic_write(weights) as tmp:
         torch.save(backbone, tmp)
-    state = states[0]
-    # A soup's checkpoints scored as themselves, not as the soup: its figures come from the report.
-    report = state.get("val_report", {}) if len(states) == 1 else {}
+    # A soup's runs were validated as themselves, not as the soup: its figures come from the report.
+    report = states[0].get("val_report", {}) if single else {}
     threshold = threshold_at(report["verification"], DEFAULT_FAR) if "verification" in report else None
     rule = None
     if threshold_report is not None:
         threshold, rule = open_set_threshold(threshold_report)
-        if len(states) > 1:
+        if not single:
             report = json.loads(Path(threshold_report).read_text())
+    run = states[0] if single else {}
     card = ModelCard(
         name=out.name,
         sha256=sha256_of(weights),
@@ -72,15 +73,14 @@ def export(ckpt: Path | Sequence[Path], out: Path, half: bool = True, threshold_
         threshold_rule=rule,
         weights_file=BACKBONE_FILE,
         dtype="float16" if half else "float32",
-        checkpoint=str(ckpts[0]) if len(ckpts) == 1 else None,
-        epoch=state.get("epoch", -1) + 1 if len(ckpts) == 1 else None,
-        n_training_identities=len(state.get("label_map", [])),
-        config=state.get("config") if len(ckpts) == 1 else None,
-        soup=[{"checkpoint": str(c), "epoch": s.get("epoch", -1) + 1, "config": s.get("config")} for c, s in zip(ckpts, states)]
-        if len(ckpts) > 1 else None,
+        checkpoint=str(ckpts[0]) if single else None,
+        epoch=run.get("epoch", -1) + 1 if single else None,
+        n_training_identities=len(states[0].get("label_map", [])),
+        config=run.get("config"),
+        soup=None if single else [{"checkpoint": str(c), "epoch": s.get("epoch", -1) + 1, "config": s.get("config")}
+                                  for c, s in zip(ckpts, states)],
         validation={k: report.get(k) for k in REPORT_KEYS},
-        # The whole run, not just the epochs up to the one kept (history.json sits beside best.pt).
-        history=_history(ckpts[0], state) if len(ckpts) == 1 else [],
+        history=_history(ckpts[0], run) if single else [],
         git_commit=_git_commit(),
         command=command,
         exported_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -90,5 +90,6 @@ def export(ckpt: Path | Sequence[Path], out: Path, half: bool = True, threshold_
 
 
 def _history(ckpt: Path, state: dict) -> list:
+    """The whole run, not just the epochs up to the one kept (history.json sits beside best.pt)."""
     run_history = ckpt.parent / "history.json"
     return json.loads(run_history.read_text()) if run_history.is_file() else state.get("history", [])
