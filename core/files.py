@@ -40,6 +40,21 @@ def _fsync(path: Path, flags: int) -> None:
         os.close(fd)
 
 
+def save_tensors_atomic(obj: object, path: Path) -> None:
+    """`torch.save` for files identified by their digest (exported models, converted weights).
+    Saved to a path, torch names the archive's inner folder after the file, here the temporary
+    name with its process id, so the same tensors gave a new sha256 on every export; through a
+    buffer the folder is always "archive", and the same tensors always give the same bytes."""
+    import io
+
+    import torch  # here, so that importing this module stays cheap
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     with atomic_write(path) as tmp:
         tmp.write_text(text)

@@ -56,6 +56,9 @@ def test_export_of_two_runs_is_their_mean_with_a_card_that_says_so(runs, tmp_pat
     assert [s["checkpoint"] for s in card.soup] == [str(r) for r in runs[:2]] and card.soup[0]["epoch"] == 4
     # The runs' own validation is not the soup's: the card's figures are the soup's evaluation report's.
     assert card.threshold == 0.64 and card.validation["top1"] == 0.9 and card.history == []
+    # Exported again, elsewhere: the same weights, the same sha256 (the model's id in every cache).
+    assert main(["export", "--ckpt", str(runs[0]), "--ckpt", str(runs[1]), "--out", str(tmp_path / "again"), "--fp32"]) == 0
+    assert ModelCard.read(tmp_path / "again").sha256 == card.sha256
 
 
 def test_runs_from_another_start_do_not_mix(runs, tmp_path, capsys):

@@ -44,7 +44,7 @@ from core.faces.box_regressor import (
 from core.faces.geometry import SAME_FACE_IOU, Box, grown, iou, scaled
 from core.faces.pipeline import SERVICE_PIPELINE, FacePipeline, load_pipeline
 from core.faces.subject import subject
-from core.files import atomic_write, sha256_of, write_text_atomic
+from core.files import save_tensors_atomic, sha256_of, write_text_atomic
 from core.images import load_image
 from evaluation.open_set import threshold_for_stranger_rate
 from training.distortions import build_distortions
@@ -256,8 +256,7 @@ def measure(regressor: BoxRegressor, photos: Sequence[Photo], negative_scores: S
 
 def save(net: BoxNet, folder: Path, card: dict) -> Path:
     weights = folder / WEIGHTS_FILE
-    with atomic_write(weights) as tmp:
-        torch.save({k: v.detach().clone() for k, v in net.state_dict().items()}, tmp)
+    save_tensors_atomic({k: v.detach().clone() for k, v in net.state_dict().items()}, weights)
     card = {"sha256": sha256_of(weights), **card}
     write_text_atomic(folder / CARD_FILE, json.dumps(card, indent=1) + "\n")
     return folder

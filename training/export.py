@@ -8,9 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-import torch
-
-from core.files import atomic_write, sha256_of
+from core.files import save_tensors_atomic, sha256_of
 from core.models.model_card import BACKBONE_FILE, DEFAULT_FAR, ModelCard
 from evaluation.metrics import threshold_at
 from evaluation.open_set import CONFIDENCE
@@ -55,8 +53,7 @@ def export(ckpt: Path | Sequence[Path], out: Path, half: bool = True, threshold_
     backbone = {k: (v.half() if half and v.is_floating_point() else v) for k, v in backbone.items()}
     out.mkdir(parents=True, exist_ok=True)
     weights = out / BACKBONE_FILE
-    with atomic_write(weights) as tmp:
-        torch.save(backbone, tmp)
+    save_tensors_atomic(backbone, weights)
     # A soup's runs were validated as themselves, not as the soup: its figures come from the report.
     report = states[0].get("val_report", {}) if single else {}
     threshold = threshold_at(report["verification"], DEFAULT_FAR) if "verification" in report else None

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from core.errors import WeightsError
-from core.files import atomic_write, sha256_of, write_text_atomic
+from core.files import save_tensors_atomic, sha256_of, write_text_atomic
 from core.paths import pretrained_dir
 
 log = logging.getLogger(__name__)
@@ -99,8 +99,7 @@ def ensure_pretrained(name: str, cache_dir: Path | None = None, offline: bool = 
             failures.append(f"{label}: {type(exc).__name__}: {exc}")
             log.warning("weights source failed: %s", failures[-1])
             continue
-        with atomic_write(path) as tmp:
-            torch.save(state, tmp)
+        save_tensors_atomic(state, path)
         WeightsNote(name, label, sha256_of(path)).write(path)
         return path
     raise WeightsError(name, "no source worked: " + "; ".join(failures))
