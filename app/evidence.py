@@ -5,10 +5,11 @@ Photo evidence: the whole photo against the enrolled photos (core/photos; its ow
 "this photo is a copy of enrolled photo N", which says nothing of the face's looks. It goes to
 the one face at the place where the enrolled photo's face was (a two-person copy of a one-person
 enrolment names one face, not both), and where no face was detected there, that place becomes a
-face of its own. A face is named by its face evidence when that clears the threshold, else by its
-photo evidence; `evidence` lists what supports the name (both, when they agree). When both clear
-their thresholds and disagree, the photo evidence names it and the answer says so (`conflict`):
-measured on the validation people, see the README's Photo evidence.
+face of its own. A face is named by its face evidence when that clears the threshold and the
+face is not gone (blown out or black, as enrolment refuses it: core/faces/quality.py), else by
+its photo evidence; `evidence` lists what supports the name (both, when they agree). When both
+clear their thresholds and disagree, the photo evidence names it and the answer says so
+(`conflict`): measured on the validation people, see the README's Photo evidence.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def answer(faces: list[Face], found: list[list[Candidate]], photo_size: tuple[in
     results = []
     for face, candidates in zip(faces, found):
         match, cands = face_matches(candidates, threshold)
+        if face.quality.gone:  # its candidates stay listed; quality.reasons says why none names it
+            match = None
         quality = QualityPublic(score=face.quality.score, reasons=list(face.quality.reasons))
         results.append(FaceResult(box=rounded_box(face.box), detection_score=face.score, quality=quality, match=match,
                                   evidence=["face"] if match else [], candidates=cands))

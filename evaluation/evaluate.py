@@ -59,11 +59,12 @@ def evaluate(run: EvaluationRun) -> dict:
     embeddings, faces, crops = embed_samples(samples, pipeline, embedder, embedder_id(backbone.model_id, embedder.runtime), run.cache_dir)
     threshold = run.threshold if run.threshold is not None else model_threshold(backbone.source)
     qualities = [assess(c.permute(1, 2, 0).numpy(), f.box, f.score) for c, f in zip(crops, faces)]
+    gone = [bool(q.gone) for q in qualities]  # never named by face evidence, as in the service
     report = report_from_embeddings(samples, embeddings, faces, threshold, [bool(q.reasons) for q in qualities],
-                                    [q.measures["over_exposed"] for q in qualities])
+                                    [q.measures["over_exposed"] for q in qualities], gone)
     if run.photo_threshold is not None:
         thumbs, sizes = photos.thumbnails(samples)
-        report["photo_evidence"] = photos.report(samples, embeddings, faces, sizes, thumbs, threshold, run.photo_threshold)
+        report["photo_evidence"] = photos.report(samples, embeddings, faces, sizes, thumbs, threshold, run.photo_threshold, gone)
     if run.distractors is not None:
         # Scored above over the whole gallery's clean pairs; verification stays the evaluated people's.
         own_clean = [i for i, s in enumerate(samples[:evaluated]) if s.is_clean]

@@ -72,16 +72,21 @@ def threshold_for_stranger_rate(stranger_top: Sequence[float] | np.ndarray, rate
 def report(
     gallery: np.ndarray, gallery_labels: Sequence[str], queries: np.ndarray, query_labels: Sequence[str],
     query_kinds: Sequence[str], detected: Sequence[bool], threshold: float, flagged: Sequence[bool] | None = None,
+    gone: Sequence[bool] | None = None,
 ) -> dict:
     """Per distortion and overall, at the service's `threshold`: enrolled people named
     correctly, strangers given a name; and the threshold that would hold strangers to the
     target rate on these queries with CONFIDENCE (choose it on validation people, report it on test
     people).
-    `flagged`: queries whose face the quality check gave a reason; their figures are split out."""
+    `flagged`: queries whose face the quality check gave a reason; their figures are split out.
+    `gone`: found faces the service does not name by face evidence (the quality check's `gone`);
+    like faces not found, they are never named, and the threshold is chosen without them."""
     s = scores(gallery, gallery_labels, queries, query_labels)
     found = np.asarray(detected, dtype=bool)
-    named_right = found & s["right"] & (s["top"] >= threshold)
-    stranger_named = found & (s["stranger_top"] >= threshold)
+    withheld = found & (np.zeros_like(found) if gone is None else np.asarray(gone, dtype=bool))
+    nameable = found & ~withheld
+    named_right = nameable & s["right"] & (s["top"] >= threshold)
+    stranger_named = nameable & (s["stranger_top"] >= threshold)
     by_kind: dict[str, list[int]] = defaultdict(list)
     for i, kind in enumerate(query_kinds):
         by_kind[kind].append(i)
@@ -95,16 +100,17 @@ def report(
             "strangers_named": share(stranger_named),
             "strangers_named_ucb95": rate_upper_bound(int(stranger_named[idx].sum()), len(idx)),
             "no_face": share(~found),
-            "right_but_below_threshold": share(found & s["right"] & (s["top"] < threshold)),
-            "wrong_name": share(found & ~s["right"] & (s["top"] >= threshold)),
+            "face_gone": share(withheld),
+            "right_but_below_threshold": share(nameable & s["right"] & (s["top"] < threshold)),
+            "wrong_name": share(nameable & ~s["right"] & (s["top"] >= threshold)),
         }
 
     return {
         "threshold": float(threshold),
         "target_stranger_rate": TARGET_STRANGER_RATE,
         # the rate's 95% upper bound at the target on these strangers (the rule the service's threshold follows)
-        "threshold_for_target": threshold_for_stranger_rate(s["stranger_top"][found], confidence=CONFIDENCE) if found.any() else None,
-        "threshold_for_target_point": threshold_for_stranger_rate(s["stranger_top"][found]) if found.any() else None,
+        "threshold_for_target": threshold_for_stranger_rate(s["stranger_top"][nameable], confidence=CONFIDENCE) if nameable.any() else None,
+        "threshold_for_target_point": threshold_for_stranger_rate(s["stranger_top"][nameable]) if nameable.any() else None,
         "overall": figures(range(len(query_labels))),
         "per_distortion": {kind: figures(idx) for kind, idx in sorted(by_kind.items())},
     } | ({} if flagged is None else {"by_quality": {

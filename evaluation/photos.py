@@ -55,7 +55,8 @@ def best_photos(gallery_thumbs: np.ndarray, gallery_boxes: Sequence[tuple[float,
 
 
 def report(samples: Sequence[Sample], embeddings: np.ndarray, faces: Sequence[DetectedFace], sizes: Sequence[tuple[int, int]],
-           thumbs: np.ndarray, face_threshold: float, photo_threshold: float) -> dict:
+           thumbs: np.ndarray, face_threshold: float, photo_threshold: float, gone: Sequence[bool] | None = None) -> dict:
+    """`gone`: faces the service does not name by face evidence (the quality check's `gone`)."""
     clean = np.array([s.is_clean for s in samples])
     g_idx, q_idx = [int(i) for i in np.flatnonzero(clean)], [int(i) for i in np.flatnonzero(~clean)]
     g_person = np.array([samples[i].identity for i in g_idx])
@@ -64,7 +65,7 @@ def report(samples: Sequence[Sample], embeddings: np.ndarray, faces: Sequence[De
     q_source = np.array([samples[i].source for i in q_idx])
     q_kind = [samples[i].kind for i in q_idx]
     g_box = [fractions_of(faces[i].box, sizes[i]) for i in g_idx]
-    q_found = [detected(faces[i]) for i in q_idx]
+    q_found = [detected(faces[i]) and not (gone is not None and gone[i]) for i in q_idx]  # face evidence may name it
     everyone = np.ones((len(q_idx), len(g_idx)), dtype=bool)
 
     def named(allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

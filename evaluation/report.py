@@ -19,12 +19,12 @@ BLOWN_OUT_BINS = (0.5, 0.95)
 
 def report_from_embeddings(
     samples: Sequence[Sample], embeddings: np.ndarray, faces: Sequence[DetectedFace] | None = None, threshold: float | None = None,
-    flagged: Sequence[bool] | None = None, blown_out: Sequence[float] | None = None,
+    flagged: Sequence[bool] | None = None, blown_out: Sequence[float] | None = None, gone: Sequence[bool] | None = None,
 ) -> dict:
     """Score embeddings of `samples`; the same function serves `faceid evaluate` and training's
     validation. With the detected faces: detection recall, and (given the service's
-    `threshold`) the open-set figures of what the service would answer. With each crop's
-    blown-out share: top-1 by how much of the face is left."""
+    `threshold`) the open-set figures of what the service would answer, which never names a face
+    that is `gone` by its looks. With each crop's blown-out share: top-1 by how much of the face is left."""
     clean = np.array([s.is_clean for s in samples])
     queries = ~clean
     pick = lambda mask, attr: [getattr(s, attr) for s, m in zip(samples, mask) if m]
@@ -42,6 +42,7 @@ def report_from_embeddings(
                 embeddings[clean], pick(clean, "identity"), embeddings[queries], pick(queries, "identity"),
                 pick(queries, "kind"), [detection.detected(f) for f, q in zip(faces, queries) if q], threshold,
                 None if flagged is None else [f for f, q in zip(flagged, queries) if q],
+                None if gone is None else [g for g, q in zip(gone, queries) if q],
             )
     return report
 

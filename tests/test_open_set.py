@@ -63,7 +63,7 @@ def test_report_at_a_threshold(case):
     assert r["overall"]["no_face"] == pytest.approx(1 / 3)
     # As strangers: A's best other is B or C at ~0.1 (not named); B's best other is C at 0.8 (named).
     assert r["overall"]["strangers_named"] == pytest.approx(1 / 3)
-    assert r["per_distortion"]["rainy"] == {"n": 1, "named_correctly": 0.0, "strangers_named": 0.0, "no_face": 1.0,
+    assert r["per_distortion"]["rainy"] == {"n": 1, "named_correctly": 0.0, "strangers_named": 0.0, "no_face": 1.0, "face_gone": 0.0,
                                            "strangers_named_ucb95": 0.95,  # 0 of 1 bounds nothing
                                            "right_but_below_threshold": 0.0, "wrong_name": 0.0}
     assert r["overall"]["wrong_name"] == pytest.approx(1 / 3)  # B's query named C
@@ -72,6 +72,23 @@ def test_report_at_a_threshold(case):
     assert r["by_quality"]["not_flagged"]["n"] == 1 and r["by_quality"]["not_flagged"]["named_correctly"] == 1.0
 
 
+
+
+def test_a_face_gone_is_never_named_and_the_threshold_is_chosen_without_it(case):
+    """B's query (nearer C at 0.8) is gone to glare: the service names nobody for it, so it is
+    neither a wrong name nor a stranger named, and it leaves the strangers the threshold is chosen on."""
+    gallery, labels, queries, qlabels = case
+    kinds, found = ["sunny"] * 3, [True] * 3
+    before = open_set.report(gallery, labels, queries, qlabels, kinds, found, threshold=0.5)
+    after = open_set.report(gallery, labels, queries, qlabels, kinds, found, threshold=0.5, gone=[False, True, False])
+    assert before["overall"]["wrong_name"] == pytest.approx(1 / 3) and after["overall"]["wrong_name"] == 0.0
+    assert before["overall"]["strangers_named"] == pytest.approx(1 / 3) and after["overall"]["strangers_named"] == 0.0
+    assert after["overall"]["face_gone"] == pytest.approx(1 / 3) and after["overall"]["no_face"] == 0.0
+    assert after["overall"]["named_correctly"] == before["overall"]["named_correctly"] == pytest.approx(2 / 3)
+    # Chosen on A's and C's strangers alone: just above the higher of their best other people.
+    sim = queries @ gallery.T
+    expected = max(max(sim[0, 2], sim[0, 3]), max(sim[2, :2].max(), sim[2, 2]))
+    assert after["threshold_for_target_point"] == pytest.approx(expected)
 
 def test_an_empty_group_is_nan_without_a_warning(case):
     """No query flagged by the quality check: that group's rates are NaN (nothing to say), not a

@@ -38,8 +38,10 @@ def test_small_faces_and_unsure_detections_are_named(crop):
 
 
 def test_only_a_face_that_is_gone_is_refused_as_a_reference(crop):
-    assert assess(np.full_like(crop, 255), BOX, 0.99).refusal() is not None
-    assert assess(np.zeros_like(crop), BOX, 0.99).refusal() is not None
+    white, black = assess(np.full_like(crop, 255), BOX, 0.99), assess(np.zeros_like(crop), BOX, 0.99)
+    assert white.gone == ("over_exposed",) and "over_exposed" in white.refusal()
+    assert black.gone == ("too_dark",) and "too_dark" in black.refusal()
+    assert assess(crop, BOX, 0.99).gone == ()
     blurred = np.asarray(Image.fromarray(crop).filter(ImageFilter.GaussianBlur(6)))
     assert assess(blurred, BOX, 0.99).refusal() is None  # poor, but still a reference
 
