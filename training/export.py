@@ -26,17 +26,18 @@ def _git_commit() -> str | None:
         return None
 
 
-def open_set_threshold(report_path: Path) -> tuple[float, str]:
+def open_set_threshold(report_path: Path) -> tuple[float, str, dict]:
     """The threshold that holds strangers to the target rate in an evaluation report (run it on
-    the validation people), and the rule in words for the card."""
+    the validation people), the rule in words for the card, and the report itself."""
     try:
-        open_set = json.loads(Path(report_path).read_text())["open_set"]
+        report = json.loads(Path(report_path).read_text())
+        open_set = report["open_set"]
         threshold = float(open_set["threshold_for_target"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{report_path}: not a faceid evaluate report with open-set figures ({exc})") from exc
     rule = (f"names at most {open_set['target_stranger_rate']:.0%} of strangers' distorted photos (open set) at the rate's {CONFIDENCE:.0%} "
             f"upper confidence bound, chosen in {Path(report_path).name}")
-    return threshold, rule
+    return threshold, rule, report
 
 
 def export(ckpt: Path | Sequence[Path], out: Path, half: bool = True, threshold_report: Path | None = None,
@@ -59,9 +60,9 @@ def export(ckpt: Path | Sequence[Path], out: Path, half: bool = True, threshold_
     threshold = threshold_at(report["verification"], DEFAULT_FAR) if "verification" in report else None
     rule = None
     if threshold_report is not None:
-        threshold, rule = open_set_threshold(threshold_report)
+        threshold, rule, evaluated = open_set_threshold(threshold_report)
         if not single:
-            report = json.loads(Path(threshold_report).read_text())
+            report = evaluated
     run = states[0] if single else {}
     card = ModelCard(
         name=out.name,
