@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.connections import ConnectionLimits
-from app.gallery.index import DEFAULT_EF_SEARCH, DEFAULT_HNSW_M, DEFAULT_IVF_NPROBE
+from app.gallery.vector_index import DEFAULT_EF_SEARCH, DEFAULT_HNSW_M, DEFAULT_IVF_NPROBE, IndexSettings
 from core.constants import DECODE_MAX_SIDE
 from core.images import DEFAULT_MAX_BYTES
 from core.photos.descriptor import PHOTO_THRESHOLD
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What the server holds open (app/http/connection_limits.py enforces them)."""
+
+    max_connections: int = 1000
+    header_timeout_s: float = 10.0
+    max_header_bytes: int = 64 * 1024
+    min_body_rate: float = 8 * 1024  # bytes per second, on average
+    body_grace_s: float = 10.0
 
 
 class Settings(BaseSettings):
@@ -25,6 +36,7 @@ class Settings(BaseSettings):
         "unset: SQLite in data_dir. Never logged; answers show it without its password"))
     store_password_file: Path | None = Field(None, description="a file holding the database password (a container secret), kept out of the URL")
     store_pool_size: int = Field(8, ge=1, le=100, description="PostgreSQL connections per replica")
+    read_only: bool = Field(False, description="identification only: the gallery is never changed (enrol and delete answer 503)")
     api_key: SecretStr | None = Field(None, description="required in X-API-Key when set; unset means no auth")
     open_probes: bool = Field(False, description="with a key set, leave /readyz and /metrics open (for probes that cannot send it)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -81,6 +93,13 @@ class Settings(BaseSettings):
             return self.store_password_file.read_text().strip()
         except OSError as exc:
             raise ValueError(f"FACEID_STORE_PASSWORD_FILE {self.store_password_file}: {exc.strerror}") from exc
+
+    def store_location(self) -> str:
+        """Where the gallery's store is: the PostgreSQL URL, or the data folder (SQLite)."""
+        return self.store.get_secret_value() if self.store is not None else str(self.data_dir)
+
+    def index_settings(self) -> IndexSettings:
+        return IndexSettings(self.index, self.hnsw_m, self.hnsw_ef_search, self.ivf_nprobe)
 
     def answer_threshold(self) -> float:
         """The threshold answers use when a request gives none; the app's lifespan fills in the

@@ -10,8 +10,8 @@ from fastapi.security import APIKeyHeader
 from app.config import Settings
 from app.engine import Engine
 from app.gallery.gallery import Gallery
-from app.guard import KEY_REFUSED, key_matches
-from app.metrics import Metrics
+from app.http.guard import KEY_REFUSED, key_matches
+from app.http.metrics import Metrics
 
 
 def get_settings(request: Request) -> Settings:
@@ -39,7 +39,7 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 
 def require_api_key(settings: SettingsDep, key: Annotated[str | None, Security(_api_key_header)]) -> None:
-    """Declares the key in the OpenAPI document; `app.guard` has already enforced it before
+    """Declares the key in the OpenAPI document; `app.http.guard` has already enforced it before
     the body was read, with the same comparison."""
     if not key_matches(settings, key):
         raise HTTPException(status_code=401, detail=KEY_REFUSED, headers={"WWW-Authenticate": "APIKey"})

@@ -163,7 +163,7 @@ class Ready(BaseModel):
     threshold: float = Field(description="the face similarity an answer needs when a request gives no threshold")
     photo_threshold: float | None = Field(description="the photo similarity photo evidence needs; null when photo evidence is off")
     store: Literal["sqlite", "postgresql"] = Field(description="sqlite: this process's file; postgresql: one gallery shared by replicas")
-    behind: int | None = Field(description="postgresql: changes other replicas committed that this one has not applied yet; null for sqlite")
+    behind: int = Field(description="store changes committed elsewhere (another replica, another process) that this one's index does not hold yet")
     detail: str | None = None
 
 

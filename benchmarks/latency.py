@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from app.config import Settings
-from app.engine import Engine, set_serving_threads
+from app.engine import Engine
 from app.gallery.gallery import Gallery
-from app.gallery.store import NewFace
+from app.gallery.records import NewFace
+from app.wiring import build_engine, open_gallery, set_serving_threads
 from benchmarks.machine import machine
 from benchmarks.photos import jpeg_at
 
@@ -29,9 +30,9 @@ def stages(engine: Engine, gallery: Gallery, data: bytes) -> dict[str, float]:
     t = [time.perf_counter()]
     decoded = engine.decode(data, "q.jpg")
     t.append(time.perf_counter())
-    (crops,) = engine.detect_images([decoded])  # MTCNN, then the crops and their quality
+    (crops,) = engine.detect([decoded])  # MTCNN, then the crops and their quality
     t.append(time.perf_counter())
-    vectors = engine.embed_blocking([c.crop for c in crops])
+    vectors = engine.embed([c.crop for c in crops])
     t.append(time.perf_counter())
     gallery.search(vectors, 5)
     t.append(time.perf_counter())
@@ -48,8 +49,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp))
         set_serving_threads(settings)  # as `faceid serve` runs
-        engine = Engine.from_settings(settings)
-        gallery = Gallery.from_settings(settings, engine.model_id)
+        engine = build_engine(settings)
+        gallery = open_gallery(settings, engine.model_id)
         rng = np.random.default_rng(0)
         vectors = rng.normal(size=(args.gallery, 512)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -24,7 +24,9 @@ import numpy as np
 from PIL import Image
 
 from app.gallery.gallery import Gallery
-from app.gallery.store import NewFace, PhotoRecord
+from app.gallery.records import NewFace, PhotoRecord
+from app.gallery.store import open_store
+from app.gallery.vector_index import IndexSettings
 from benchmarks.machine import machine
 from benchmarks.yardstick import yardstick_ms
 from core.constants import EMBEDDING_DIM
@@ -49,7 +51,7 @@ def synthetic_thumbs(n: int, seed: int = 0) -> np.ndarray:
 def build(data_dir: Path, real: list[tuple[str, str, np.ndarray]], n_photos: int, batch: int = 5000) -> float:
     """A store of `n_photos` faces with photo evidence; returns the seconds it took."""
     started = time.perf_counter()
-    gallery = Gallery(data_dir, MODEL_ID)
+    gallery = Gallery(open_store(data_dir), data_dir, MODEL_ID)
     rng = np.random.default_rng(1)
     entries = [(person, None, [NewFace(source, np.zeros(EMBEDDING_DIM, np.float32) + 1 / np.sqrt(EMBEDDING_DIM), None, record(t))])
                for person, source, t in real]
@@ -97,7 +99,7 @@ def main() -> None:
         build_s = build(Path(tmp), real, args.photos)
         store_bytes = (Path(tmp) / "gallery.sqlite3").stat().st_size
         opened = time.perf_counter()
-        gallery = Gallery(Path(tmp), MODEL_ID, index_kind=args.index)
+        gallery = Gallery(open_store(tmp), Path(tmp), MODEL_ID, IndexSettings(args.index))
         open_s = time.perf_counter() - opened
         images = [load_image(q.path) for q in queries]
         for img in images[:10]:  # warm-up

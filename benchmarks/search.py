@@ -27,7 +27,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from app.gallery.index import DEFAULT_IVF_NPROBE
+from app.gallery.vector_index import DEFAULT_IVF_NPROBE
 from benchmarks.machine import machine
 
 PHOTOS_PER_PERSON = 5
@@ -151,10 +151,13 @@ def restart(gallery: np.ndarray, index_kind: str, nprobe: int, model_id: str = "
     """Open a store of this many faces as `faceid serve` does at start: the first time (the
     index built from the store), then after a shutdown that saved the index beside it."""
     from app.gallery.gallery import Gallery
-    from app.gallery.store import NewFace, Store
+    from app.gallery.records import NewFace
+    from app.gallery.sqlite import SqliteStore
+    from app.gallery.store import open_store
+    from app.gallery.vector_index import IndexSettings
 
     with tempfile.TemporaryDirectory(dir=os.environ.get("FACEID_BENCH_TMP")) as tmp:
-        store = Store(Path(tmp) / "gallery.sqlite3")
+        store = SqliteStore(Path(tmp) / "gallery.sqlite3")
         start = time.perf_counter()
         for first in range(0, len(gallery), 50_000):
             chunk = gallery[first : first + 50_000]
@@ -163,14 +166,14 @@ def restart(gallery: np.ndarray, index_kind: str, nprobe: int, model_id: str = "
         filled = time.perf_counter() - start
         store.close()
         start = time.perf_counter()
-        opened = Gallery(Path(tmp), model_id, index_kind, ivf_nprobe=nprobe)
+        opened = Gallery(open_store(tmp), Path(tmp), model_id, IndexSettings(index_kind, nprobe=nprobe))  # type: ignore[arg-type]
         built = time.perf_counter() - start
         start = time.perf_counter()
-        opened.save_index()
+        opened.save_snapshot()
         saved = time.perf_counter() - start
         opened.close()
         start = time.perf_counter()
-        reopened = Gallery(Path(tmp), model_id, index_kind, ivf_nprobe=nprobe)
+        reopened = Gallery(open_store(tmp), Path(tmp), model_id, IndexSettings(index_kind, nprobe=nprobe))  # type: ignore[arg-type]
         loaded = time.perf_counter() - start
         size, trained = reopened.index.size, reopened.index.trained_on
         reopened.close()

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from app.gallery.index import FaceIndex
+from app.gallery.vector_index import IndexSettings, VectorIndex
 from benchmarks.machine import machine, spread
 from benchmarks.photos import jpeg_at
 from benchmarks.yardstick import yardstick_ms
@@ -129,7 +129,7 @@ def search_benchmarks(sizes: list[int], n_queries: int, seed: int = 0) -> dict:
         row = {}
         truth = None
         for kind in ("flat", "hnsw"):
-            index = FaceIndex(kind)
+            index = VectorIndex(IndexSettings(kind))
             start = time.perf_counter()
             index.add(np.arange(size, dtype=np.int64), gallery)
             build = time.perf_counter() - start

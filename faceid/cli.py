@@ -136,10 +136,10 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.config import Settings
-    from app.connections import uvicorn_options
-    from app.engine import set_serving_threads
-    from app.gallery.store import check_data_dir
+    from app.gallery.sqlite import check_data_dir
+    from app.http.connection_limits import uvicorn_options
     from app.main import create_app
+    from app.wiring import set_serving_threads
 
     settings = Settings()
     check_data_dir(settings.data_dir)  # one clear line, not a traceback from the lifespan
@@ -179,9 +179,16 @@ def _gallery_settings(args: argparse.Namespace):
 
 
 def _gallery_import(args: argparse.Namespace) -> int:
-    from app.gallery.bulk import import_folder
+    from app.usecases.bulk import import_folder
+    from app.wiring import build_engine, open_gallery
 
-    result = import_folder(_gallery_settings(args), args.dir, args.batch)
+    settings = _gallery_settings(args)
+    engine = build_engine(settings)
+    gallery = open_gallery(settings, engine.model_id)
+    try:
+        result = import_folder(engine, gallery, settings, args.dir, args.batch, args.confirm_copies)
+    finally:
+        gallery.close()
     print(f"enrolled {result.added} faces; {result.skipped} already there; {result.described} given photo evidence; "
           f"{len(result.refused)} refused")
     for line in result.refused[:20]:
@@ -191,12 +198,13 @@ def _gallery_import(args: argparse.Namespace) -> int:
 
 def _gallery_migrate(args: argparse.Namespace) -> int:
     from app.config import Settings
-    from app.gallery.migrate import migrate, open_location
+    from app.gallery.migrate import migrate
+    from app.gallery.store import open_store
 
     password = Settings().store_password()  # FACEID_STORE_PASSWORD_FILE, for a URL without one
-    source = open_location(args.source, password)
+    source = open_store(args.source, password)
     try:
-        target = open_location(args.target, password)
+        target = open_store(args.target, password)
         try:
             result = migrate(source, target, args.batch)
         finally:
@@ -209,9 +217,16 @@ def _gallery_migrate(args: argparse.Namespace) -> int:
 
 
 def _gallery_reembed(args: argparse.Namespace) -> int:
-    from app.gallery.bulk import reembed
+    from app.usecases.bulk import reembed
+    from app.wiring import build_engine, open_settings_store
 
-    print(f"re-embedded {reembed(_gallery_settings(args))} faces")
+    settings = _gallery_settings(args)
+    engine = build_engine(settings)
+    store = open_settings_store(settings)
+    try:
+        print(f"re-embedded {reembed(engine, store)} faces")
+    finally:
+        store.close()
     return 0
 
 
@@ -299,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = gsub.add_parser("import", help="enrol the clean (gallery) photos of a data set folder (resumable)")
     g.add_argument("dir", type=Path)
     g.add_argument("--batch", type=int, default=32, help="images per detection/embedding batch")
+    g.add_argument("--confirm-copies", action="store_true",
+                   help="enrol photos that copy a photo enrolled for another person (as /enroll's confirm_copy); refused otherwise")
     g.set_defaults(func=_gallery_import)
     g = gsub.add_parser("reembed", help="re-embed every stored face with the configured model")
     g.set_defaults(func=_gallery_reembed)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import io
 import socket
 import struct
+import threading
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,8 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 from app.config import Settings
 from app.main import create_app
-from core.faces.pipeline import FacePipeline, PipelineConfig, load_pipeline
-from core.images import load_image
+from core.faces.pipeline import Face, FacePipeline, PipelineConfig, load_pipeline
+from core.images import Decoded, load_image
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"  # the tests' own: the int8 calibration photos are apart
 GROUP = FIXTURES / "group.jpg"
@@ -88,6 +89,29 @@ def facecom_dir(tmp_path_factory: pytest.TempPathFactory, group_faces: list[Imag
 
 # -- the service in-process ------------------------------------------------------------------
 KEY = "k" * 24
+
+
+class HeldDetection:
+    """The service's face pipeline, watched and held by a test (create_app's `pipeline` door):
+    the sizes of the photos it was given, `entered` once it was called, and detection waits
+    while `release` is clear."""
+
+    def __init__(self, inner: FacePipeline) -> None:
+        self.inner = inner
+        self.sizes: list[list[tuple[int, int]]] = []
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.release.set()
+
+    def faces(self, photos: Sequence[Decoded]) -> list[list[Face]]:
+        self.sizes.append([p.image.size for p in photos])
+        self.entered.set()
+        self.release.wait(30)
+        return self.inner.faces(photos)
+
+
+@pytest.fixture()
+def detection(pipeline: FacePipeline) -> HeldDetection:
+    return HeldDetection(pipeline)
 
 
 def settings(tmp_path: Path, **kw) -> Settings:

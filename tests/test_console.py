@@ -1,7 +1,7 @@
 """The web console in a real browser (Debian's chromium, driven by Playwright) against a real
 `faceid serve` with an API key: the key asked once, enrol, identify with the boxes drawn where the
 faces are (EXIF-rotated photo included), choose a face among comparable ones, markup shown as
-text, browse and delete. Each test leaves screenshots in its tmp_path; the README's two come from
+text, browse and delete. Each test leaves screenshots in its tmp_path; docs/' two come from
 `pytest tests/test_console.py --basetemp=/tmp/console` (identify.png, gallery.png)."""
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from app.evidence import answer
 from app.gallery.gallery import Candidate, PhotoCandidate
+from app.usecases.evidence import answer
 from core.faces.pipeline import Face
 from core.faces.quality import assess
 

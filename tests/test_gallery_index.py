@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 
 from app.gallery.gallery import Gallery
-from app.gallery.index import Cells, FaceIndex
-from app.gallery.store import NewFace
+from app.gallery.records import Cells, NewFace
+from app.gallery.store import open_store
+from app.gallery.vector_index import IndexSettings, VectorIndex
+
+
+def sqlite_gallery(folder, model_id="m@1", **index) -> Gallery:
+    """A gallery on the SQLite store in `folder`, with its snapshot beside it."""
+    return Gallery(open_store(folder), folder, model_id, IndexSettings(**index))
 
 
 def unit_rows(n, seed=0):
@@ -16,7 +22,7 @@ def unit_rows(n, seed=0):
 
 def test_hnsw_agrees_with_flat_on_a_small_gallery():
     vectors, queries = unit_rows(500), unit_rows(50, seed=1)
-    flat, hnsw = FaceIndex("flat"), FaceIndex("hnsw")
+    flat, hnsw = VectorIndex(IndexSettings("flat")), VectorIndex(IndexSettings("hnsw"))
     ids = np.arange(500, dtype=np.int64) + 10
     flat.add(ids, vectors)
     hnsw.add(ids, vectors)
@@ -29,7 +35,7 @@ def test_hnsw_agrees_with_flat_on_a_small_gallery():
 def test_removed_faces_are_never_returned():
     vectors = unit_rows(20)
     for kind in ("flat", "hnsw"):
-        index = FaceIndex(kind)
+        index = VectorIndex(IndexSettings(kind))
         index.add(np.arange(20), vectors)
         index.remove([3])
         sims, ids = index.search(vectors[3:4], 5)
@@ -38,7 +44,7 @@ def test_removed_faces_are_never_returned():
 
 
 def test_search_pads_when_gallery_is_small():
-    index = FaceIndex("flat")
+    index = VectorIndex()
     index.add(np.array([7]), unit_rows(1))
     sims, ids = index.search(unit_rows(2), 3)
     assert ids.shape == (2, 3) and list(ids[0]) == [7, -1, -1]
@@ -46,7 +52,7 @@ def test_search_pads_when_gallery_is_small():
 
 def test_gallery_ranks_persons_by_their_best_face(tmp_path):
     v = unit_rows(3)
-    gallery = Gallery(tmp_path, "m@1")
+    gallery = sqlite_gallery(tmp_path)
     gallery.enroll("a", None, [NewFace("a1", v[0]), NewFace("a2", v[1])])
     gallery.enroll("b", "Bee", [NewFace("b1", v[2])])
     (row,) = gallery.search(v[1:2], 5)
@@ -72,19 +78,19 @@ def enrol_people(gallery, vectors, people, per_person=5):
 
 
 def test_ivf_is_exact_until_it_has_enough_faces(monkeypatch):
-    monkeypatch.setattr("app.gallery.index.IVF_MIN_FACES", 4000)
+    monkeypatch.setattr("app.gallery.vector_index.IVF_MIN_FACES", 4000)
     vectors, _ = clustered(300, 5)
-    small = FaceIndex.over(np.arange(1500), vectors, "ivf")
+    small = VectorIndex.over(np.arange(1500), vectors, IndexSettings("ivf"))
     assert small.trained_on == 0 and not small.needs_training
     _, exact = small.search(vectors[:50], 1)
     assert exact[:, 0].tolist() == list(range(50))
 
 
 def test_ivf_finds_the_person_exact_search_finds_and_forgets_deleted_faces(monkeypatch):
-    monkeypatch.setattr("app.gallery.index.IVF_MIN_FACES", 4000)
+    monkeypatch.setattr("app.gallery.vector_index.IVF_MIN_FACES", 4000)
     vectors, centres = clustered(1000, 5)
     ids = np.arange(len(vectors), dtype=np.int64) + 100
-    ivf = FaceIndex.over(ids, vectors, "ivf", nprobe=16)
+    ivf = VectorIndex.over(ids, vectors, IndexSettings("ivf", nprobe=16))
     assert ivf.trained_on == 5000 and ivf.size == 5000
     queries = centres + 0.5 / np.sqrt(512) * np.random.default_rng(2).standard_normal(centres.shape)
     queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
@@ -97,9 +103,9 @@ def test_ivf_finds_the_person_exact_search_finds_and_forgets_deleted_faces(monke
 
 
 def test_the_gallery_trains_its_ivf_cells_once_it_has_outgrown_flat_search(tmp_path, monkeypatch):
-    monkeypatch.setattr("app.gallery.index.IVF_MIN_FACES", 3000)
+    monkeypatch.setattr("app.gallery.vector_index.IVF_MIN_FACES", 3000)
     vectors, _ = clustered(700, 5)
-    gallery = Gallery(tmp_path, "m@1", "ivf")
+    gallery = sqlite_gallery(tmp_path, kind="ivf")
     enrol_people(gallery, vectors, range(500))
     assert gallery.index.trained_on == 0  # 2,500 faces: still exact
     enrol_people(gallery, vectors, range(500, 700))
@@ -113,21 +119,21 @@ def test_the_gallery_trains_its_ivf_cells_once_it_has_outgrown_flat_search(tmp_p
 
 
 def test_a_saved_index_is_loaded_at_the_next_start_instead_of_rebuilt(tmp_path, monkeypatch):
-    monkeypatch.setattr("app.gallery.index.IVF_MIN_FACES", 1000)
+    monkeypatch.setattr("app.gallery.vector_index.IVF_MIN_FACES", 1000)
     vectors, _ = clustered(300, 5)
-    gallery = Gallery(tmp_path, "m@1", "ivf", ivf_nprobe=8)
+    gallery = sqlite_gallery(tmp_path, kind="ivf", nprobe=8)
     enrol_people(gallery, vectors, range(300))
     assert gallery.index.trained_on == 1500
     before = gallery.search(vectors[:20], 1)
-    gallery.save_index()
+    gallery.save_snapshot()
     gallery.close()
 
     def no_rebuild(self):
         raise AssertionError("rebuilt from the embeddings")
 
     with monkeypatch.context() as m:
-        m.setattr("app.gallery.store.Store.embeddings", no_rebuild)
-        again = Gallery(tmp_path, "m@1", "ivf", ivf_nprobe=8)
+        m.setattr("app.gallery.sqlite.SqliteStore.embeddings", no_rebuild)
+        again = sqlite_gallery(tmp_path, kind="ivf", nprobe=8)
     assert again.index.trained_on == 1500 and again.in_sync
     assert again.search(vectors[:20], 1) == before
     again.close()
@@ -135,43 +141,47 @@ def test_a_saved_index_is_loaded_at_the_next_start_instead_of_rebuilt(tmp_path, 
 
 def test_a_stale_or_damaged_saved_index_is_rebuilt_from_the_store(tmp_path):
     vectors, _ = clustered(40, 5)
-    gallery = Gallery(tmp_path, "m@1")
+    gallery = sqlite_gallery(tmp_path)
     enrol_people(gallery, vectors, range(30))
-    gallery.save_index()
+    gallery.save_snapshot()
     enrol_people(gallery, vectors, range(30, 40))  # a write after the save: the saved index is stale
     gallery.close()
-    again = Gallery(tmp_path, "m@1")
+    again = sqlite_gallery(tmp_path)
     assert again.index.size == 200 and again.in_sync
-    again.save_index()
+    again.save_snapshot()
     again.close()
     (tmp_path / "index.faiss").write_bytes(b"not an index")
-    third = Gallery(tmp_path, "m@1")
+    third = sqlite_gallery(tmp_path)
     assert third.index.size == 200 and third.in_sync
     (best, *_), = third.search(vectors[5 * 35][None], 1)
     assert best.person_id == "p35"
     third.close()
 
 
-def test_an_index_saved_for_another_model_or_kind_is_not_used(tmp_path):
+def test_an_index_saved_for_another_model_or_kind_is_not_used(tmp_path, caplog):
     vectors, _ = clustered(20, 5)
-    gallery = Gallery(tmp_path, "m@1")
+    gallery = sqlite_gallery(tmp_path)
     enrol_people(gallery, vectors, range(20))
-    gallery.save_index()
+    gallery.save_snapshot()
     gallery.close()
-    hnsw = Gallery(tmp_path, "m@1", "hnsw")
-    assert isinstance(faiss.downcast_index(hnsw.index._index.index), faiss.IndexHNSWFlat) and hnsw.in_sync
-    hnsw.close()
+    for kind in ("hnsw", "ivf"):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            again = sqlite_gallery(tmp_path, kind=kind)
+        assert "saved for another gallery, model or index setting" in caplog.text
+        assert again.index.kind == kind and again.index.size == 100 and again.in_sync
+        again.close()
 
 
 def test_a_failed_retraining_keeps_the_enrolment_and_the_index(tmp_path, monkeypatch):
-    monkeypatch.setattr("app.gallery.index.IVF_MIN_FACES", 1000)
+    monkeypatch.setattr("app.gallery.vector_index.IVF_MIN_FACES", 1000)
     vectors, _ = clustered(300, 5)
-    gallery = Gallery(tmp_path, "m@1", "ivf")
+    gallery = sqlite_gallery(tmp_path, kind="ivf")
 
-    def broken(self, vectors, cells):
+    def broken(*args, **kwargs):
         raise RuntimeError("faiss ran out of something")
 
-    monkeypatch.setattr("app.gallery.index.FaceIndex._make_ivf", broken)
+    monkeypatch.setattr(VectorIndex, "over", broken)
     enrol_people(gallery, vectors, range(300))  # crosses 1,000 faces: retraining fails
     assert gallery.index.size == 1500 and gallery.in_sync and gallery.index.trained_on == 0
     (best, *_), = gallery.search(vectors[5 * 250][None], 1)
@@ -182,17 +192,13 @@ def test_a_failed_retraining_keeps_the_enrolment_and_the_index(tmp_path, monkeyp
 def ivf_gallery(store_kind, folder, request):
     """A gallery with an IVF index on the store the test is parametrised with; no snapshot is
     ever saved, so every open builds from the store."""
-    if store_kind == "sqlite":
-        return Gallery(folder, "m@1", "ivf", ivf_nprobe=8)
-    from app.gallery.postgres import PostgresStore
-    from app.gallery.shared import SharedGallery
-
-    return SharedGallery(PostgresStore(request.getfixturevalue("postgres_url")), folder, "m@1", "ivf", ivf_nprobe=8, follow=False)
+    location = folder if store_kind == "sqlite" else request.getfixturevalue("postgres_url")
+    return Gallery(open_store(location), folder, "m@1", IndexSettings("ivf", nprobe=8))
 
 
 @pytest.mark.parametrize("store_kind", ["sqlite", "postgresql"])
 def test_ivf_cells_are_trained_once_per_gallery_and_kept_in_the_store(tmp_path, monkeypatch, request, store_kind):
-    monkeypatch.setattr("app.gallery.index.IVF_MIN_FACES", 1000)
+    monkeypatch.setattr("app.gallery.vector_index.IVF_MIN_FACES", 1000)
     vectors, _ = clustered(300, 5)
     first = ivf_gallery(store_kind, tmp_path, request)
     enrol_people(first, vectors, range(300))
@@ -213,7 +219,7 @@ def test_ivf_cells_are_trained_once_per_gallery_and_kept_in_the_store(tmp_path, 
 
 @pytest.mark.parametrize("store_kind", ["sqlite", "postgresql"])
 def test_outgrown_cells_are_trained_anew_and_replace_the_kept_ones(tmp_path, monkeypatch, request, store_kind):
-    monkeypatch.setattr("app.gallery.index.IVF_MIN_FACES", 1000)
+    monkeypatch.setattr("app.gallery.vector_index.IVF_MIN_FACES", 1000)
     vectors, _ = clustered(1000, 5)
     gallery = ivf_gallery(store_kind, tmp_path, request)
     enrol_people(gallery, vectors, range(200))  # 1,000 faces: trained
@@ -246,13 +252,13 @@ def scramble_vectors(path, seed=3):
 
 def test_a_saved_index_whose_vectors_were_damaged_is_rebuilt(tmp_path, caplog):
     vectors, _ = clustered(20, 5)
-    gallery = Gallery(tmp_path, "m@1")
+    gallery = sqlite_gallery(tmp_path)
     enrol_people(gallery, vectors, range(20))
-    gallery.save_index()
+    gallery.save_snapshot()
     gallery.close()
     scramble_vectors(tmp_path / "index.faiss")
     with caplog.at_level("WARNING"):
-        again = Gallery(tmp_path, "m@1")
+        again = sqlite_gallery(tmp_path)
     assert any("sha256 differs" in r.getMessage() for r in caplog.records)
     assert [row[0].person_id for row in again.search(vectors[::5], 1)] == [f"p{i}" for i in range(20)]
     again.close()
@@ -266,15 +272,15 @@ def test_a_damaged_index_with_a_note_that_matches_it_fails_the_spot_check(tmp_pa
     from core.files import sha256_of
 
     vectors, _ = clustered(20, 5)
-    gallery = Gallery(tmp_path, "m@1")
+    gallery = sqlite_gallery(tmp_path)
     enrol_people(gallery, vectors, range(20))
-    gallery.save_index()
+    gallery.save_snapshot()
     gallery.close()
     scramble_vectors(tmp_path / "index.faiss")
     note = json.loads((tmp_path / "index.json").read_text())
     (tmp_path / "index.json").write_text(json.dumps(note | {"sha256": sha256_of(tmp_path / "index.faiss")}))
     with caplog.at_level("WARNING"):
-        again = Gallery(tmp_path, "m@1")
+        again = sqlite_gallery(tmp_path)
     assert any("is not in it as stored" in r.getMessage() for r in caplog.records)
     assert [row[0].person_id for row in again.search(vectors[::5], 1)] == [f"p{i}" for i in range(20)]
     again.close()
@@ -284,12 +290,12 @@ def test_the_index_and_its_note_reach_the_disk_before_they_are_renamed(tmp_path,
     import os
 
     vectors, _ = clustered(5, 2)
-    gallery = Gallery(tmp_path, "m@1")
+    gallery = sqlite_gallery(tmp_path)
     enrol_people(gallery, vectors, range(5), per_person=2)
     synced = []
     real = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real(fd))
-    gallery.save_index()
+    gallery.save_snapshot()
     gallery.close()
     names = [os.path.basename(p) for p in synced]
     assert any(n.startswith(".index.") and n.endswith(".faiss") for n in names)  # the data, before the rename
@@ -299,12 +305,12 @@ def test_the_index_and_its_note_reach_the_disk_before_they_are_renamed(tmp_path,
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
 def test_a_wider_search_visits_as_many_cells_or_candidates_as_a_wider_index(monkeypatch, kind):
-    monkeypatch.setattr("app.gallery.index.IVF_MIN_FACES", 4000)
+    monkeypatch.setattr("app.gallery.vector_index.IVF_MIN_FACES", 4000)
     vectors = unit_rows(5000, seed=3)
     queries = unit_rows(200, seed=4)  # far from every face: the breadth of the search decides
     ids = np.arange(len(vectors), dtype=np.int64)
-    narrow = FaceIndex.over(ids, vectors, kind, nprobe=2, ef_search=8, hnsw_m=8)
-    wide = FaceIndex.over(ids, vectors, kind, nprobe=8, ef_search=32, hnsw_m=8)
+    narrow = VectorIndex.over(ids, vectors, IndexSettings(kind, nprobe=2, ef_search=8, hnsw_m=8))
+    wide = VectorIndex.over(ids, vectors, IndexSettings(kind, nprobe=8, ef_search=32, hnsw_m=8))
     _, usual = narrow.search(queries, 5)
     _, wider = narrow.search(queries, 5, wider=4)
     _, reference = wide.search(queries, 5)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.gallery.gallery import STORE_FILE
-from app.gallery.index import Cells
-from app.gallery.migrate import migrate, open_location
-from app.gallery.shared import SharedGallery
-from app.gallery.store import FACE_COLUMNS, NewFace, PhotoRecord, Store
+from app.gallery.gallery import Gallery
+from app.gallery.migrate import migrate
+from app.gallery.records import FACE_COLUMNS, Cells, NewFace, PhotoRecord
+from app.gallery.sqlite import STORE_FILE, SqliteStore
+from app.gallery.store import open_store
 from core.errors import FaceIdError
 from core.photos.descriptor import PROJECTED_DIM, THUMB_SIDE
 from faceid.cli import main
@@ -27,8 +27,8 @@ def photo(seed: int) -> PhotoRecord:
     return PhotoRecord(rng.integers(0, 255, (THUMB_SIDE, THUMB_SIDE), dtype=np.uint8), vector / np.linalg.norm(vector), (0.1, 0.2, 0.5, 0.6))
 
 
-def sqlite_gallery(folder, persons: int = 30, faces_each: int = 3) -> Store:
-    store = Store(folder / STORE_FILE)
+def sqlite_gallery(folder, persons: int = 30, faces_each: int = 3) -> SqliteStore:
+    store = SqliteStore(folder / STORE_FILE)
     v = unit(persons * faces_each)
     with store.write() as w:
         w.add_faces([(f"p{p}", f"Person {p}" if p % 2 else None,
@@ -46,16 +46,16 @@ def everything(store) -> tuple:
 
 def test_sqlite_to_postgresql_and_back_keeps_every_person_face_and_embedding(tmp_path, postgres_url):
     source = sqlite_gallery(tmp_path / "a")
-    pg = open_location(postgres_url)
+    pg = open_store(postgres_url)
     result = migrate(source, pg, batch=7)
     assert (result.persons, result.faces, result.copied) == (30, 87, 87)
-    back = open_location(str(tmp_path / "b"))
+    back = open_store(str(tmp_path / "b"))
     migrate(pg, back, batch=10)
     assert everything(source) == everything(pg) == everything(back)
     assert len(FACE_COLUMNS) == len(back.face_rows(0, 1)[0])
     pg.close()
 
-    shared = SharedGallery(open_location(postgres_url), tmp_path / "replica", "m@1")  # type: ignore[arg-type]
+    shared = Gallery(open_store(postgres_url), tmp_path / "replica", "m@1")
     assert shared.index.size == 87 and shared.photos.size == 58
     assert [c.person_id for c in shared.search(unit(90)[4:5], 1)[0]] == ["p1"]
     shared.enroll("new", None, [NewFace("n.jpg", unit(1, seed=9)[0])])  # the id sequence starts past the copied ids
@@ -67,7 +67,7 @@ def test_the_sources_ivf_cells_come_along(tmp_path, postgres_url):
     source = sqlite_gallery(tmp_path / "a")
     cells = Cells(unit(16, seed=3), trained_on=60_000)
     source.keep_index_cells("faces m@1", cells)
-    pg = open_location(postgres_url)
+    pg = open_store(postgres_url)
     migrate(source, pg)
     copied = pg.index_cells("faces m@1")
     assert copied is not None and copied.trained_on == 60_000 and np.array_equal(copied.centroids, cells.centroids)
@@ -77,7 +77,7 @@ def test_the_sources_ivf_cells_come_along(tmp_path, postgres_url):
 
 def test_an_interrupted_migration_resumes_where_it_stopped(tmp_path, postgres_url, monkeypatch):
     source = sqlite_gallery(tmp_path / "a")
-    pg = open_location(postgres_url)
+    pg = open_store(postgres_url)
     real, calls = pg.write, []
 
     def failing_after_two():

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw, ImageFilter
 
-from app.gallery.store import SCHEMA_VERSION, Store
+from app.gallery.sqlite import SCHEMA_VERSION, SqliteStore
 from app.main import create_app
 from core.data.dataset import Sample
 from core.faces.geometry import fractions_of
@@ -150,6 +150,30 @@ def test_enrolling_a_copy_under_another_person_is_409_unless_confirmed(client, g
     assert same.status_code == 200 and same.json()["faces"][0]["copy_of"]["photo"] == "p0_0.jpg"
 
 
+def test_gallery_import_refuses_a_copy_of_another_persons_photo_as_enroll_does(tmp_path, group_faces, monkeypatch, capsys):
+    """The import goes through /enroll's rules: a copy of a photo enrolled for someone else is
+    refused (also one earlier in the same batch), one's own is not, and confirming takes it."""
+    from faceid.cli import main
+
+    monkeypatch.setenv("FACEID_DATA_DIR", str(tmp_path / "gallery"))
+    monkeypatch.setenv("FACEID_WEIGHTS", "casia-webface")
+    with TestClient(create_app(settings(tmp_path))) as c:
+        assert enroll(c, "p0", [group_faces[0]]).status_code == 200
+    folder = tmp_path / "folder"
+    photos = {"p0": group_faces[0], "x_copies_p0": distorted(group_faces[0], "noisy"), "p1": group_faces[1], "y_copies_p1": group_faces[1]}
+    for person, photo in photos.items():
+        (folder / person).mkdir(parents=True)
+        photo.save(folder / person / f"{person}_0001.jpg", quality=92)
+    capsys.readouterr()
+    assert main(["gallery", "import", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "enrolled 2 faces" in out and "2 refused" in out  # p0's own photo again and p1 go in; the two copies do not
+    assert "x_copies_p0_0001.jpg: a copy of 'p0_0.jpg', enrolled for 'p0'" in out
+    assert "y_copies_p1_0001.jpg: a copy of 'p1_0001.jpg', enrolled for 'p1'" in out  # p1 came in the same batch
+    assert main(["gallery", "import", str(folder), "--confirm-copies"]) == 0
+    assert "enrolled 2 faces; 2 already there" in capsys.readouterr().out
+
+
 def test_with_photo_evidence_off_the_answers_are_the_face_evidence_alone(tmp_path, group_faces, client):
     queries = [jpeg(blown_out(group_faces[1])), jpeg(distorted(group_faces[2], "rainy")), jpeg(group_faces[5])]
     with TestClient(create_app(settings(tmp_path / "off", photo_evidence=False))) as off:
@@ -182,7 +206,7 @@ def test_a_version_1_store_migrates_and_gallery_import_fills_its_photo_evidence(
         db.execute("DROP TABLE index_cells")
         db.execute("PRAGMA user_version = 0")
     db.close()
-    store = Store(tmp_path / "gallery" / "gallery.sqlite3")
+    store = SqliteStore(tmp_path / "gallery" / "gallery.sqlite3")
     assert store.schema_version() == SCHEMA_VERSION and len(store.faces_without_photos()) == 7
     assert store.counts() == (6, 7)  # nothing lost on the way
     store.close()
@@ -316,7 +340,7 @@ def test_the_rerank_compares_exact_descriptors_and_the_search_keeps_the_stored_o
     """The stored, projected vectors come from SEARCH_GROW descriptors (a blown pixel's neighbours
     masked too), so `describe` keeps making them; the re-rank describes the query and the shortlist
     at EXACT_GROW, which keeps the band beside a glare (on FACECOM's glared copies that band is
-    much of what is left: README, Photo evidence)."""
+    much of what is left: docs/photo-evidence.md)."""
     rng = np.random.default_rng(7)
     photo = np.asarray(Image.fromarray(rng.integers(0, 220, (8, 8), dtype=np.uint8)).resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BICUBIC))
     others = [np.roll(photo, 9 * (i + 1), axis=1) for i in range(3)]

@@ -15,9 +15,14 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.gallery.gallery import Gallery
-from app.gallery.store import NewFace, StorageFull
+from app.gallery.records import NewFace, StorageFull, StoreReadOnly, StoreUnavailable
+from app.gallery.sqlite import STORE_FILE, SqliteStore
+from app.gallery.store import open_store
+from app.gallery.vector_index import IndexSettings
 from app.main import create_app
 from tests.conftest import KEY, enroll, identify, jpeg, settings
+
+PAGE = 4096  # SQLite's default page size: a file's pages are its size over this
 
 
 def png(img: Image.Image) -> bytes:
@@ -131,72 +136,49 @@ def test_without_the_key_a_chunked_body_is_refused_unread(tmp_path):
         assert sum(sent) < 1 << 20  # not spooled: 50 MB offered, almost none read
 
 
-def test_a_huge_photo_is_detected_small_and_boxes_stay_in_its_pixels(client, group_faces):
-    big = group_faces[5].resize((4000, 4000))
-    enroll(client, "p5", [group_faces[5]])
-    seen = []
-    pipeline = client.app.state.engine.pipeline
-    original = pipeline.detect_batch
-    pipeline.detect_batch = lambda images: seen.extend(img.size for img in images) or original(images)
-    (face,) = identify(client, jpeg(big, quality=80)).json()["faces"]
-    assert 384 <= max(seen[0]) <= 768  # JPEG DCT scaling to 1/8: 500 px, never the full 4000
+def test_a_huge_photo_is_detected_small_and_boxes_stay_in_its_pixels(tmp_path, store, detection, group_faces):
+    with TestClient(create_app(settings(tmp_path, **store), pipeline=detection)) as client:
+        big = group_faces[5].resize((4000, 4000))
+        enroll(client, "p5", [group_faces[5]])
+        detection.sizes.clear()
+        (face,) = identify(client, jpeg(big, quality=80)).json()["faces"]
+    assert 384 <= max(detection.sizes[0][0]) <= 768  # JPEG DCT scaling to 1/8: 500 px, never the full 4000
     assert face["match"]["person_id"] == "p5"
     assert 1200 < face["box"][0] < 2000 and face["box"][2] > 2000  # the face sits mid-photo, in 4000-px coordinates
 
 
-def test_a_full_queue_answers_503_with_retry_after(tmp_path, group_faces):
-    with TestClient(create_app(settings(tmp_path, max_pending=1))) as c:
-        release, entered = threading.Event(), threading.Event()
-        pipeline = c.app.state.engine.pipeline
-        original = pipeline.detect_batch
-
-        def slow(images):
-            entered.set()
-            release.wait(30)
-            return original(images)
-
-        pipeline.detect_batch = slow
+def test_a_full_queue_answers_503_with_retry_after(tmp_path, detection, group_faces):
+    with TestClient(create_app(settings(tmp_path, max_pending=1), pipeline=detection)) as c:
+        detection.release.clear()
         first = threading.Thread(target=identify, args=(c, jpeg(group_faces[0])))
         first.start()
-        assert entered.wait(30)
+        assert detection.entered.wait(30)
         r = identify(c, jpeg(group_faces[1]))
-        release.set()
+        detection.release.set()
         first.join(60)
         assert r.status_code == 503 and r.headers["Retry-After"] == "1" and "waiting" in r.json()["detail"]
         assert c.get("/healthz").status_code == 200
 
 
-def test_when_the_queue_is_full_the_503_comes_before_the_upload_is_read(tmp_path, group_faces):
-    with TestClient(create_app(settings(tmp_path, max_pending=1))) as c:
-        release, entered = threading.Event(), threading.Event()
-        pipeline = c.app.state.engine.pipeline
-        original = pipeline.detect_batch
-
-        def slow(images):
-            entered.set()
-            release.wait(30)
-            return original(images)
-
-        pipeline.detect_batch = slow
+def test_when_the_queue_is_full_the_503_comes_before_the_upload_is_read(tmp_path, detection, group_faces):
+    with TestClient(create_app(settings(tmp_path, max_pending=1), pipeline=detection)) as c:
+        detection.release.clear()
         first = threading.Thread(target=identify, args=(c, jpeg(group_faces[0])))
         first.start()
-        assert entered.wait(30)
+        assert detection.entered.wait(30)
         sent: list[int] = []
         r = c.post("/identify", content=chunked(50 << 20, sent), headers={"Content-Type": "multipart/form-data; boundary=b"})
-        release.set()
+        detection.release.set()
         first.join(60)
         assert r.status_code == 503 and r.headers["Retry-After"] == "1" and "waiting" in r.json()["detail"]
         assert sum(sent) < 1 << 20  # answered from the head: 50 MB offered, almost none read
 
 
-def test_a_request_past_its_time_limit_answers_503(tmp_path, group_faces):
-    with TestClient(create_app(settings(tmp_path, request_timeout_s=0.2))) as c:
-        release = threading.Event()
-        pipeline = c.app.state.engine.pipeline
-        original = pipeline.detect_batch
-        pipeline.detect_batch = lambda images: release.wait(30) and original(images)
+def test_a_request_past_its_time_limit_answers_503(tmp_path, detection, group_faces):
+    with TestClient(create_app(settings(tmp_path, request_timeout_s=0.2), pipeline=detection)) as c:
+        detection.release.clear()
         r = identify(c, jpeg(group_faces[0]))
-        release.set()
+        detection.release.set()
         assert r.status_code == 503 and "longer than" in r.json()["detail"]
 
 
@@ -227,9 +209,13 @@ def face(seed: int) -> NewFace:
     return NewFace(f"f{seed}.jpg", vector(seed))
 
 
+def sqlite_gallery(folder, store=None, **index) -> Gallery:
+    return Gallery(store if store is not None else open_store(folder), folder, "m@1", IndexSettings(**index))
+
+
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
 def test_a_rebuild_and_an_enrolment_or_delete_never_interleave(tmp_path, kind):
-    gallery = Gallery(tmp_path, "m@1", kind)
+    gallery = sqlite_gallery(tmp_path, kind=kind)
     gallery.enroll("a", None, [face(1)])
     gallery.enroll("b", None, [face(2)])
     paused, resume = threading.Event(), threading.Event()
@@ -258,7 +244,7 @@ def test_a_rebuild_and_an_enrolment_or_delete_never_interleave(tmp_path, kind):
 
 
 def test_a_failed_index_update_leaves_nothing_stored(tmp_path):
-    gallery = Gallery(tmp_path, "m@1")
+    gallery = sqlite_gallery(tmp_path)
 
     def broken(ids, vectors):
         raise MemoryError("index full")
@@ -270,38 +256,43 @@ def test_a_failed_index_update_leaves_nothing_stored(tmp_path):
 
 
 def test_a_failed_commit_takes_the_faces_back_out_of_the_index(tmp_path):
-    gallery = Gallery(tmp_path, "m@1")
+    gallery = sqlite_gallery(tmp_path)
     gallery.enroll("a", None, [face(1)])
-    gallery.store._db.execute("PRAGMA max_page_count = " + str(gallery.store._db.execute("PRAGMA page_count").fetchone()[0]))
+    gallery.close()
+    file = tmp_path / STORE_FILE
+    gallery = sqlite_gallery(tmp_path, SqliteStore(file, max_pages=file.stat().st_size // PAGE))  # as full as a full disk
     with pytest.raises(StorageFull, match="disk is full"):
         gallery.enroll("b", None, [face(i) for i in range(2, 40)])
     assert gallery.in_sync and gallery.index.size == 1 and gallery.store.counts() == (1, 1)
 
 
-def test_disk_full_answers_507_and_nothing_is_lost(sqlite_client, group_faces):
-    assert enroll(sqlite_client, "p0", [group_faces[0]]).status_code == 200
-    db = sqlite_client.app.state.gallery.store._db
-    db.execute("PRAGMA max_page_count = " + str(db.execute("PRAGMA page_count").fetchone()[0]))
-    r = enroll(sqlite_client, "p1", [group_faces[1]] * 6)
-    assert r.status_code == 507 and "disk is full" in r.json()["detail"]
-    assert sqlite_client.get("/readyz").json()["faces"] == 1
-    db.execute("PRAGMA max_page_count = 1073741823")  # space freed: writes work again
-    assert enroll(sqlite_client, "p1", [group_faces[1]]).status_code == 200
+def test_disk_full_answers_507_and_nothing_is_lost(tmp_path, group_faces):
+    with TestClient(create_app(settings(tmp_path))) as c:
+        assert enroll(c, "p0", [group_faces[0]]).status_code == 200
+    file = tmp_path / "gallery" / STORE_FILE
+    with TestClient(create_app(settings(tmp_path), store=SqliteStore(file, max_pages=file.stat().st_size // PAGE))) as c:
+        r = enroll(c, "p1", [group_faces[1]] * 6)
+        assert r.status_code == 507 and "disk is full" in r.json()["detail"]
+        assert c.get("/readyz").json()["faces"] == 1
+    with TestClient(create_app(settings(tmp_path))) as c:  # space freed: writes work again
+        assert enroll(c, "p1", [group_faces[1]]).status_code == 200
 
 
-def test_a_read_only_store_answers_503_and_readyz_says_so(sqlite_client, group_faces):
-    assert enroll(sqlite_client, "p0", [group_faces[0]]).status_code == 200
-    sqlite_client.app.state.gallery.store._db.execute("PRAGMA query_only = ON")
-    r = enroll(sqlite_client, "p1", [group_faces[1]])
-    assert r.status_code == 503 and "read-only" in r.json()["detail"]
-    assert sqlite_client.delete("/persons/p0").status_code == 503
-    ready = sqlite_client.get("/readyz")
-    assert ready.status_code == 503 and ready.json()["writable"] is False
-    assert identify(sqlite_client, jpeg(group_faces[0])).json()["faces"][0]["match"]["person_id"] == "p0"  # still identifies
+def test_a_read_only_store_answers_503_and_readyz_says_so(tmp_path, store, group_faces):
+    with TestClient(create_app(settings(tmp_path, **store))) as c:
+        assert enroll(c, "p0", [group_faces[0]]).status_code == 200
+    with TestClient(create_app(settings(tmp_path, **store, read_only=True))) as c:
+        r = enroll(c, "p1", [group_faces[1]])
+        assert r.status_code == 503 and "read-only" in r.json()["detail"]
+        assert c.delete("/persons/p0").status_code == 503
+        ready = c.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["writable"] is False and "read-only" in ready.json()["detail"]
+        assert identify(c, jpeg(group_faces[0])).json()["faces"][0]["match"]["person_id"] == "p0"  # still identifies
 
 
 def test_writes_by_another_process_are_noticed(sqlite_client, group_faces):
-    other = Gallery(sqlite_client.app.state.settings.data_dir, sqlite_client.app.state.gallery.model_id)  # its own connection
+    data_dir = sqlite_client.app.state.settings.data_dir
+    other = Gallery(open_store(data_dir), data_dir, sqlite_client.app.state.gallery.model_id)  # its own connection
     assert enroll(sqlite_client, "p0", [group_faces[0]]).status_code == 200
     crop_vector = sqlite_client.app.state.gallery.store.embeddings()[1][0]
     other.enroll("twin", None, [NewFace("twin.jpg", crop_vector)])
@@ -329,20 +320,30 @@ def test_a_data_dir_that_cannot_be_made_is_one_clear_line(tmp_path, monkeypatch,
 
 
 def test_sqlite_errors_map_to_store_errors(tmp_path):
-    from app.gallery.store import Store, StoreReadOnly
-
-    store = Store(tmp_path / "s.sqlite3")
-    store._db.execute("PRAGMA query_only = ON")
+    SqliteStore(tmp_path / "s.sqlite3").close()
+    store = SqliteStore(tmp_path / "s.sqlite3", read_only=True)
     with pytest.raises(StoreReadOnly):
         with store.write() as w:
             w.add_faces([("a", None, [face(1)])], "m@1")
     assert store.counts() == (0, 0) and not store.writable()
 
 
+def test_read_only_refuses_a_store_it_would_have_to_migrate(tmp_path):
+    import sqlite3
+
+    SqliteStore(tmp_path / "s.sqlite3").close()
+    with sqlite3.connect(tmp_path / "s.sqlite3") as db:
+        db.execute("DROP TABLE index_cells")  # what version 3 added: now a store as version 2 left it
+        db.execute("PRAGMA user_version = 2")
+    with pytest.raises(StoreUnavailable, match="start once without FACEID_READ_ONLY"):
+        SqliteStore(tmp_path / "s.sqlite3", read_only=True)
+    assert SqliteStore(tmp_path / "s.sqlite3").schema_version() == 3  # without it, migrated as usual
+
+
 def test_the_ivf_index_is_saved_at_shutdown_and_loaded_at_the_next_start(tmp_path, group_faces, monkeypatch):
     """Through the app's lifespan: an IVF gallery past its training size, a restart that loads
     the saved index (no rebuild from the embeddings), the same answer after it."""
-    monkeypatch.setattr("app.gallery.index.IVF_MIN_FACES", 6)
+    monkeypatch.setattr("app.gallery.vector_index.IVF_MIN_FACES", 6)
     with TestClient(create_app(settings(tmp_path, index="ivf", ivf_nprobe=4))) as c:
         for i, photo in enumerate(group_faces):
             enroll(c, f"p{i}", [photo, photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
@@ -354,7 +355,7 @@ def test_the_ivf_index_is_saved_at_shutdown_and_loaded_at_the_next_start(tmp_pat
     def no_rebuild(self):
         raise AssertionError("rebuilt from the embeddings")
 
-    monkeypatch.setattr("app.gallery.store.Store.embeddings", no_rebuild)
+    monkeypatch.setattr("app.gallery.sqlite.SqliteStore.embeddings", no_rebuild)
     with TestClient(create_app(settings(tmp_path, index="ivf", ivf_nprobe=4))) as c:
         assert c.app.state.gallery.index.trained_on == trained
         assert identify(c, jpeg(group_faces[2])).json()["faces"][0]["match"]["person_id"] == before == "p2"

@@ -12,9 +12,10 @@ import numpy as np
 import psycopg
 import pytest
 
-from app.gallery.postgres import PostgresStore
-from app.gallery.shared import FOLLOWER, SharedGallery
-from app.gallery.store import NewFace, StoreUnavailable
+from app.gallery.gallery import Gallery
+from app.gallery.postgres import FOLLOWER, PostgresStore
+from app.gallery.records import NewFace, StoreUnavailable
+from app.gallery.vector_index import IndexSettings
 from tests.conftest import jpeg
 from tests.test_server_process import Server
 
@@ -36,8 +37,22 @@ def until(check, bound: float = BOUND_S, every: float = 0.02):
         time.sleep(every)
 
 
-def gallery(url: str, tmp_path, name: str, follow: bool = True, kind: str = "flat") -> SharedGallery:
-    return SharedGallery(PostgresStore(url), tmp_path / name, "m@1", kind, follow=follow)  # type: ignore[arg-type]
+class Deaf:
+    """A sync policy that believes it is listening and hears nothing."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def may_have_changed(self, applied: int) -> bool:
+        return False
+
+
+def gallery(url: str, tmp_path, name: str, follow: bool = True, kind: str = "flat") -> Gallery:
+    """A replica: its own indexes and snapshot folder, on the shared database; following the
+    change log, or (follow=False) reading it at every request."""
+    replica = Gallery(PostgresStore(url), tmp_path / name, "m@1", IndexSettings(kind))  # type: ignore[arg-type]
+    if follow:
+        replica.follow()
+    return replica
 
 
 # -- the change log, in process ------------------------------------------------------------
@@ -65,12 +80,12 @@ def test_a_replica_that_is_not_listening_reads_the_log_before_it_answers(postgre
 
 
 def test_a_deleted_person_is_never_answered_even_before_the_change_is_applied(postgres_url, tmp_path):
-    a, b = gallery(postgres_url, tmp_path, "a"), gallery(postgres_url, tmp_path, "b")
+    a, b = gallery(postgres_url, tmp_path, "a"), gallery(postgres_url, tmp_path, "b", follow=False)
     v = unit(1)
     a.enroll("ada", None, [NewFace("1.jpg", v[0])])
-    until(lambda: b.index.size == 1)
-    b.follower.stop()
-    b.follower.listening = True  # as if still listening, but deaf: the index keeps the face
+    b.refresh()
+    assert b.index.size == 1
+    b.follow(Deaf())  # as if still listening, but deaf: the index keeps the face
     a.delete("ada")
     assert b.index.size == 1 and b.search(v[:1], 1) == [[]]  # the store no longer has her: no ghost
     a.close(), b.close()
@@ -93,14 +108,14 @@ def test_the_log_is_in_commit_order_and_a_snapshot_catches_up_from_its_sequence(
     v = unit(6)
     a.enroll("ada", None, [NewFace("1.jpg", v[0])])
     a.enroll("bob", None, [NewFace("2.jpg", v[1]), NewFace("3.jpg", v[2])])
-    a.save_index()
+    a.save_snapshot()
     seq_at_save = a.applied
     a.close()
     b = gallery(postgres_url, tmp_path, "b")  # writes while a is down
     b.delete("ada")
     b.enroll("cy", None, [NewFace("4.jpg", v[3])])
     log = b.store.changes_since(0)
-    assert [s for s, _, _ in log] == sorted(s for s, _, _ in log) and [op for _, op, _ in log] == ["add", "add", "delete", "add"]
+    assert [c.version for c in log] == sorted(c.version for c in log) and [c.op for c in log] == ["add", "add", "delete", "add"]
     again = gallery(postgres_url, tmp_path, "a")
     assert again.applied == b.applied > seq_at_save and again.index.size == 3
     assert {c.person_id for row in again.search(v[:4], 1) for c in row} == {"bob", "cy"}
@@ -110,7 +125,7 @@ def test_the_log_is_in_commit_order_and_a_snapshot_catches_up_from_its_sequence(
 def test_a_snapshot_of_another_gallery_is_not_used(postgres, postgres_url, tmp_path, caplog):
     a = gallery(postgres_url, tmp_path, "a")
     a.enroll("ada", None, [NewFace("1.jpg", unit(1)[0])])
-    a.save_index()
+    a.save_snapshot()
     a.close()
     other = postgres.create()
     try:
@@ -123,10 +138,11 @@ def test_a_snapshot_of_another_gallery_is_not_used(postgres, postgres_url, tmp_p
 
 def test_schema_migrations_run_from_empty_and_from_the_previous_version(postgres_url):
     with psycopg.connect(postgres_url, autocommit=True) as conn:  # a gallery at version 1, as a first release made it
-        from app.gallery.postgres import MIGRATIONS, _statements
+        from app.gallery.postgres import MIGRATIONS
+        from app.gallery.records import sql_statements
 
         conn.execute("CREATE TABLE schema_version (version INT NOT NULL)")
-        for statement in _statements(MIGRATIONS[1]):
+        for statement in sql_statements(MIGRATIONS[1]):
             conn.execute(statement)
         conn.execute("INSERT INTO schema_version VALUES (1)")
         conn.execute("INSERT INTO persons VALUES ('old', NULL, 'then')")

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageFilter
 
 from app.config import Settings
-from app.gallery.store import Store
+from app.gallery.sqlite import SqliteStore
 from app.main import create_app
 from tests.conftest import GROUP, KEY, enroll, identify, jpeg, png_header_only, settings
 
@@ -148,8 +148,9 @@ def test_restart_keeps_the_gallery(tmp_path, group_faces):
 def test_gallery_of_another_model_is_refused_until_reembedded(tmp_path, group_faces, monkeypatch):
     with TestClient(create_app(settings(tmp_path))) as c:
         enroll(c, "p0", [group_faces[0]])
-    store = Store(tmp_path / "gallery" / "gallery.sqlite3")
-    store.replace_embeddings([(1, np.eye(512, dtype=np.float32)[0])], "other-model@123")
+    store = SqliteStore(tmp_path / "gallery" / "gallery.sqlite3")
+    with store.write() as w:
+        w.replace_embeddings([(1, np.eye(512, dtype=np.float32)[0])], "other-model@123")
     store.close()
     with TestClient(create_app(settings(tmp_path))) as c:
         r = c.get("/readyz")

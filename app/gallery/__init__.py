@@ -1,1 +1,2 @@
-"""The gallery: a durable SQLite store (source of truth) and a FAISS index rebuilt from it."""
+"""The gallery: a durable store (SQLite or PostgreSQL, the source of truth) and the FAISS
+indexes over it, kept in step (gallery.py composes the parts; store.py opens a store)."""

@@ -1,20 +1,23 @@
-"""The gallery: the SQLite store (source of truth) and the FAISS index over it, kept in step.
+"""The gallery: a store (the source of truth) and two vector indexes over it, faces and photos,
+kept in step; composed of parts, the same on SQLite and PostgreSQL:
+
+- the store (`store.py`: SQLite or PostgreSQL), whose version grows with every committed write;
+- the indexes (`vector_index.py`), which hold every change up to `applied`, a store version;
+- the snapshot (`snapshot.py`), the face index saved at shutdown and loaded at the next start;
+- the sync policy (`sync.py`), made by the store, which calls `refresh` when the store may have
+  changed under the gallery (another process, another replica).
 
 One lock orders every change: a store commit and the matching index update happen together,
-and an index rebuild never interleaves with an enrolment or a delete. An index update that
-fails rolls the transaction back; a commit that fails takes the update back out of the index.
-Writes by another process (`faceid gallery import` into a running server's folder) are
-noticed through SQLite's data_version, before the next request and by the service's watcher,
-and the index is rebuilt (`refresh`, which logs it). Reading readiness never rebuilds.
-
-The index saved at shutdown is trusted at the next start only when its note matches the store
-(generation, model, index settings), the file's sha256 is the one recorded when it was saved,
-and a sample of the store's faces finds itself in it; anything else is rebuilt from the store.
+and a rebuild never interleaves with an enrolment or a delete. An index update that fails rolls
+the transaction back; a commit that fails takes the update back out of the index. Catching up
+applies the store's change log where it keeps one (PostgreSQL), idempotently (a face already
+indexed is not added twice, one not indexed is not removed, so a replica's own writes coming
+back from the log are no-ops), and rebuilds where it keeps none (SQLite). Reading readiness never
+rebuilds.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -22,35 +25,17 @@ from pathlib import Path
 
 import numpy as np
 
-from app.config import Settings
-from app.gallery.index import (
-    DEFAULT_EF_SEARCH,
-    DEFAULT_HNSW_M,
-    DEFAULT_IVF_NPROBE,
-    FaceIndex,
-    IndexKind,
-)
-from app.gallery.store import Entry, GalleryStore, NewFace, Person, PhotoRecord, Store, StoreError
+from app.gallery.records import Change, Committed, Entry, NewFace, Person, PhotoRecord, StoreError, StoreKind
+from app.gallery.snapshot import Built, NoSnapshot, Snapshot, SnapshotRejected
+from app.gallery.store import Store
+from app.gallery.sync import Sync
+from app.gallery.vector_index import IndexSettings, VectorIndex
 from core.constants import EMBEDDING_DIM
-from core.files import sha256_of, write_text_atomic
 from core.photos.descriptor import PROJECTED_DIM, SHORTLIST, Descriptor, describe, projected, rerank, search_breadth
 
-STORE_FILE = "gallery.sqlite3"
-# The index saved at shutdown, and what it was built from: used at the next start when the
-# store is still at that generation (a 1M-face IVF index loads in seconds, builds in minutes).
-INDEX_FILE, INDEX_NOTE = "index.faiss", "index.json"
-SPOT_CHECKS = 32  # stored faces a loaded index must find as themselves before it is trusted
+SPOT_CHECKS = 32  # stored faces a loaded snapshot must find as themselves before it is trusted
 REBUILD_MASKED_FRACTION = 0.2  # HNSW: rebuild once a fifth of the graph is deleted faces
 log = logging.getLogger(__name__)
-
-
-def open_store(settings: Settings) -> GalleryStore:
-    """The store the settings name: SQLite in FACEID_DATA_DIR, or FACEID_STORE's PostgreSQL."""
-    if settings.store is None:
-        return Store(settings.data_dir / STORE_FILE)
-    from app.gallery.postgres import PostgresStore  # psycopg is needed only here
-
-    return PostgresStore(settings.store.get_secret_value(), settings.store_password(), settings.store_pool_size)
 
 
 def cells_space(model_id: str | None) -> str:
@@ -82,66 +67,77 @@ class PhotoCandidate:
     similarity: float
 
 
+@dataclass(frozen=True)
+class Status:
+    """What the gallery is and whether it is in step, as /readyz reports it."""
+
+    store: StoreKind
+    location: str
+    model_id: str
+    persons: int
+    faces: int
+    index_size: int
+    index: str
+    writable: bool
+    behind: int  # store versions past what the indexes hold
+    mismatch: str | None
+
+    @property
+    def in_sync(self) -> bool:
+        return self.mismatch is None and self.behind == 0
+
+
 class Gallery:
-    def __init__(self, data_dir: Path, model_id: str, index_kind: IndexKind = "flat", hnsw_m: int = DEFAULT_HNSW_M,
-                 ef_search: int = DEFAULT_EF_SEARCH, ivf_nprobe: int = DEFAULT_IVF_NPROBE, store: GalleryStore | None = None) -> None:
-        self.data_dir = Path(data_dir)
-        self.store: GalleryStore = store if store is not None else Store(self.data_dir / STORE_FILE)
+    def __init__(self, store: Store, data_dir: Path, model_id: str, index: IndexSettings = IndexSettings()) -> None:
+        self.store = store
+        self.snapshot = Snapshot(data_dir)
         self.model_id = model_id
-        self._index_args = (index_kind, hnsw_m, ef_search, ivf_nprobe)
+        self.index_settings = index
         self._lock = threading.RLock()
         self._person_of: dict[int, str] = {}
+        self._sync: Sync | None = None  # until `follow`, every request reads the store
         self.mismatch: str | None = None
-        self.index = FaceIndex(*self._index_args)
-        self.photos = FaceIndex(*self._index_args, dim=PROJECTED_DIM)  # photo evidence, by face id
-        self._seen_version = -1
-        self.rebuild()
+        self.index = VectorIndex(index)
+        self.photos = VectorIndex(index, PROJECTED_DIM)  # photo evidence, by face id
+        self.applied = 0  # the indexes hold every change up to this store version
+        self._build(from_snapshot=True)
 
-    @classmethod
-    def from_settings(cls, settings: Settings, model_id: str) -> Gallery:
-        """The SQLite gallery in FACEID_DATA_DIR, or with FACEID_STORE the shared PostgreSQL one."""
-        if settings.store is None:
-            return cls(settings.data_dir, model_id, settings.index, settings.hnsw_m, settings.hnsw_ef_search, settings.ivf_nprobe)
-        from app.gallery.shared import SharedGallery  # psycopg is needed only here
-
-        return SharedGallery.from_settings(settings, model_id)
-
+    # -- building -------------------------------------------------------------------------
     def _mismatch(self, models: dict[str, int]) -> str | None:
         """Why the store's embeddings cannot be searched with this model, or None."""
         others = {m: n for m, n in models.items() if m != self.model_id}
         if not others:
             return None
         found = ", ".join(f"{n} faces from {m}" for m, n in others.items())
-        return f"the gallery holds {found}, but the service runs {self.model_id}; re-embed it with: {self.reembed_command}"
-
-    @property
-    def reembed_command(self) -> str:
-        return f"faceid gallery reembed --data-dir {self.data_dir}"
+        return f"the gallery holds {found}, but the service runs {self.model_id}; re-embed it with: {self.store.reembed_command()}"
 
     def rebuild(self) -> None:
-        """Rebuild the index from the store, refusing embeddings from another model."""
+        """Build the indexes from the store, refusing embeddings from another model."""
+        self._build(from_snapshot=False)
+
+    def _build(self, from_snapshot: bool) -> None:
         with self._lock:
-            self._seen_version = self.store.data_version()
+            version = self.store.version()  # read before the faces: what commits meanwhile is caught up, idempotently
             self.mismatch = self._mismatch(self.store.model_ids())
+            self.index, self._person_of = VectorIndex(self.index_settings), {}
             if self.mismatch:  # nothing is searchable until the gallery is re-embedded; its vectors are not read
-                self.index, self._person_of = FaceIndex(*self._index_args), {}
+                self.photos, self.applied = VectorIndex(self.index_settings, PROJECTED_DIM), version
                 return
             self.photos = self._index_over(*self.store.photo_vectors(), dim=PROJECTED_DIM)
-            if (saved := self._saved_index()) is not None:
-                self.index = saved
-                ids, persons = self.store.face_persons()
-            else:
-                ids, vectors, persons = self.store.embeddings()
-                self.index = self._index_over(ids, vectors)
+            if from_snapshot and self._load_snapshot():
+                return
+            ids, vectors, persons = self.store.embeddings()
+            self.index = self._index_over(ids, vectors)
             self._person_of = dict(zip(ids.tolist(), persons))
+            self.applied = version
 
-    def _index_over(self, ids: np.ndarray, vectors: np.ndarray, dim: int = EMBEDDING_DIM) -> FaceIndex:
-        """FaceIndex.over with the IVF cells the store keeps for this vector space; cells it has
+    def _index_over(self, ids: np.ndarray, vectors: np.ndarray, dim: int = EMBEDDING_DIM) -> VectorIndex:
+        """VectorIndex.over with the IVF cells the store keeps for this vector space; cells it has
         to train (none kept, or the gallery outgrew them) are kept for the next build, so a
         gallery's cells are trained once, not by every replica or restart."""
         space = cells_space(self.model_id if dim == EMBEDDING_DIM else None)
-        kept = self.store.index_cells(space) if self._index_args[0] == "ivf" and len(ids) else None
-        index = FaceIndex.over(ids, vectors, *self._index_args, dim=dim, cells=kept)
+        kept = self.store.index_cells(space) if self.index_settings.kind == "ivf" and len(ids) else None
+        index = VectorIndex.over(ids, vectors, self.index_settings, dim, cells=kept)
         made = index.cells
         if made is not None and (kept is None or not kept.fit(len(ids), dim)):
             try:
@@ -150,33 +146,39 @@ class Gallery:
                 log.warning("trained IVF cells not kept (%s)", exc)
         return index
 
-    def _note(self) -> dict:
-        return {"generation": self.store.generation(), "model_id": self.model_id, "index": list(self._index_args)}
+    def _built(self) -> Built:
+        return Built(self.store.gallery_id(), self.model_id, self.index_settings)
 
-    def _saved_index(self) -> FaceIndex | None:
-        """The index saved beside the store, if it was built from the store as it is now and
-        holds what the store holds (see the module's docstring)."""
-        note_path, index_path = self.data_dir / INDEX_NOTE, self.data_dir / INDEX_FILE
-        if not note_path.is_file():
-            return None
+    def _load_snapshot(self) -> bool:
+        """Use the snapshot saved beside the gallery, caught up to the store; False (and a log
+        line) when there is none or it fails a check (snapshot.py, and here: the store can catch
+        it up, every face it holds is the store's, and a sample finds itself in it)."""
         try:
-            note = json.loads(note_path.read_text())
-            if {k: note.get(k) for k in ("generation", "model_id", "index")} != self._note():
-                raise ValueError("the store changed since it was saved")
-            if sha256_of(index_path) != note["sha256"]:
-                raise ValueError(f"{index_path.name} is not the file that was saved (sha256 differs)")
-            index = FaceIndex.load(index_path, int(note["trained_on"]), *self._index_args)
-            if index.size != self.store.counts()[1]:
-                raise ValueError(f"it holds {index.size} faces, the store {self.store.counts()[1]}")
-            self._spot_check(index)
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:  # absent, stale or damaged: build anew
-            log.warning("saved index not used (%s); building it from the store", exc)
-            return None
-        return index
+            note = self.snapshot.note(self._built(), self.store.version())
+            if self.store.changes_since(note.version, limit=1) is None:
+                raise SnapshotRejected("the store changed since it was saved")
+            loaded = self.snapshot.load(note)
+            stored_ids, persons = self.store.face_persons()
+            person = dict(zip(stored_ids.tolist(), persons))
+            held = set(loaded.face_ids.tolist())
+            if gone := sorted(held - person.keys()):  # deleted since: the log's deletes of them would find nothing to remove
+                loaded.index.remove(gone)
+            self.index, self._person_of, self.applied = loaded.index, {i: person[i] for i in held if i in person}, note.version
+            self._catch_up()
+            if self.index.size != (faces := self.store.counts()[1]):
+                raise SnapshotRejected(f"after catching up it holds {self.index.size} faces, the store {faces}")
+            self._spot_check(self.index)
+        except SnapshotRejected as exc:
+            if not isinstance(exc, NoSnapshot):
+                log.warning("snapshot not used (%s); building the index from the store", exc)
+            self.index, self._person_of = VectorIndex(self.index_settings), {}
+            return False
+        log.info("index loaded from the snapshot at version %d and caught up to %d", note.version, self.applied)
+        return True
 
-    def _spot_check(self, index: FaceIndex) -> None:
-        """Raise unless a sample of the store's faces each finds itself among its nearest in
-        `index` (vectors and ids both as stored)."""
+    def _spot_check(self, index: VectorIndex) -> None:
+        """SnapshotRejected unless a sample of the store's faces each finds itself among its
+        nearest in `index` (vectors and ids both as stored)."""
         ids, _ = self.store.face_persons()
         if not len(ids):
             return
@@ -186,47 +188,99 @@ class Gallery:
         for face_id, row_sims, row_ids in zip(stored_ids, sims, found):
             hit = np.flatnonzero(row_ids == face_id)
             if not len(hit) or row_sims[hit[0]] < 0.999:
-                raise ValueError(f"stored face {face_id} is not in it as stored")
+                raise SnapshotRejected(f"stored face {face_id} is not in it as stored")
 
-    def save_index(self) -> None:
-        """Save the index beside the store for the next start (at shutdown), with a note of
-        what it was built from and its sha256. Nothing is saved for a refused gallery or an
-        index with masked deletions."""
+    def save_snapshot(self) -> None:
+        """Save the face index for the next start (at shutdown). Nothing is saved for a refused
+        gallery or an index with masked deletions."""
         with self._lock:
             if self.mismatch or self.index.masked:
                 return
-            (self.data_dir / INDEX_NOTE).unlink(missing_ok=True)  # no note: no stale pairing mid-write
-            index_path = self.data_dir / INDEX_FILE
-            self.index.save(index_path)
-            note = self._note() | {"trained_on": self.index.trained_on, "faces": self.index.size, "sha256": sha256_of(index_path)}
-            write_text_atomic(self.data_dir / INDEX_NOTE, json.dumps(note))
+            self.snapshot.save(self.index, np.array(sorted(self._person_of), dtype=np.int64), self._built(), self.applied)
+
+    # -- keeping in step with the store ---------------------------------------------------
+    def follow(self, sync: Sync | None = None) -> None:
+        """Start following the store's changes with its sync policy (or the one given)."""
+        self._sync = sync if sync is not None else self.store.watch(self.refresh)
+        self._sync.start()
 
     def refresh(self) -> bool:
-        """Rebuild if another process has committed to the store since the index was built;
-        whether it did."""
+        """Catch up with what the store committed past `applied`, if it may have; whether
+        anything was applied."""
+        if self._sync is not None and not self._sync.may_have_changed(self.applied):
+            return False
         with self._lock:
-            if self.store.data_version() == self._seen_version:
-                return False
-            log.info("the store in %s changed in another process; rebuilding the index", self.data_dir)
+            return self._catch_up()
+
+    def _catch_up(self) -> bool:
+        applied, reembedded = 0, False
+        while changes := self.store.changes_since(self.applied):
+            for change in changes:
+                if change.op == "embed":  # `faceid gallery reembed`: every face anew, and maybe a new model
+                    reembedded = True
+                elif not reembedded:
+                    self._apply(change)
+                self.applied = change.version
+                applied += 1
+        if changes is None:  # a store without a log moved: another process wrote to it
+            log.info("the store %s changed in another process; rebuilding the index", self.store.location)
             self.rebuild()
             return True
+        if reembedded:
+            self.rebuild()
+        elif applied and self.index.needs_training:
+            self._retrain()
+        elif self.index.masked > REBUILD_MASKED_FRACTION * max(1, self.index.size):
+            self.rebuild()
+        return applied > 0
+
+    def _apply(self, change: Change) -> None:
+        """One logged change ('add', 'delete' or 'photo'), idempotently."""
+        if change.op == "delete":
+            self._forget([i for i in change.face_ids if i in self._person_of])
+            return
+        faces = self.store.faces_for_index(change.face_ids)  # those deleted since are gone: their delete follows
+        if change.op == "add":
+            faces = [f for f in faces if f.face_id not in self._person_of]
+            if mismatch := self._mismatch({f.model_id: 1 for f in faces}):
+                self.mismatch = mismatch  # another replica runs another model: refuse, as at start
+                return
+            if faces:
+                self.index.add(np.array([f.face_id for f in faces], dtype=np.int64), np.stack([f.embedding for f in faces]))
+                self._person_of.update((f.face_id, f.person_id) for f in faces)
+        photos = [(f.face_id, f.photo_vector) for f in faces if f.photo_vector is not None]
+        if photos:
+            if change.op == "photo":
+                self.photos.remove([i for i, _ in photos])
+            self.photos.add(np.array([i for i, _ in photos], dtype=np.int64), np.stack([v for _, v in photos]))
+
+    def _committed(self, committed: Committed | None) -> None:
+        """After this gallery's own write, which its indexes hold: when no other write came
+        between, they hold the store's new version."""
+        if committed is not None and committed.before == self.applied:
+            self.applied = committed.after
 
     def check_usable(self) -> None:
         self.refresh()
         if self.mismatch:
             raise ModelMismatch(self.mismatch)
 
-    def behind(self) -> int | None:
-        """Changes committed to a shared store that this replica has not applied (None: not shared)."""
-        return None
+    def behind(self) -> int:
+        """Store versions committed that the indexes do not hold yet."""
+        return max(0, self.store.version() - self.applied)
 
     @property
     def in_sync(self) -> bool:
-        """The index holds every face of the store, made by this model. A cheap read: it never
-        rebuilds (`refresh` does, for requests and the service's watcher)."""
-        _, faces = self.store.counts()
-        return self.mismatch is None and self.index.size == faces
+        """The indexes hold every change of the store, made by this model. A cheap read: it
+        never rebuilds (`refresh` does, for requests and the sync policy)."""
+        return self.mismatch is None and self.behind() == 0
 
+    def status(self) -> Status:
+        persons, faces = self.store.counts()
+        return Status(self.store.kind, self.store.location, self.model_id, persons, faces, self.index.size, self.index.kind,
+                      self.store.writable(), self.behind(), self.mismatch)
+
+    # -- writes ---------------------------------------------------------------------------
     def enroll(self, person_id: str, name: str | None, faces: list[NewFace]) -> tuple[Person, int, bool]:
         ((added, created),) = self._add([(person_id, name, faces)])
         person = self.store.get_person(person_id)
@@ -239,7 +293,7 @@ class Gallery:
 
     def _add(self, entries: list[Entry]) -> list[tuple[int, bool]]:
         with self._lock:
-            self.check_usable()
+            self.check_usable()  # under the write's lock: never mix another model's embeddings in
             indexed: list[int] = []
             try:
                 with self.store.write() as w:
@@ -257,6 +311,7 @@ class Gallery:
             except BaseException:
                 self._forget(indexed)  # the commit failed after the index took the faces
                 raise
+            self._committed(w.committed)
             if self.index.needs_training:  # an IVF index outgrew its cells: train them anew
                 self._retrain()
             return [(len(new_ids), created) for new_ids, created in added]
@@ -264,11 +319,11 @@ class Gallery:
     def _retrain(self) -> None:
         """Rebuild with freshly trained cells. The faces are committed and in the current index
         already, so a failure here keeps that index and leaves the answer to the caller intact."""
-        current = self.index, dict(self._person_of)
+        current = self.index, dict(self._person_of), self.applied
         try:
             self.rebuild()
         except (RuntimeError, MemoryError) as exc:
-            self.index, self._person_of = current
+            self.index, self._person_of, self.applied = current
             log.error("could not retrain the index (%s); keeping the current one", exc)
 
     def delete(self, person_id: str) -> bool:
@@ -276,6 +331,7 @@ class Gallery:
             self.refresh()
             with self.store.write() as w:
                 ids = w.delete_person(person_id)
+            self._committed(w.committed)
             if ids is None:
                 return False
             self._forget(ids)
@@ -290,10 +346,33 @@ class Gallery:
             for i in ids:
                 self._person_of.pop(i, None)
 
-    def search(self, queries: np.ndarray, top_k: int) -> list[list[Candidate]]:
-        """Per query, the top_k persons by their best-matching face, most similar first."""
+    def set_photos(self, updates: list[tuple[int, PhotoRecord]]) -> None:
+        """Photo evidence for stored faces that had none (bulk import), committed with its index."""
         with self._lock:
             self.check_usable()
+            with self.store.write() as w:
+                w.set_photos(updates)
+                self.photos.remove([i for i, _ in updates])
+                self.photos.add(np.array([i for i, _ in updates], dtype=np.int64), np.stack([p.vector for _, p in updates]))
+            self._committed(w.committed)
+
+    # -- searches ---------------------------------------------------------------------------
+    def lookup(self) -> Lookup:
+        """The gallery checked once (caught up with the store, made by this model), for one
+        request's searches."""
+        self.check_usable()
+        return Lookup(self)
+
+    def search(self, queries: np.ndarray, top_k: int) -> list[list[Candidate]]:
+        """Per query, the top_k persons by their best-matching face, most similar first."""
+        return self.lookup().faces(queries, top_k)
+
+    def search_photos(self, thumb: np.ndarray, descriptor: Descriptor | None = None) -> list[PhotoCandidate]:
+        """The enrolled photos a photo (its thumbnail) may be a copy of, most similar first."""
+        return self.lookup().photos(thumb, descriptor)
+
+    def _faces(self, queries: np.ndarray, top_k: int) -> list[list[Candidate]]:
+        with self._lock:
             # Fetch extra faces: several of one person's faces may crowd the top.
             sims, ids = self.index.search(queries, min(self.index.size, top_k * 8) or 1)
             person_of = self._person_of
@@ -303,18 +382,16 @@ class Gallery:
                 for sim, face_id in zip(row_sims, row_ids):
                     if face_id >= 0 and (p := person_of.get(int(face_id))) is not None and p not in best:
                         best[p] = float(sim)
-                results.append(sorted(best.items(), key=lambda kv: -kv[1])[:top_k])
+                results.append(list(best.items())[:top_k])
         names = self.store.names({p for row in results for p, _ in row})
         # A person deleted by another replica a moment ago is no longer in the store: never answered.
         return [[Candidate(p, names.get(p), s) for p, s in row if p in names] for row in results]
 
-    def search_photos(self, thumb: np.ndarray, descriptor: Descriptor | None = None) -> list[PhotoCandidate]:
-        """The enrolled photos a photo (its thumbnail) may be a copy of, most similar first: a
-        FAISS shortlist on the projected descriptors, re-ranked by the exact similarity.
+    def _photos(self, thumb: np.ndarray, descriptor: Descriptor | None) -> list[PhotoCandidate]:
+        """A FAISS shortlist on the projected descriptors, re-ranked by the exact similarity.
         `descriptor` is describe(thumb) when the caller has made it already."""
         query = describe(thumb) if descriptor is None else descriptor
         with self._lock:
-            self.check_usable()
             if self.photos.size == 0:
                 return []
             _, ids = self.photos.search(projected(query[0])[None], SHORTLIST * (wider := search_breadth(query)), wider=wider)
@@ -324,14 +401,22 @@ class Gallery:
         found = [PhotoCandidate(s.face_id, s.person_id, names.get(s.person_id), s.source, s.box, float(v)) for s, v in zip(stored, scores)]
         return sorted(found, key=lambda c: -c.similarity)
 
-    def set_photos(self, updates: list[tuple[int, PhotoRecord]]) -> None:
-        """Photo evidence for stored faces that had none (bulk import), committed with its index."""
-        with self._lock:
-            self.check_usable()
-            with self.store.write() as w:
-                w.set_photos(updates)
-                self.photos.remove([i for i, _ in updates])
-                self.photos.add(np.array([i for i, _ in updates], dtype=np.int64), np.stack([p.vector for _, p in updates]))
-
     def close(self) -> None:
+        if self._sync is not None:
+            self._sync.stop()
         self.store.close()
+
+
+class Lookup:
+    """A gallery checked once for a request: its searches do not check again."""
+
+    def __init__(self, gallery: Gallery) -> None:
+        self._gallery = gallery
+
+    def faces(self, queries: np.ndarray, top_k: int) -> list[list[Candidate]]:
+        """Per query, the top_k persons by their best-matching face, most similar first."""
+        return self._gallery._faces(queries, top_k)
+
+    def photos(self, thumb: np.ndarray, descriptor: Descriptor | None = None) -> list[PhotoCandidate]:
+        """The enrolled photos a photo may be a copy of, most similar first (photo evidence)."""
+        return self._gallery._photos(thumb, descriptor)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
-from app.gallery.gallery import STORE_FILE, cells_space
-from app.gallery.store import FACE_COLUMNS, GalleryStore, Store
+from app.gallery.gallery import cells_space
+from app.gallery.records import FACE_COLUMNS
+from app.gallery.store import Store
 from core.errors import FaceIdError
 
 BATCH = 1000
@@ -27,17 +27,7 @@ class Migrated:
     copied: int  # faces this run copied (the rest were there from an earlier, interrupted run)
 
 
-def open_location(where: str, password: str | None = None) -> GalleryStore:
-    """A postgresql:// URL, an SQLite file, or a folder holding gallery.sqlite3."""
-    if where.startswith(("postgresql://", "postgres://")):
-        from app.gallery.postgres import PostgresStore
-
-        return PostgresStore(where, password)
-    path = Path(where)
-    return Store(path / STORE_FILE if path.suffix != ".sqlite3" else path)
-
-
-def migrate(source: GalleryStore, target: GalleryStore, batch: int = BATCH) -> Migrated:
+def migrate(source: Store, target: Store, batch: int = BATCH) -> Migrated:
     after = _resume_point(source, target)
     copied = 0
     known = {p[0] for p in target.all_persons()}
@@ -60,7 +50,7 @@ def migrate(source: GalleryStore, target: GalleryStore, batch: int = BATCH) -> M
     return Migrated(n_persons, n_faces, copied)
 
 
-def _resume_point(source: GalleryStore, target: GalleryStore) -> int:
+def _resume_point(source: Store, target: Store) -> int:
     """The id after which to copy: the target may hold only the source's first faces."""
     _, held = target.counts()
     if held == 0:
@@ -74,7 +64,7 @@ def _resume_point(source: GalleryStore, target: GalleryStore) -> int:
     return last
 
 
-def _check(source: GalleryStore, target: GalleryStore) -> None:
+def _check(source: Store, target: Store) -> None:
     """Counts, and every face's id, person and embedding, the same in both."""
     if source.counts() != target.counts():
         raise FaceIdError(target.location, f"holds {target.counts()} persons and faces, the source {source.counts()}")

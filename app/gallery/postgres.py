@@ -1,9 +1,11 @@
-"""PostgreSQL store of persons and their faces: one gallery shared by several replicas.
+"""The PostgreSQL store: one gallery shared by several replicas, each with its own indexes.
 
-The same tables as the SQLite store (`app/gallery/store.py`), plus a change log: every write
+The same tables as the SQLite store (`app/gallery/sqlite.py`), plus a change log: every write
 transaction appends its changes (faces added, deleted, re-embedded, given photo evidence) to
 `changes` under one advisory lock, so the log's order is the commit order, and announces the
-newest sequence number with NOTIFY on commit. Replicas follow the log (`app/gallery/shared.py`).
+newest sequence number with NOTIFY on commit. The store's version is that sequence number.
+Replicas follow the log (`app/gallery/sync.py`'s ChangeFollower, on this store's `listen`) and
+apply each change to their indexes (`app/gallery/gallery.py`).
 
 Embeddings are `bytea` (float32 × 512): COPY and read-back of 100k rows in about 2.6 s where
 `real[]` was 30× slower (issue #18's measurements).
@@ -11,7 +13,7 @@ Embeddings are `bytea` (float32 × 512): COPY and read-back of 100k rows in abou
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,11 +23,14 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from app.gallery.index import Cells
-from app.gallery.store import (
+from app.gallery.records import (
     FACE_COLUMNS,
+    Cells,
+    Change,
+    Committed,
     Entry,
     FaceRow,
+    IndexedFace,
     NewFace,
     Person,
     PersonRow,
@@ -33,19 +38,25 @@ from app.gallery.store import (
     StorageFull,
     StoredPhoto,
     StoreError,
+    StoreKind,
     StoreReadOnly,
     StoreUnavailable,
     blob,
-    box_of,
     cells_of,
     cells_row,
+    embeddings_of,
+    indexed_face,
     like_pattern,
     now,
     photo_columns,
+    sql_statements,
+    stored_photo,
 )
+from app.gallery.sync import ChangeFollower, Sync
 from core.constants import EMBEDDING_DIM
-from core.photos.descriptor import PROJECTED_DIM, THUMB_SIDE
+from core.photos.descriptor import PROJECTED_DIM
 
+FOLLOWER = "faceid-follower"  # the follower's connection's application_name
 CHANNEL = "faceid_changes"  # NOTIFY channel; the payload is the newest committed sequence number
 WRITE_LOCK = 0x66616365  # pg_advisory_xact_lock key: one writer at a time, so log order is commit order
 CONNECT_TIMEOUT_S = 3  # a request waits at most this for a connection before it answers 503
@@ -135,6 +146,7 @@ class PgWriter:
     def __init__(self, cur: psycopg.Cursor) -> None:
         self._cur = cur
         self.changes: list[tuple[str, list[int]]] = []
+        self.committed: Committed | None = None  # set once the transaction has committed
 
     def add_faces(self, entries: list[Entry], model_id: str) -> list[tuple[list[int], bool]]:
         cur, at, out = self._cur, now(), []
@@ -187,29 +199,58 @@ class PgWriter:
             self.changes.append(("add", [int(f[0]) for f in faces]))
 
 
+class PgListener:
+    """The change log's announcements, on a connection of its own (the follower's)."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self._conn = conn
+
+    def head(self) -> int:
+        row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()
+        return int(row[0]) if row else 0
+
+    def announcements(self, timeout: float) -> Iterator[int]:
+        for notice in self._conn.notifies(timeout=timeout):
+            yield int(notice.payload)
+
+
 class PostgresStore:
     """The gallery's tables in PostgreSQL, through a connection pool. Every failure to reach the
-    database is a StoreUnavailable (503 with Retry-After), never a crash."""
+    database is a StoreUnavailable (503 with Retry-After), never a crash. `read_only` opens
+    every transaction read-only (FACEID_READ_ONLY)."""
 
-    def __init__(self, url: str, password: str | None = None, max_connections: int = 8) -> None:
+    kind: StoreKind = "postgresql"
+
+    def __init__(self, url: str, password: str | None = None, max_connections: int = 8, read_only: bool = False) -> None:
         self.url = url
         self.location = redacted(url)
         self._kwargs: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "faceid"}
         if password is not None:
             self._kwargs["password"] = password
+        if read_only:
+            self._kwargs["options"] = "-c default_transaction_read_only=on"
         try:
             self._pool = ConnectionPool(url, min_size=1, max_size=max_connections, kwargs=self._kwargs, open=True,
                                         timeout=CONNECT_TIMEOUT_S, check=ConnectionPool.check_connection, name="faceid")
             self._pool.wait(timeout=CONNECT_TIMEOUT_S * 3)
-            self._migrate()
+            self._refuse_old_schema() if read_only else self._migrate()
         except (PoolTimeout, psycopg.Error) as exc:
             self.close()
             raise StoreUnavailable(self.location, f"cannot open the gallery store ({type(exc).__name__}: {_first_line(exc)})") from exc
 
     # -- connections ----------------------------------------------------------------------
-    def connect(self, **kw: Any) -> psycopg.Connection:
-        """A connection of its own, outside the pool (the change follower's LISTEN)."""
-        return psycopg.connect(self.url, **(self._kwargs | kw))
+    @contextmanager
+    def listen(self) -> Iterator[PgListener]:
+        """The change log's channel, on a connection of its own outside the pool."""
+        with psycopg.connect(self.url, **(self._kwargs | {"autocommit": True, "application_name": FOLLOWER})) as conn:
+            conn.execute(f"LISTEN {CHANNEL}")
+            yield PgListener(conn)
+
+    def watch(self, on_change: Callable[[], object]) -> Sync:
+        return ChangeFollower(self.listen, on_change)
+
+    def reembed_command(self) -> str:
+        return "faceid gallery reembed (with this FACEID_STORE)"
 
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection]:
@@ -229,6 +270,15 @@ class PostgresStore:
         with self._conn() as conn:
             return conn.execute(sql, args).fetchone()
 
+    def _refuse_old_schema(self) -> None:
+        with self._pool.connection() as conn:
+            exists = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+            row = conn.execute("SELECT version FROM schema_version").fetchone() if exists and exists[0] else None
+        version = int(row[0]) if row else 0
+        if version != SCHEMA_VERSION:
+            raise StoreUnavailable(self.location, f"the store's schema is at version {version}, this service's at {SCHEMA_VERSION}; "
+                                   "start once without FACEID_READ_ONLY to migrate it")
+
     def _migrate(self) -> None:
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
@@ -236,7 +286,7 @@ class PostgresStore:
             row = conn.execute("SELECT version FROM schema_version").fetchone()
             version = int(row[0]) if row else 0
             for target in sorted(v for v in MIGRATIONS if v > version):
-                for statement in _statements(MIGRATIONS[target]):
+                for statement in sql_statements(MIGRATIONS[target]):
                     conn.execute(statement)
             if version < SCHEMA_VERSION:
                 conn.execute("DELETE FROM schema_version")
@@ -255,51 +305,44 @@ class PostgresStore:
     @contextmanager
     def write(self) -> Iterator[PgWriter]:
         """One writer at a time across every replica (an advisory lock): the block's writes and
-        their change-log entries commit together when it ends, or not at all if it raises."""
+        their change-log entries commit together when it ends, or not at all if it raises. The
+        writer's `committed` says the version before and after."""
         with self._conn() as conn:
             try:
                 with conn.transaction(), conn.cursor() as cur:
                     cur.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                    row = cur.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()
+                    before = seq = int(row[0]) if row else 0
                     writer = PgWriter(cur)
                     yield writer
-                    seq = 0
                     for op, ids in writer.changes:
                         row = cur.execute("INSERT INTO changes (op, face_ids) VALUES (%s, %s) RETURNING seq", (op, ids)).fetchone()
                         assert row is not None
                         seq = int(row[0])
-                    if seq:
+                    if seq != before:
                         cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(seq)))
+                writer.committed = Committed(before, seq)
             except (psycopg.Error, PoolTimeout) as exc:
                 raise store_error(self.location, exc) from exc
 
-    def replace_embeddings(self, updates: list[tuple[int, np.ndarray]], model_id: str) -> None:
-        with self.write() as w:
-            w.replace_embeddings(updates, model_id)
-
     # -- the change log -------------------------------------------------------------------
-    def last_seq(self) -> int:
+    def version(self) -> int:
+        """The newest committed change's sequence number."""
         row = self._one("SELECT COALESCE(MAX(seq), 0) FROM changes")
         return int(row[0]) if row else 0
 
-    def changes_since(self, seq: int, limit: int = 10_000) -> list[tuple[int, str, list[int]]]:
-        """(seq, op, face ids) of the changes committed after `seq`, in order."""
-        rows = self._all("SELECT seq, op, face_ids FROM changes WHERE seq > %s ORDER BY seq LIMIT %s", (seq, limit))
-        return [(int(s), str(op), [int(i) for i in ids]) for s, op, ids in rows]
+    def changes_since(self, version: int, limit: int = 10_000) -> list[Change] | None:
+        """The changes committed after `version`, in order (at most `limit`)."""
+        rows = self._all("SELECT seq, op, face_ids FROM changes WHERE seq > %s ORDER BY seq LIMIT %s", (version, limit))
+        return [Change(int(s), op, [int(i) for i in ids]) for s, op, ids in rows]
 
-    def faces_for_index(self, face_ids: list[int]) -> list[tuple[int, str, str, np.ndarray, np.ndarray | None]]:
-        """(face id, person id, model id, embedding, projected photo vector or None) of the
-        faces that still exist among `face_ids`."""
+    def faces_for_index(self, face_ids: list[int]) -> list[IndexedFace]:
+        """The faces that still exist among `face_ids`, as the indexes take them."""
         rows = self._all("SELECT face_id, person_id, model_id, embedding, photo_vector FROM faces WHERE face_id = ANY(%s) ORDER BY face_id",
                          (face_ids,))
-        return [(int(r[0]), r[1], r[2], np.frombuffer(r[3], dtype=np.float32),
-                 None if r[4] is None else np.frombuffer(r[4], dtype=np.float32)) for r in rows]
+        return [indexed_face(*r) for r in rows]
 
     # -- reads, as the SQLite store's -------------------------------------------------------
-    def generation(self) -> int:
-        return self.last_seq()
-
-    def data_version(self) -> int:
-        return self.last_seq()
 
     def writable(self) -> bool:
         row = self._one("SELECT current_setting('transaction_read_only') = 'off' AND NOT pg_is_in_recovery()")
@@ -375,8 +418,7 @@ class PostgresStore:
 
     def embeddings_of(self, face_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
         rows = self._all("SELECT face_id, embedding FROM faces WHERE face_id = ANY(%s)", (face_ids,))
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), EMBEDDING_DIM)
-        return np.array([r[0] for r in rows], dtype=np.int64), matrix
+        return np.array([r[0] for r in rows], dtype=np.int64), embeddings_of([r[1] for r in rows])
 
     def photo_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         with self._conn() as conn, conn.transaction():
@@ -387,8 +429,7 @@ class PostgresStore:
             return []
         rows = self._all("SELECT face_id, person_id, source, photo_thumb, photo_box FROM faces "
                          "WHERE photo_thumb IS NOT NULL AND face_id = ANY(%s)", (face_ids,))
-        found = {int(r[0]): StoredPhoto(int(r[0]), r[1], r[2], np.frombuffer(r[3], dtype=np.uint8).reshape(THUMB_SIDE, THUMB_SIDE),
-                                        box_of(r[4])) for r in rows}
+        found = {int(r[0]): stored_photo(*r) for r in rows}
         return [found[i] for i in face_ids if i in found]
 
     def faces_without_photos(self) -> list[tuple[int, str, str]]:
@@ -452,11 +493,6 @@ def _take_rows(pending: bytearray, row: np.dtype, header: int) -> np.ndarray:
     if not (np.all(rows["fields"] == 2) and np.all(rows["id_size"] == 8) and np.all(rows["vector_size"] == row["vector"].itemsize)):
         raise ValueError(f"a stored vector is not {row['vector'].shape[0]} float32 values")
     return rows
-
-
-def _statements(code: str) -> list[str]:
-    code = "\n".join(line.split("--")[0] for line in code.splitlines())
-    return [s.strip() for s in code.split(";") if s.strip()]
 
 
 def _first_line(exc: Exception) -> str:

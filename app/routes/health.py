@@ -12,9 +12,9 @@ from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
 from app.deps import EngineDep, GalleryDep, MetricsDep, SettingsDep
-from app.errors import responses
-from app.gallery.gallery import Gallery
+from app.gallery.gallery import Status
 from app.schemas import Ready
+from app.statuses import responses
 
 router = APIRouter(tags=["health"])
 
@@ -24,24 +24,20 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def _ready(gallery: Gallery, runtime: str, settings: Settings) -> Ready:
-    in_sync, behind = gallery.in_sync, gallery.behind()
-    persons, faces = gallery.store.counts()
-    writable = gallery.store.writable()
-    lag = None if in_sync else (f"{behind} change(s) behind the database: catching up" if behind is not None else
-                                f"the index holds {gallery.index.size} faces of the store's {faces}: catching up with another process's writes")
-    detail = gallery.mismatch or lag or (None if writable else f"{gallery.store.location} is read-only: identification works, enrolment does not")
-    return Ready(ready=in_sync and writable, model_id=gallery.model_id, persons=persons, faces=faces,
-                 index_size=gallery.index.size, index=gallery.index.kind, runtime=runtime, writable=writable, detail=detail,
-                 store="postgresql" if behind is not None else "sqlite", behind=behind,
-                 threshold=settings.answer_threshold(),
-                 photo_threshold=settings.photo_threshold if settings.photo_evidence else None)
+def ready(status: Status, runtime: str, settings: Settings) -> Ready:
+    """The gallery's own account of itself, as /readyz answers it."""
+    lag = None if status.behind == 0 else f"{status.behind} change(s) behind the store: catching up"
+    read_only = None if status.writable else f"{status.location} is read-only: identification works, enrolment does not"
+    return Ready(ready=status.in_sync and status.writable, model_id=status.model_id, persons=status.persons, faces=status.faces,
+                 index_size=status.index_size, index=status.index, runtime=runtime, writable=status.writable,
+                 detail=status.mismatch or lag or read_only, store=status.store, behind=status.behind,
+                 threshold=settings.answer_threshold(), photo_threshold=settings.photo_threshold if settings.photo_evidence else None)
 
 
 @router.get("/readyz", response_model=Ready, summary="Model loaded, index in sync with the store, store writable",
             responses={503: {"model": Ready, "description": "not ready; `detail` says why"}, **responses(401)})
 async def readyz(gallery: GalleryDep, engine: EngineDep, settings: SettingsDep) -> JSONResponse:
-    body = await run_in_threadpool(_ready, gallery, engine.embedder.runtime, settings)
+    body = ready(await run_in_threadpool(gallery.status), engine.embedder.runtime, settings)
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
 

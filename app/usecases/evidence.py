@@ -9,7 +9,7 @@ face of its own. A face is named by its face evidence when that clears the thres
 face is not gone (blown out or black, as enrolment refuses it: core/faces/quality.py), else by
 its photo evidence; `evidence` lists what supports the name (both, when they agree). When both
 clear their thresholds and disagree, the photo evidence names it and the answer says so
-(`conflict`): measured on the validation people, see the README's Photo evidence.
+(`conflict`): measured on the validation people, see docs/photo-evidence.md.
 """
 
 from __future__ import annotations
@@ -18,6 +18,11 @@ from app.gallery.gallery import Candidate, PhotoCandidate
 from app.schemas import FaceResult, Match, PhotoMatch, QualityPublic, rounded_box
 from core.faces.geometry import OVERLAPS_FACE_IOU, iou, scaled_box
 from core.faces.pipeline import Face
+
+
+def photo_match(candidate: PhotoCandidate) -> PhotoMatch:
+    """Photo evidence as answers carry it: the enrolled photo a photo is a copy of."""
+    return PhotoMatch(person_id=candidate.person_id, name=candidate.name, photo=candidate.source, similarity=round(candidate.similarity, 6))
 
 
 def face_matches(candidates: list[Candidate], threshold: float) -> tuple[Match | None, list[Match]]:
@@ -48,7 +53,7 @@ def answer(faces: list[Face], found: list[list[Candidate]], photo_size: tuple[in
         results.append(FaceResult(box=rounded_box(place), detection_score=None, quality=None, match=None, candidates=[]))
         i = len(results) - 1
     result = results[i]
-    photo = PhotoMatch(person_id=best.person_id, name=best.name, photo=best.source, similarity=round(best.similarity, 6))
+    photo = photo_match(best)
     named_by_photo = Match(person_id=best.person_id, name=best.name, similarity=photo.similarity)
     conflict = result.match is not None and result.match.person_id != best.person_id
     if result.match is None or conflict:

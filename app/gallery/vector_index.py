@@ -1,4 +1,5 @@
-"""FAISS inner-product index over unit embeddings (inner product = cosine), keyed by face id."""
+"""FAISS inner-product index over unit vectors (inner product = cosine), keyed by face id: the
+gallery keeps one over the faces' embeddings and one over their photos' projected descriptors."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Literal
 import faiss
 import numpy as np
 
+from app.gallery.records import Cells
 from core.constants import EMBEDDING_DIM
 from core.files import atomic_write
 
@@ -21,7 +23,7 @@ DEFAULT_EF_SEARCH = 1024
 # IVF: below this many faces exact search is both exact and fast (a few ms a query on 2
 # cores), so the index stays flat; above it, cells are trained on the faces themselves.
 IVF_MIN_FACES = 50_000
-DEFAULT_IVF_NPROBE = 96  # benchmarks/search.py, 1M face-like vectors (2,048 cells): see the README
+DEFAULT_IVF_NPROBE = 96  # benchmarks/search.py, 1M face-like vectors (2,048 cells): docs/benchmarks.md
 
 
 def ivf_lists(n_faces: int) -> int:
@@ -31,53 +33,46 @@ def ivf_lists(n_faces: int) -> int:
 
 
 @dataclass(frozen=True)
-class Cells:
-    """An IVF index's trained cells: its centroids (lists × dim) and how many vectors they
-    were trained on. Kept in the store, so every later build over the same gallery (another
-    replica, a restart without a snapshot) adds its vectors to them instead of training anew:
-    at 1M faces training is most of a cold start (README, "Search at scale")."""
+class IndexSettings:
+    """How the gallery's indexes are built: FACEID_INDEX and its tuning settings."""
 
-    centroids: np.ndarray
-    trained_on: int
-
-    def fit(self, n_vectors: int, dim: int) -> bool:
-        """Whether an index over n vectors may use these cells: the same dimension, and a size
-        the retraining rule (`FaceIndex.needs_training`) would not retrain at."""
-        return self.centroids.ndim == 2 and self.centroids.shape[1] == dim and self.trained_on / 4 <= n_vectors < 4 * self.trained_on
+    kind: IndexKind = "flat"
+    hnsw_m: int = DEFAULT_HNSW_M
+    ef_search: int = DEFAULT_EF_SEARCH
+    nprobe: int = DEFAULT_IVF_NPROBE
 
 
-class FaceIndex:
+class VectorIndex:
     """Flat (exact) by default; HNSW or IVF (approximate) for large galleries.
 
     HNSW cannot remove vectors, so deleted ids are masked at search time and the graph is
     rebuilt by the gallery once too many are masked. IVF removes them from its lists; it is
-    trained when built over at least IVF_MIN_FACES faces (`FaceIndex.over`) and is exact flat
+    trained when built over at least IVF_MIN_FACES faces (`VectorIndex.over`) and is exact flat
     search until then.
     """
 
-    def __init__(self, kind: IndexKind = "flat", hnsw_m: int = DEFAULT_HNSW_M, ef_search: int = DEFAULT_EF_SEARCH,
-                 nprobe: int = DEFAULT_IVF_NPROBE, dim: int = EMBEDDING_DIM) -> None:
-        self.kind = kind
+    def __init__(self, settings: IndexSettings = IndexSettings(), dim: int = EMBEDDING_DIM) -> None:
+        self.settings = settings
+        self.kind = settings.kind
         self.dim = dim  # 512 for face embeddings, core.photos' PROJECTED_DIM for photo descriptors
-        self.nprobe = nprobe
+        self.nprobe = settings.nprobe
         self.trained_on = 0  # IVF: faces its cells were trained on (0: still exact)
-        if kind in ("flat", "ivf"):
+        if settings.kind in ("flat", "ivf"):
             base = faiss.IndexFlatIP(dim)
         else:
-            base = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            base.hnsw.efSearch = ef_search
-            base.hnsw.efConstruction = max(40, 2 * hnsw_m)
+            base = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            base.hnsw.efSearch = settings.ef_search
+            base.hnsw.efConstruction = max(40, 2 * settings.hnsw_m)
         self._index = faiss.IndexIDMap2(base)
         self._masked: set[int] = set()
 
     @classmethod
-    def over(cls, ids: np.ndarray, vectors: np.ndarray, kind: IndexKind = "flat", hnsw_m: int = DEFAULT_HNSW_M,
-             ef_search: int = DEFAULT_EF_SEARCH, nprobe: int = DEFAULT_IVF_NPROBE, dim: int = EMBEDDING_DIM,
-             cells: Cells | None = None) -> FaceIndex:
+    def over(cls, ids: np.ndarray, vectors: np.ndarray, settings: IndexSettings = IndexSettings(), dim: int = EMBEDDING_DIM,
+             cells: Cells | None = None) -> VectorIndex:
         """An index holding these faces. An IVF one over many faces uses `cells` when they fit
         them, and otherwise trains its cells on the faces (see `cells`)."""
-        index = cls(kind, hnsw_m, ef_search, nprobe, dim)
-        if kind == "ivf" and len(ids) >= IVF_MIN_FACES:
+        index = cls(settings, dim)
+        if settings.kind == "ivf" and len(ids) >= IVF_MIN_FACES:
             index._make_ivf(vectors, cells if cells is not None and cells.fit(len(ids), dim) else None)
         index.add(ids, vectors)
         return index
@@ -88,7 +83,7 @@ class FaceIndex:
         if cells is not None:  # faiss trains no cells for a quantizer that already holds nlist
             quantizer.add(np.ascontiguousarray(cells.centroids, dtype=np.float32))
         # Vectors kept in fp16: half the memory and about half the time of float32 cells at 1M
-        # faces, with the same top-1 person as exact search (benchmarks/search.py, README).
+        # faces, with the same top-1 person as exact search (benchmarks/search.py, docs/benchmarks.md).
         ivf = faiss.IndexIVFScalarQuantizer(quantizer, self.dim, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
         sample = np.random.default_rng(0).choice(len(vectors), min(len(vectors), 64 * nlist), replace=False)
         ivf.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))
@@ -113,15 +108,14 @@ class FaceIndex:
             faiss.write_index(self._index, str(tmp))
 
     @classmethod
-    def load(cls, path: Path, trained_on: int, kind: IndexKind = "flat", hnsw_m: int = DEFAULT_HNSW_M,
-             ef_search: int = DEFAULT_EF_SEARCH, nprobe: int = DEFAULT_IVF_NPROBE) -> FaceIndex:
-        index = cls(kind, hnsw_m, ef_search, nprobe)
+    def load(cls, path: Path, trained_on: int, settings: IndexSettings = IndexSettings()) -> VectorIndex:
+        index = cls(settings)
         index._index = faiss.read_index(str(path))
         index.trained_on = trained_on
         if trained_on:
-            faiss.extract_index_ivf(index._index).nprobe = nprobe
-        elif kind == "hnsw":
-            faiss.downcast_index(index._index.index).hnsw.efSearch = ef_search
+            faiss.extract_index_ivf(index._index).nprobe = settings.nprobe
+        elif settings.kind == "hnsw":
+            faiss.downcast_index(index._index.index).hnsw.efSearch = settings.ef_search
         return index
 
     @property

@@ -12,7 +12,7 @@ holds a socket and a descriptor for ever, and enough of them exhaust the process
 Refusals are written straight to the socket, then the connection is half-closed and what the
 client still sends is read and dropped for a moment, so that it reads the answer instead of a
 reset. Answers before a request's body is read (the API key, size, overload) stay in
-app/guard.py, at the ASGI level.
+app/http/guard.py, at the ASGI level.
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ import json
 import logging
 import resource
 import time
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from app.config import ConnectionLimits
 
 log = logging.getLogger(__name__)
 LINGER_S = 2.0  # after a refusal: how long what the client still sends is read and dropped
@@ -35,21 +36,13 @@ SPARE_DESCRIPTORS = 64  # kept below the process's limit for files, the store an
 _PHRASES = {408: "Request Timeout", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 
 
-@dataclass(frozen=True)
-class ConnectionLimits:
-    max_connections: int = 1000
-    header_timeout_s: float = 10.0
-    max_header_bytes: int = 64 * 1024
-    min_body_rate: float = 8 * 1024  # bytes per second, on average
-    body_grace_s: float = 10.0
-
-    def capped_by_descriptors(self) -> ConnectionLimits:
-        """These limits with the connection cap below what the process may open (RLIMIT_NOFILE)."""
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft == resource.RLIM_INFINITY or soft - SPARE_DESCRIPTORS >= self.max_connections:
-            return self
-        return ConnectionLimits(max(1, soft - SPARE_DESCRIPTORS), self.header_timeout_s, self.max_header_bytes,
-                                self.min_body_rate, self.body_grace_s)
+def capped_by_descriptors(limits: ConnectionLimits) -> ConnectionLimits:
+    """These limits with the connection cap below what the process may open (RLIMIT_NOFILE)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft - SPARE_DESCRIPTORS >= limits.max_connections:
+        return limits
+    return ConnectionLimits(max(1, soft - SPARE_DESCRIPTORS), limits.header_timeout_s, limits.max_header_bytes,
+                            limits.min_body_rate, limits.body_grace_s)
 
 
 def protocol_with(limits: ConnectionLimits) -> type[H11Protocol]:
@@ -173,4 +166,4 @@ class BoundedH11Protocol(H11Protocol):
 def uvicorn_options(limits: ConnectionLimits) -> dict[str, Any]:
     """What `faceid serve` passes to uvicorn for these limits: this protocol, and h11's own
     buffer limit above ours, so that an oversized head is answered 431 here, not reset there."""
-    return {"http": protocol_with(limits.capped_by_descriptors()), "h11_max_incomplete_event_size": limits.max_header_bytes + (1 << 20)}
+    return {"http": protocol_with(capped_by_descriptors(limits)), "h11_max_incomplete_event_size": limits.max_header_bytes + (1 << 20)}

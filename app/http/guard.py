@@ -78,7 +78,7 @@ class RequestGuard:
             await _answer(send, 413, too_large)
             return
         engine = getattr(scope["app"].state, "engine", None)
-        if scope["path"] in PHOTO_ROUTES and engine is not None and (busy := engine.saturation()) is not None:
+        if scope["path"] in PHOTO_ROUTES and engine is not None and (busy := engine.admission.saturation()) is not None:
             await _answer(send, 503, busy, {"Retry-After": "1"})
             return
         received, exceeded, started = 0, False, False

@@ -1,0 +1,207 @@
+"""What both stores hold and answer, and how they fail: the value types, the store errors, and
+the byte encodings of embeddings, photo evidence and IVF cells (the same in SQLite and PostgreSQL,
+so `faceid gallery migrate` copies rows as they are)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+import numpy as np
+
+from core.constants import EMBEDDING_DIM
+from core.errors import FaceIdError
+from core.photos.descriptor import PROJECTED_DIM, THUMB_SIDE
+
+StoreKind = Literal["sqlite", "postgresql"]
+
+
+@dataclass(frozen=True)
+class Person:
+    person_id: str
+    name: str | None
+    n_faces: int
+    created_at: str
+
+
+@dataclass(frozen=True)
+class PhotoRecord:
+    """A face's photo as photo evidence keeps it (core/photos/descriptor.py)."""
+
+    thumb: np.ndarray  # uint8 THUMB_SIDE×THUMB_SIDE
+    vector: np.ndarray  # float32 PROJECTED_DIM, unit
+    box: tuple[float, float, float, float]  # the face, as fractions of the photo's width and height
+
+
+@dataclass(frozen=True)
+class NewFace:
+    source: str
+    embedding: np.ndarray
+    crop_png: bytes | None = None
+    photo: PhotoRecord | None = None
+
+
+@dataclass(frozen=True)
+class StoredPhoto:
+    face_id: int
+    person_id: str
+    source: str
+    thumb: np.ndarray
+    box: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class FaceRow:
+    """A stored face as the API lists it: no embedding, no pixels."""
+
+    face_id: int
+    source: str
+    model_id: str
+    created_at: str
+    has_crop: bool
+    has_photo: bool  # its photo is described: photo evidence can name copies of it
+
+
+@dataclass(frozen=True)
+class IndexedFace:
+    """What the vector indexes need of a face: its person, the model that embedded it, its
+    embedding and its projected photo descriptor (None without photo evidence)."""
+
+    face_id: int
+    person_id: str
+    model_id: str
+    embedding: np.ndarray
+    photo_vector: np.ndarray | None
+
+
+ChangeOp = Literal["add", "delete", "embed", "photo"]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One committed write, as a store that keeps a change log reports it: the faces it added,
+    deleted, re-embedded (`faceid gallery reembed`) or gave photo evidence."""
+
+    version: int
+    op: ChangeOp
+    face_ids: list[int]
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A write transaction's place in the store's history: the store's version when it began
+    (inside its lock, so no other write came between) and the version it committed."""
+
+    before: int
+    after: int
+
+
+@dataclass(frozen=True)
+class Cells:
+    """An IVF index's trained cells: its centroids (lists × dim) and how many vectors they
+    were trained on. Kept in the store, so every later build over the same gallery (another
+    replica, a restart without a snapshot) adds its vectors to them instead of training anew:
+    at 1M faces training is most of a cold start (docs/deployment.md)."""
+
+    centroids: np.ndarray
+    trained_on: int
+
+    def fit(self, n_vectors: int, dim: int) -> bool:
+        """Whether an index over n vectors may use these cells: the same dimension, and a size
+        the retraining rule (`VectorIndex.needs_training`) would not retrain at."""
+        return self.centroids.ndim == 2 and self.centroids.shape[1] == dim and self.trained_on / 4 <= n_vectors < 4 * self.trained_on
+
+
+# Every column of a face, as `faceid gallery migrate` copies them between stores, ids kept.
+FACE_COLUMNS = ("face_id", "person_id", "source", "model_id", "embedding", "crop", "created_at", "photo_thumb", "photo_vector", "photo_box")
+PersonRow = tuple[str, str | None, str]  # person id, name, created at
+Entry = tuple[str, str | None, list[NewFace]]  # person id, name (None keeps the stored one), faces
+
+
+# -- errors: each maps to one HTTP status (app/statuses.py) ------------------------------------
+class StoreError(FaceIdError):
+    """The store cannot do what was asked; nothing was changed."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be opened or reached (a missing or read-only data directory, a corrupt
+    file, a database that is down)."""
+
+
+class StoreReadOnly(StoreError):
+    """The store takes no writes (a read-only file or database, or FACEID_READ_ONLY): identification works, changes do not."""
+
+
+class StorageFull(StoreError):
+    """The disk is full; nothing was lost, and writes work again once space is freed."""
+
+
+class StoreBusy(StoreError):
+    """Another process held the write lock for longer than the busy timeout."""
+
+
+# -- encodings ---------------------------------------------------------------------------------
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def blob(embedding: np.ndarray) -> bytes:
+    vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
+    if vector.shape != (EMBEDDING_DIM,):
+        raise ValueError(f"embedding must have {EMBEDDING_DIM} values, got {vector.shape[0]}")
+    return vector.tobytes()
+
+
+def embeddings_of(blobs: list[bytes]) -> np.ndarray:
+    """N×512 float32 from N stored embeddings."""
+    return np.frombuffer(b"".join(bytes(b) for b in blobs), dtype=np.float32).reshape(len(blobs), EMBEDDING_DIM)
+
+
+def photo_vectors_of(blobs: list[bytes]) -> np.ndarray:
+    """N×PROJECTED_DIM float32 from N stored photo vectors."""
+    return np.frombuffer(b"".join(bytes(b) for b in blobs), dtype=np.float32).reshape(len(blobs), PROJECTED_DIM)
+
+
+def photo_columns(photo: PhotoRecord | None) -> tuple[bytes | None, bytes | None, str | None]:
+    if photo is None:
+        return None, None, None
+    thumb = np.ascontiguousarray(photo.thumb, dtype=np.uint8)
+    vector = np.asarray(photo.vector, dtype=np.float32).reshape(-1)
+    if thumb.shape != (THUMB_SIDE, THUMB_SIDE) or vector.shape != (PROJECTED_DIM,):
+        raise ValueError(f"photo evidence must be a {THUMB_SIDE}² thumbnail and {PROJECTED_DIM} values")
+    return thumb.tobytes(), vector.tobytes(), ",".join(f"{v:.5f}" for v in photo.box)
+
+
+def stored_photo(face_id: int, person_id: str, source: str, thumb: bytes, box: str) -> StoredPhoto:
+    return StoredPhoto(int(face_id), person_id, source, np.frombuffer(bytes(thumb), dtype=np.uint8).reshape(THUMB_SIDE, THUMB_SIDE), box_of(box))
+
+
+def indexed_face(face_id: int, person_id: str, model_id: str, embedding: bytes, photo_vector: bytes | None) -> IndexedFace:
+    return IndexedFace(int(face_id), person_id, model_id, np.frombuffer(bytes(embedding), dtype=np.float32),
+                       None if photo_vector is None else np.frombuffer(bytes(photo_vector), dtype=np.float32))
+
+
+def cells_row(space: str, cells: Cells) -> tuple[str, int, int, int, bytes, str]:
+    centroids = np.ascontiguousarray(cells.centroids, dtype=np.float32)
+    return space, centroids.shape[0], centroids.shape[1], cells.trained_on, centroids.tobytes(), now()
+
+
+def cells_of(lists: int, dim: int, trained_on: int, centroids: bytes) -> Cells:
+    return Cells(np.frombuffer(bytes(centroids), dtype=np.float32).reshape(int(lists), int(dim)).copy(), int(trained_on))
+
+
+def like_pattern(text: str) -> str:
+    """A LIKE pattern matching values that contain `text` literally (backslash escapes)."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def box_of(text: str) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = (float(v) for v in text.split(","))
+    return x1, y1, x2, y2
+
+
+def sql_statements(code: str) -> list[str]:
+    """A migration's statements, its `--` comments dropped."""
+    code = "\n".join(line.split("--")[0] for line in code.splitlines())
+    return [s.strip() for s in code.split(";") if s.strip()]

@@ -1,0 +1,46 @@
+"""The one place settings become parts: the engine (models loaded for the device) and the
+gallery (its store opened from the location the settings name). The service's lifespan and
+the `faceid gallery` commands both build them here."""
+
+from __future__ import annotations
+
+import torch
+
+from app.config import Settings
+from app.engine import Admission, Engine, FaceFinder
+from app.gallery.gallery import Gallery
+from app.gallery.store import Store, open_store
+from core.embedding.runtime import embeds_on_onnx, make_embedder
+from core.faces.pipeline import SERVICE_PIPELINE, load_pipeline
+from core.models.backbone import load_backbone
+
+
+def set_serving_threads(settings: Settings) -> None:
+    """For a serving process, before its engine is built. With embeddings on ONNX Runtime (its
+    own threads, all cores), torch only detects, one photo per core side by side (see
+    app/engine.py), so each detection gets one torch thread: two-threaded detections side by
+    side oversubscribed the cores (docs/design.md)."""
+    if embeds_on_onnx(settings.resolved_device(), settings.runtime):
+        torch.set_num_threads(1)
+
+
+def build_engine(settings: Settings, pipeline: FaceFinder | None = None) -> Engine:
+    """The engine for these settings; `pipeline` replaces the service's own face pipeline (tests
+    give a wrapped one to hold or watch detection)."""
+    device = settings.resolved_device()
+    backbone = load_backbone(settings.weights, device)
+    return Engine(backbone, pipeline if pipeline is not None else load_pipeline(SERVICE_PIPELINE, device),
+                  make_embedder(backbone, device, settings.batch_size, settings.runtime), device, settings.max_pixels,
+                  detect_max_side=settings.detect_max_side, admission=Admission(settings.max_pending, settings.request_timeout_s),
+                  max_image_bytes=settings.max_image_bytes)
+
+
+def open_settings_store(settings: Settings) -> Store:
+    """The store the settings name: SQLite in FACEID_DATA_DIR, or FACEID_STORE's PostgreSQL."""
+    return open_store(settings.store_location(), settings.store_password(), settings.store_pool_size, settings.read_only)
+
+
+def open_gallery(settings: Settings, model_id: str, store: Store | None = None) -> Gallery:
+    """The gallery for these settings, on their store (or on `store`, opened by the caller);
+    its snapshot lives in the data folder."""
+    return Gallery(store if store is not None else open_settings_store(settings), settings.data_dir, model_id, settings.index_settings())
