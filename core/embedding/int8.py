@@ -11,7 +11,7 @@ x86 CPU without VNNI, ONNX Runtime multiplies u8 by s8 with VPMADDUBSW, which ad
 products in int16 and saturates: with 8-bit weights a pair reaches 2·255·128 = 65,280, with
 7-bit weights at most 2·255·64 = 32,640 < 32,767, so no input can saturate. VNNI CPUs sum into
 int32 and never saturate. Full-range s8 weights (u8×s8 and s8×s8 alike) gave embeddings whose
-cosine to fp32 fell to 0.18 on an AVX2-only CPU (README, Benchmarks: int8).
+cosine to fp32 fell to 0.18 on an AVX2-only CPU (docs/benchmarks.md, int8).
 
 Whatever the file and wherever it was made, `check` embeds the calibration faces with it and with
 fp32 on this CPU; a model whose worst cosine is under MIN_COSINE is refused (the embedder falls

@@ -1,7 +1,7 @@
 """The embedder on ONNX Runtime: the same network, exported once from the torch weights.
 
 ONNX Runtime runs InceptionResnetV1 at batch 1 in about half of eager PyTorch's time on the
-project's CPUs (the README's Benchmarks give the figure and the CPU kind), and batch 1 is what an
+project's CPUs (docs/benchmarks.md gives the figure and the CPU kind), and batch 1 is what an
 interactive /identify is. The ONNX file is made at first use from the loaded backbone and cached under the models
 folder, keyed by the weights' sha256, so no second weights file is ever committed and a
 changed model never meets a stale export. Training stays on torch.

@@ -3,7 +3,7 @@ models folder keyed by a digest of its weights, open a session.
 
 Sessions never busy-wait: ONNX Runtime's threads otherwise spin after each run on the cores
 the next step needs (the face detector's, on torch). Measured on 2 cores, that doubled the
-following detection and gained the embedding nothing (README, "Design choices, measured").
+following detection and gained the embedding nothing (docs/design.md).
 """
 
 from __future__ import annotations

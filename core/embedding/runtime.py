@@ -13,7 +13,7 @@ RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
 def make_embedder(backbone: Backbone, device: str, batch_size: int = 32, runtime: str = "auto") -> Embedder:
     """The embedder that fits the hardware: on the CPU, ONNX Runtime's int8 copy when installed
     (it is checked against fp32 on this CPU when it loads, and fp32 ONNX Runtime embeds if it
-    fails; both are faster than torch at batch 1, the README's Benchmarks), torch on CUDA.
+    fails; both are faster than torch at batch 1, docs/benchmarks.md), torch on CUDA.
     `runtime` "torch", "onnx" (fp32) or "onnx-int8" forces one."""
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose {', '.join(RUNTIMES)}")

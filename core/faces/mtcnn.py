@@ -10,8 +10,8 @@ What changes is the cost:
 - each stage handles the whole batch at once (candidates carry their image's index, NMS
   is torchvision's batched one), so a GPU gets few large launches instead of a Python loop
   per image, and the CPU does the glue in a few vector operations.
-On 2 cores this takes about two thirds of facenet-pytorch's own driver's time (README, "Design
-choices, measured"); ONNX Runtime ran the three small nets no faster than torch, so they stay in torch.
+On 2 cores this takes about two thirds of facenet-pytorch's own driver's time (docs/design.md);
+ONNX Runtime ran the three small nets no faster than torch, so they stay in torch.
 Resampling with Pillow instead would be cheaper still on the CPU, but moved boxes by ~2% of
 their width and cost the shipped model 0.6 points of top-1 on the validation people.
 """

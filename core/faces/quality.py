@@ -41,7 +41,7 @@ LEVELS: dict[str, tuple[float, float]] = {
 REASON_BELOW = 0.5
 # The face itself is gone when it is blown out or black. Enrolment refuses such a reference, and
 # /identify does not name such a face by its looks: at 777 enrolled people, glared-out strangers
-# were most of the strangers named (README, Results). Blur and noise are left to the caller; a
+# were most of the strangers named (docs/results.md). Blur and noise are left to the caller; a
 # blurred reference still beats none.
 REFUSE_FOR = ("over_exposed", "too_dark")
 

@@ -7,7 +7,7 @@ smooth change of brightness or contrast (fog, dark, the falloff of a glare) scal
 not turn them; pixels blown out to white carry nothing and are masked. Two photos are compared
 by the correlation of their gradient fields over the pixels valid in both, shrunk where that
 shared part is small (a glared copy keeps little, and a little agrees by chance). Measured on
-the validation people's FACECOM photos (README, Photo evidence).
+the validation people's FACECOM photos (docs/photo-evidence.md).
 
 Search and the exact similarity mask differently. The projected vectors (stored per enrolled
 photo) mask the blown pixels' neighbours too, as they always have: changing that would change
@@ -33,7 +33,7 @@ SATURATED = 245  # grey level from which a thumbnail pixel counts as blown out
 # Pixels beside blown ones masked too (rings of 4-neighbours): 1 for the stored, projected vectors,
 # 0 for the exact similarity. On the validation people's gallery, masking that ring in the exact
 # similarity left 3 glared copies under the threshold and named 2 of 12,112 stranger photos;
-# without it, 2 and 1 (README, Photo evidence).
+# without it, 2 and 1 (docs/photo-evidence.md).
 SEARCH_GROW = 1
 EXACT_GROW = 0
 WINDOW = 11  # pixels over which a gradient's local RMS is taken
@@ -155,10 +155,10 @@ def projected(field: np.ndarray) -> np.ndarray:
     return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 
 
-# From this similarity a photo is taken for a copy of an enrolled one (README, Photo evidence).
+# From this similarity a photo is taken for a copy of an enrolled one (docs/photo-evidence.md).
 PHOTO_THRESHOLD = 0.50
 # Photos FAISS hands to the exact similarity (glared queries: WIDER times as many): 8 found every
-# copy 12 did on both held-out splits, 0.4 ms sooner at 100k photos (README, Photo evidence).
+# copy 12 did on both held-out splits, 0.4 ms sooner at 100k photos (docs/photo-evidence.md).
 SHORTLIST = 8
 
 
