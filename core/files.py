@@ -60,11 +60,6 @@ def write_text_atomic(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    with atomic_write(path) as tmp:
-        tmp.write_bytes(data)
-
-
 def sha256_of(path: Path) -> str:
     """Hex sha256 of a file, read in chunks."""
     digest = hashlib.sha256()
