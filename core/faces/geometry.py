@@ -41,6 +41,11 @@ def scaled(box: Sequence[float], factor: float) -> Box:
     return x1 * factor, y1 * factor, x2 * factor, y2 * factor
 
 
+def scaled_points(points: Sequence[tuple[float, float]], factor: float) -> tuple[tuple[float, float], ...]:
+    """Points in pixels `factor` times larger (a reduced image's landmarks in the photo's pixels)."""
+    return tuple((x * factor, y * factor) for x, y in points)
+
+
 def scaled_box(fractions: Sequence[float], size: tuple[int, int]) -> Box:
     """A box given as fractions of an image's width and height, in that image's pixels."""
     w, h = size

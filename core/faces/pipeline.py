@@ -25,7 +25,7 @@ from PIL import Image, ImageFilter
 from core.constants import DETECT_SIDE
 from core.faces.box_regressor import BoxRegressor
 from core.faces.crop import MARGIN, crop_face
-from core.faces.geometry import OVERLAPS_FACE_IOU, Box, area, iou, scaled
+from core.faces.geometry import OVERLAPS_FACE_IOU, Box, area, iou, scaled, scaled_points
 from core.faces.mtcnn import PYRAMID_FACTOR, Mtcnn
 from core.faces.quality import Quality, assess
 from core.images import Decoded
@@ -33,6 +33,8 @@ from core.paths import models_dir
 from core.pixels import blown_out_share
 
 DetectionPath = Literal["direct", "denoised", "regressed", "fallback", "whole-image"]
+# MTCNN's five points: the eyes, the nose, the mouth's corners, each pair left to right in the image.
+Landmarks = tuple[tuple[float, float], ...]
 BOX_REGRESSOR = "box-regressor"  # its folder under the models folder
 
 # Tried on images where plain detection finds nothing. Equalised and darkened copies were
@@ -90,6 +92,7 @@ class DetectedFace:
     box: Box
     score: float | None  # MTCNN's or the regressor's probability; None for the fallback box
     path: DetectionPath
+    landmarks: Landmarks | None = None  # MTCNN's; the regressor and the fallback place none
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ class Face:
     crop: torch.Tensor  # uint8 3×160×160, cut from the decoded image
     quality: Quality
     photo_size: tuple[int, int]  # the original photo's width and height
+    landmarks: Landmarks | None = None  # in the original photo's pixels, as the box
 
     @property
     def area(self) -> float:
@@ -132,7 +136,8 @@ class FacePipeline:
         crop = self.crop(photo.image, detected.box)
         box = scaled(detected.box, photo.scale)
         quality = assess(crop.permute(1, 2, 0).numpy(), box, detected.score)
-        return Face(box, detected.score, detected.path, crop, quality, photo.original_size)
+        landmarks = scaled_points(detected.landmarks, photo.scale) if detected.landmarks is not None else None
+        return Face(box, detected.score, detected.path, crop, quality, photo.original_size, landmarks)
 
     def crop(self, img: Image.Image, box: Sequence[float]) -> torch.Tensor:
         """uint8 3×160×160 crop of `box` (in `img`'s pixels) widened by the margin."""
@@ -174,7 +179,8 @@ class FacePipeline:
                 reduced = (round(size[0] * scale), round(size[1] * scale))
                 batch = [img.resize(reduced, Image.Resampling.BILINEAR, reducing_gap=2.0) for img in batch]
             for i, detections in zip(indices, self.mtcnn.detect(batch)):
-                found[i] = [DetectedFace(scaled(d.box, 1 / scale), d.score, path) for d in detections if d.score >= self.config.min_score]
+                found[i] = [DetectedFace(scaled(d.box, 1 / scale), d.score, path, scaled_points(d.landmarks, 1 / scale))
+                            for d in detections if d.score >= self.config.min_score]
 
     def _regressed_into(self, found: list[list[DetectedFace]], images: Sequence[Image.Image], todo: Sequence[int]) -> None:
         """The regressor's face on images `todo`, where it is sure of one that MTCNN did not find
