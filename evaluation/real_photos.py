@@ -1,0 +1,234 @@
+"""Real photos, new photos: how the face channel does when the query is a *different* photo of
+an enrolled person, as users bring, rather than a distorted copy of the enrolled one (FACECOM).
+
+On a folder per person (LFW's layout: `<Person>/<Person>_NNNN.jpg`), with the service's own
+detection (no fallback box: a photo where no face is found is a miss, as the service answers)
+and the service's embedder:
+- **1:1 verification** (`/verify`): every pair of two photos of one person against every pair of
+  two people; the threshold at a false-accept rate, and the true accepts there.
+- **LFW's protocol**: the standard pairs among these people, in ten folds, each scored at the
+  threshold the nine others choose (pairs without a detected face keep the whole-image crop,
+  since the protocol scores every pair).
+- **Identification with one photo enrolled per person** (`/identify`): the first photo of each
+  person with two or more enrolled, the others as queries; the people with one photo are the
+  strangers, never enrolled. Top-1, and what the service answers at its threshold: named
+  correctly, strangers named (a face gone to glare or darkness is never named, as there).
+
+People are carved by name into train, choose and report sets (`carve`): thresholds are chosen
+on `choose`, figures reported on `report`, and nobody trained on is in either.
+
+    python -m evaluation.real_photos --data DIR/lfw --pairs DIR/pairs-dev.txt [--weights W] [--report reports/real-photos.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from collections.abc import Sequence, Set
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.data.dataset import Sample, read_split
+from core.faces.pipeline import DetectedFace
+from evaluation.metrics import tar_at_far
+from evaluation.open_set import UNDETECTED_PATHS, rate_upper_bound
+
+SETS = ("train", "choose", "report")
+SHARES = (4, 3, 3)  # tenths of the people in each set
+FAR = 1e-3
+SPLITS_DIR = Path(__file__).resolve().parents[1] / "core" / "data" / "splits"
+
+
+def lfw_people(root: Path) -> dict[str, list[Path]]:
+    """Person → their photos, sorted, from a folder per person."""
+    people = {}
+    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+        photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        if photos:
+            people[folder.name] = photos
+    return people
+
+
+def carve(names: Sequence[str], exclude: Set[str] = frozenset()) -> dict[str, list[str]]:
+    """Each name (but those excluded) into one set, by a hash of the name: the same person always
+    lands in the same set, whatever else the folder holds."""
+    out: dict[str, list[str]] = {s: [] for s in SETS}
+    bounds = np.cumsum(SHARES)
+    for name in sorted(set(names) - set(exclude)):
+        tenth = int(hashlib.sha1(name.encode()).hexdigest(), 16) % 10
+        out[SETS[int(np.searchsorted(bounds, tenth, side="right"))]].append(name)
+    return out
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """Photos as the service sees them: each one's person, embedding, whether a face was found,
+    and whether that face is gone (blown out or black: never named by its looks)."""
+
+    people: list[str]
+    paths: list[Path]
+    vectors: np.ndarray
+    found: np.ndarray
+    gone: np.ndarray
+
+
+def verification_1to1(data: Embedded, far: float = FAR, threshold: float | None = None) -> dict:
+    """Every same-person pair against every two-person pair, among photos with a face found and
+    not gone (the others are refused or unverified by the service). With `threshold`, the rates
+    there; without, the threshold at `far` and the true accepts at it."""
+    keep = data.found & ~data.gone
+    x, labels = data.vectors[keep], np.asarray(data.people)[keep]
+    sims = x @ x.T
+    upper = np.triu_indices(len(x), k=1)
+    same = labels[upper[0]] == labels[upper[1]]
+    genuine, impostor = sims[upper][same], sims[upper][~same]
+    out = {"photos": int(keep.sum()), "refused_photos": int((~keep).sum()), "genuine_pairs": int(len(genuine)),
+           "impostor_pairs": int(len(impostor)), "people": len(set(labels.tolist()))}
+    if threshold is None:
+        tar, threshold = tar_at_far(genuine, impostor, far)
+        return out | {"far_target": far, "threshold": threshold, "tar": tar}
+    accepted = int((impostor >= threshold).sum())
+    return out | {"threshold": threshold, "tar": float((genuine >= threshold).mean()), "far": accepted / max(1, len(impostor)),
+                  "far_ucb95": rate_upper_bound(accepted, len(impostor))}
+
+
+def read_pairs(path: Path) -> list[tuple[str, int, str, int]]:
+    """LFW's pairs: (person, photo number, person, photo number); same person when the names match."""
+    out = []
+    for line in Path(path).read_text().splitlines():
+        f = line.split("\t")
+        if len(f) == 3:
+            out.append((f[0], int(f[1]), f[0], int(f[2])))
+        elif len(f) == 4:
+            out.append((f[0], int(f[1]), f[2], int(f[3])))
+    return out
+
+
+def lfw_protocol(pairs: Sequence[tuple[str, int, str, int]], vector_of: dict[tuple[str, int], np.ndarray], folds: int = 10) -> dict:
+    """Accuracy on the pairs in `folds` contiguous folds (the standard file's order keeps its
+    sets together), each at the threshold that is best on the other folds."""
+    usable = [p for p in pairs if (p[0], p[1]) in vector_of and (p[2], p[3]) in vector_of]
+    sims = np.array([float(vector_of[(a, i)] @ vector_of[(b, j)]) for a, i, b, j in usable])
+    same = np.array([a == b for a, _, b, _ in usable])
+    parts = np.array_split(np.arange(len(usable)), folds)
+    accuracies, thresholds = [], []
+    for k, test in enumerate(parts):
+        train = np.concatenate([p for j, p in enumerate(parts) if j != k])
+        candidates = np.unique(sims[train])
+        correct = [np.mean((sims[train] >= t) == same[train]) for t in candidates]
+        best = float(candidates[int(np.argmax(correct))])
+        thresholds.append(best)
+        accuracies.append(float(np.mean((sims[test] >= best) == same[test])))
+    return {"pairs": len(usable), "same_pairs": int(same.sum()), "folds": folds, "accuracy": float(np.mean(accuracies)),
+            "accuracy_std": float(np.std(accuracies)), "threshold_mean": float(np.mean(thresholds))}
+
+
+def one_photo_enrolled(data: Embedded, threshold: float, enrolled_photos: int = 1) -> dict:
+    """Each person with more than `enrolled_photos` photos is enrolled with their first ones, the
+    rest are queries; people with exactly one photo are strangers. A query is named by its best
+    enrolled photo's person when that similarity reaches `threshold`, its face was found and is
+    not gone."""
+    people = np.asarray(data.people)
+    first: dict[str, list[int]] = {}
+    for i, person in enumerate(people):
+        first.setdefault(person, []).append(i)
+    enrolled_idx = [i for idx in first.values() if len(idx) > enrolled_photos for i in idx[:enrolled_photos]]
+    query_idx = [i for idx in first.values() if len(idx) > enrolled_photos for i in idx[enrolled_photos:]]
+    stranger_idx = [i for idx in first.values() if len(idx) == 1 for i in idx]
+    gallery = data.vectors[enrolled_idx]
+    gallery_people = people[enrolled_idx]
+
+    def answer(idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        sims = data.vectors[idx] @ gallery.T
+        best = sims.argmax(axis=1)
+        return gallery_people[best], sims[np.arange(len(idx)), best]
+
+    named, top = answer(query_idx)
+    right = (named == people[query_idx]) & data.found[query_idx]
+    can_name = data.found[query_idx] & ~data.gone[query_idx]
+    correct = right & can_name & (top >= threshold)
+    _, stranger_top = answer(stranger_idx)
+    stranger_named = data.found[stranger_idx] & ~data.gone[stranger_idx] & (stranger_top >= threshold)
+    n_named = int(stranger_named.sum())
+    return {"enrolled_people": len(set(gallery_people.tolist())), "photos_enrolled_each": enrolled_photos, "queries": len(query_idx),
+            "strangers": len(stranger_idx), "no_face": float(1 - data.found[query_idx].mean()) if query_idx else float("nan"),
+            "top1": float(right.mean()) if query_idx else float("nan"),
+            "named_correctly": float(correct.mean()) if query_idx else float("nan"), "threshold": threshold,
+            "strangers_named": n_named / max(1, len(stranger_idx)), "strangers_named_ucb95": rate_upper_bound(n_named, len(stranger_idx))}
+
+
+def embed(names: Sequence[str], people: dict[str, list[Path]], weights: str | None, cache: Path, runtime: str = "auto") -> Embedded:
+    """The service's detection (subject face, no fallback) and embedder on every photo of `names`."""
+    from core.embedding.runtime import make_embedder
+    from core.faces.pipeline import SERVICE_PIPELINE, load_pipeline
+    from core.faces.quality import assess
+    from core.models.backbone import load_backbone
+    from evaluation.embeddings import embed_samples, embedder_id
+
+    samples = [Sample(name, path, "clean", path.stem) for name in names for path in people[name]]
+    backbone = load_backbone(weights, "cpu")
+    embedder = make_embedder(backbone, "cpu", 64, runtime)
+    pipeline = load_pipeline(SERVICE_PIPELINE)
+    vectors, faces, crops = embed_samples(samples, pipeline, embedder, embedder_id(backbone.model_id, embedder.runtime), cache)
+    found = np.array([f.path not in UNDETECTED_PATHS for f in faces])
+    gone = np.array([_gone(assess, crop, face) for crop, face in zip(crops, faces)])
+    return Embedded([s.identity for s in samples], [s.path for s in samples], vectors, found, gone)
+
+
+def _gone(assess, crop, face: DetectedFace) -> bool:
+    return bool(assess(crop.permute(1, 2, 0).numpy(), face.box, face.score).gone)
+
+
+def model_threshold_of(weights: str | None) -> float:
+    from core.models.backbone import default_weights
+    from core.models.thresholds import model_threshold
+
+    return model_threshold(weights or default_weights())
+
+
+def run(data: Path, pairs_file: Path | None, weights: str | None, exclude: set[str], cache: Path, runtime: str = "auto",
+        identify_threshold: float | None = None) -> dict:
+    people = lfw_people(data)
+    sets = carve(list(people), exclude)
+    choose = embed(sets["choose"], people, weights, cache, runtime)
+    report = embed(sets["report"], people, weights, cache, runtime)
+    chosen = verification_1to1(choose)
+    threshold = model_threshold_of(weights) if identify_threshold is None else identify_threshold
+    out = {"data": str(data), "weights": weights, "people": {s: len(v) for s, v in sets.items()}, "excluded": len(exclude),
+           "verification_1to1": {"choose": chosen, "report": verification_1to1(report, threshold=chosen["threshold"])},
+           "one_photo_enrolled": {"choose": one_photo_enrolled(choose, threshold), "report": one_photo_enrolled(report, threshold)},
+           "two_photos_enrolled": {"report": one_photo_enrolled(report, threshold, enrolled_photos=2)}}
+    if pairs_file is not None:
+        allowed = set(sets["choose"]) | set(sets["report"])
+        pairs = [p for p in read_pairs(pairs_file) if p[0] in allowed and p[2] in allowed]
+        both = Embedded(choose.people + report.people, choose.paths + report.paths, np.concatenate([choose.vectors, report.vectors]),
+                        np.concatenate([choose.found, report.found]), np.concatenate([choose.gone, report.gone]))
+        vector_of = {(p, int(path.stem.rsplit("_", 1)[1])): v for p, path, v in zip(both.people, both.paths, both.vectors)}
+        out["lfw_protocol"] = lfw_protocol(pairs, vector_of)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True, help="a folder per person (LFW's lfw/)")
+    ap.add_argument("--pairs", type=Path, default=None, help="LFW's pairs file (pairs-dev.txt)")
+    ap.add_argument("--weights", default=None, help="pretrained name, weights file or model folder (default: the service's)")
+    ap.add_argument("--exclude", type=Path, default=SPLITS_DIR / "facecom_train_people.txt",
+                    help="people never reported on (trained on): a split file")
+    ap.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"])
+    ap.add_argument("--threshold", type=float, default=None, help="the identification threshold (default: the model's)")
+    ap.add_argument("--cache", type=Path, default=Path(".cache"))
+    ap.add_argument("--report", type=Path, default=Path("reports/real-photos.json"))
+    args = ap.parse_args()
+    exclude = set(read_split(args.exclude)) if args.exclude and args.exclude.is_file() else set()
+    result = run(args.data, args.pairs, args.weights, exclude, args.cache, args.runtime, args.threshold)
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("data",)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
