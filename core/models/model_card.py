@@ -35,6 +35,11 @@ class ModelCard:
     threshold_far: float = DEFAULT_FAR
     # How `threshold` was chosen, in words; the default is the FAR rule above.
     threshold_rule: str | None = None
+    # 1:1 verification's (/verify) threshold: two photos are one person from this cosine. A
+    # pair's false-accept rate is not the stranger rate of a search among many people, so it is
+    # chosen apart (on real photos of people never trained on); `verify_rule` says how.
+    verify_threshold: float | None = None
+    verify_rule: str | None = None
     weights_file: str = BACKBONE_FILE
     dtype: str = "float32"
     architecture: str = ARCHITECTURE

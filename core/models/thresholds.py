@@ -1,7 +1,9 @@
-"""The default "unknown" threshold of a backbone: the policy the service and evaluation share.
+"""The default thresholds of a backbone: the policy the service and evaluation share.
 
 An exported model carries its own in its card (chosen on validation people when it was
-exported); a pretrained backbone takes the measured value below.
+exported); a pretrained backbone takes the measured values below. Two thresholds: "unknown"
+for identification among the enrolled (`model_threshold`), and "the same person" for 1:1
+verification of two photos (`verify_threshold`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,19 @@ from core.models.model_card import ModelCard, is_model_folder
 # (`faceid evaluate`). Only measured values belong here; other backbones fall back to
 # casia-webface's.
 PRETRAINED_THRESHOLDS = {"casia-webface": 0.523}
+
+
+# 1:1: the cosine at a false-accept rate of 1e-3 over every pair of two different people's real
+# photos (LFW, people never trained on, the `choose` set of evaluation/real_photos.py).
+PRETRAINED_VERIFY_THRESHOLDS: dict[str, float] = {}
+
+
+def verify_threshold(source: str) -> float:
+    """The default 1:1 threshold: from the model card, else the table above, else the
+    identification threshold (a stricter rule for a single pair)."""
+    if is_model_folder(Path(source)) and (threshold := ModelCard.read(Path(source)).verify_threshold) is not None:
+        return threshold
+    return PRETRAINED_VERIFY_THRESHOLDS.get(source, model_threshold(source))
 
 
 def model_threshold(source: str) -> float:
