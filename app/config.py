@@ -37,13 +37,18 @@ class Settings(BaseSettings):
     store_password_file: Path | None = Field(None, description="a file holding the database password (a container secret), kept out of the URL")
     store_pool_size: int = Field(8, ge=1, le=100, description="PostgreSQL connections per replica")
     read_only: bool = Field(False, description="identification only: the gallery is never changed (enrol and delete answer 503)")
-    api_key: SecretStr | None = Field(None, description="required in X-API-Key when set; unset means no auth")
+    api_key: SecretStr | None = Field(None, description="required in X-API-Key when set (an admin key for every collection); "
+                                      "unset, and no keys file: no auth")
+    api_keys_file: Path | None = Field(None, description=(
+        "a file of API keys, one per line: '<key id> <role> <collection or *> <key or sha256:hex>'; roles identify, enrol, admin"))
     open_probes: bool = Field(False, description="with a key set, leave /readyz and /metrics open (for probes that cannot send it)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
         "auto", description=("embedding runtime: auto is ONNX Runtime on the CPU, torch on CUDA; onnx-int8 is its quantized copy, "
                              "checked against fp32 on this CPU at start (fp32 ONNX if refused)"))
     threshold: float | None = Field(None, ge=-1.0, le=1.0, description="cosine below which a face is unknown (default: the model's FAR 1e-3 threshold)")
+    verify_threshold: float | None = Field(None, ge=-1.0, le=1.0, description=(
+        "/verify's cosine from which two faces are one person (default: the model's 1:1 threshold, chosen for pairs)"))
     top_k: int = Field(5, ge=1, le=100)
     photo_evidence: bool = Field(True, description="answer copies of enrolled photos (photo evidence, beside face evidence)")
     photo_threshold: float = Field(PHOTO_THRESHOLD, ge=-1.0, le=1.0, description="photo-descriptor similarity from which a photo is a copy")
@@ -100,6 +105,12 @@ class Settings(BaseSettings):
 
     def index_settings(self) -> IndexSettings:
         return IndexSettings(self.index, self.hnsw_m, self.hnsw_ef_search, self.ivf_nprobe)
+
+    def pair_threshold(self) -> float:
+        """The 1:1 threshold /verify uses when a request gives none; resolved by the lifespan."""
+        if self.verify_threshold is None:
+            raise RuntimeError("the 1:1 threshold is resolved by the app's lifespan before any request")
+        return self.verify_threshold
 
     def answer_threshold(self) -> float:
         """The threshold answers use when a request gives none; the app's lifespan fills in the

@@ -1,45 +1,84 @@
-"""Typed dependencies: routes read like sentences and tests swap parts with dependency_overrides."""
+"""Typed dependencies: routes read like sentences and tests swap parts with dependency_overrides.
+
+The collection a request is about comes from the X-Collection header (the default collection
+without it); the gallery and the settings a route gets are that collection's (its thresholds,
+where it sets its own)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, Security
+from fastapi import Depends, Header, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 
 from app.config import Settings
 from app.engine import Engine
+from app.gallery.collections import DEFAULT, NAME_PATTERN, Collection, Collections
 from app.gallery.gallery import Gallery
-from app.http.guard import KEY_REFUSED, key_matches
+from app.http.guard import KEY_REFUSED
+from app.http.keys import Key, KeyRing
 from app.http.metrics import Metrics
-
-
-def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
 
 
 def get_engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
-def get_gallery(request: Request) -> Gallery:
-    return request.app.state.gallery
+def get_collections(request: Request) -> Collections:
+    return request.app.state.collections
 
 
 def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+def get_collection(collections: Annotated[Collections, Depends(get_collections)],
+                   x_collection: Annotated[str, Header(alias="X-Collection", pattern=NAME_PATTERN,
+                                                       description="the collection the request is about (default: `default`)")] = DEFAULT
+                   ) -> Collection:
+    return collections.get(x_collection)
+
+
+CollectionDep = Annotated[Collection, Depends(get_collection)]
+
+
+def get_gallery(collection: CollectionDep) -> Gallery:
+    return collection.gallery
+
+
+def get_settings(request: Request, collection: CollectionDep) -> Settings:
+    """The service's settings, with the thresholds the request's collection sets for itself."""
+    settings: Settings = request.app.state.settings
+    row = collection.row
+    own = {k: v for k, v in (("threshold", row.threshold), ("verify_threshold", row.verify_threshold),
+                             ("photo_threshold", row.photo_threshold)) if v is not None}
+    return settings.model_copy(update=own) if own else settings
+
+
 EngineDep = Annotated[Engine, Depends(get_engine)]
+CollectionsDep = Annotated[Collections, Depends(get_collections)]
 GalleryDep = Annotated[Gallery, Depends(get_gallery)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 
-def require_api_key(settings: SettingsDep, key: Annotated[str | None, Security(_api_key_header)]) -> None:
-    """Declares the key in the OpenAPI document; `app.http.guard` has already enforced it before
-    the body was read, with the same comparison."""
-    if not key_matches(settings, key):
+def get_key(request: Request, given: Annotated[str | None, Security(_api_key_header)]) -> Key | None:
+    """The request's key (None when no key is configured). Declares the key in the OpenAPI
+    document; `app.http.guard` has already enforced it, role and collection included, before
+    the body was read."""
+    keys: KeyRing = request.app.state.keys
+    if keys.open:
+        return None
+    key = keys.find(given)
+    if key is None:
         raise HTTPException(status_code=401, detail=KEY_REFUSED, headers={"WWW-Authenticate": "APIKey"})
+    return key
+
+
+KeyDep = Annotated[Key | None, Depends(get_key)]
+
+
+def require_api_key(key: KeyDep) -> None:
+    """For routers whose every route needs a key."""

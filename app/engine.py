@@ -36,7 +36,7 @@ from core.embedding.embedder import Embedder
 from core.faces.pipeline import Face
 from core.images import DEFAULT_MAX_BYTES, Decoded, decode_reduced
 from core.models.backbone import Backbone
-from core.models.thresholds import model_threshold
+from core.models.thresholds import model_threshold, verify_threshold
 from core.photos.descriptor import thumbnail
 
 T = TypeVar("T")
@@ -186,6 +186,10 @@ class Engine:
     def default_threshold(self) -> float:
         """The model's evaluated FAR-1e-3 threshold (its card, or the pretrained table)."""
         return model_threshold(self.backbone.source)
+
+    def default_pair_threshold(self) -> float:
+        """The model's 1:1 (/verify) threshold (its card, or the pretrained table)."""
+        return verify_threshold(self.backbone.source)
 
     def start(self) -> None:
         """On CUDA, start the batching thread (a serving process; the command line embeds directly)."""

@@ -43,3 +43,11 @@ class CopyOfAnotherPerson(Exception):
 
 class BadRequestField(Exception):
     """A form field that passed the schema but makes no sense with the rest of the request."""
+
+
+class ExportOfAnotherModel(Exception):
+    """A gallery export whose embeddings another model made, without the crops to make them again."""
+
+    def __init__(self, theirs: list[str], ours: str) -> None:
+        super().__init__(f"the export holds embeddings made by {', '.join(theirs)} and no face crops, but this service runs {ours}: "
+                         f"export it again with crops (faceid gallery export --crops), or import it into a service running {theirs[0]}")

@@ -20,8 +20,9 @@ from app.engine import FaceFinder
 from app.gallery.store import Store
 from app.http import metrics
 from app.http.guard import RequestGuard
+from app.http.keys import KeyRing
 from app.http.security_headers import SecurityHeaders
-from app.routes import console, health, identify, persons
+from app.routes import collections, console, detect, health, identify, persons, portable, verify
 
 log = logging.getLogger("faceid")
 
@@ -34,27 +35,30 @@ def create_app(settings: Settings | None = None, *, pipeline: FaceFinder | None 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         s = settings or Settings()
         engine = await run_in_threadpool(wiring.build_engine, s, pipeline)
-        if s.threshold is None:  # the evaluated FAR-1e-3 threshold of this model
+        if s.threshold is None:  # the model's own: chosen for identification among many
             s = s.model_copy(update={"threshold": engine.default_threshold()})
+        if s.verify_threshold is None:  # and for 1:1 pairs
+            s = s.model_copy(update={"verify_threshold": engine.default_pair_threshold()})
         engine.on_batch = app.state.metrics.batch.observe
-        gallery = await run_in_threadpool(wiring.open_gallery, s, engine.model_id, store)
+        keys = KeyRing.load(s.api_key.get_secret_value() if s.api_key is not None else None, s.api_keys_file)
+        collections = await run_in_threadpool(wiring.open_collections, s, engine.model_id, store)
+        gallery = collections.default.gallery
         if gallery.mismatch:
             log.error("gallery not usable: %s", gallery.mismatch)
-        app.state.settings, app.state.engine, app.state.gallery = s, engine, gallery
+        app.state.settings, app.state.engine, app.state.collections, app.state.keys = s, engine, collections, keys
         engine.start()
-        gallery.follow()
+        collections.follow()
         status = gallery.status()
-        log.info("ready: model %s on %s, %d persons, %d faces, %s index on %s, threshold %.3f",
-                 engine.model_id, engine.embedder.device, status.persons, status.faces, s.index, status.store, s.threshold)
+        log.info("ready: model %s on %s, %d persons, %d faces, %s index on %s, threshold %.3f, %d API keys",
+                 engine.model_id, engine.embedder.device, status.persons, status.faces, s.index, status.store, s.threshold,
+                 len(keys.keys))
         try:
             yield
         finally:
             engine.stop()
-            try:  # the next start loads it instead of rebuilding (a 1M-face IVF index: seconds, not minutes)
-                await run_in_threadpool(gallery.save_snapshot)
-            except OSError as exc:
-                log.warning("index not saved (%s): the next start rebuilds it from the store", exc)
-            gallery.close()
+            # the next start loads them instead of rebuilding (a 1M-face IVF index: seconds, not minutes)
+            await run_in_threadpool(collections.save_snapshots)
+            collections.close()
 
     app = FastAPI(
         title="faceid",
@@ -68,6 +72,6 @@ def create_app(settings: Settings | None = None, *, pipeline: FaceFinder | None 
     app.add_middleware(SecurityHeaders)  # outermost: every answer carries them
     statuses.install(app)
     openapi.install(app)
-    for module in (health, identify, persons, console):
+    for module in (health, identify, persons, verify, detect, collections, portable, console):
         app.include_router(module.router)
     return app

@@ -10,6 +10,8 @@ from pydantic import BaseModel, Field, JsonValue, field_validator
 from core.constants import EMBEDDING_DIM
 
 PERSON_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$"
+# A collection's name is also a folder, a PostgreSQL schema and a channel name: kept that plain.
+COLLECTION_PATTERN = r"^[a-z0-9][a-z0-9_]{0,39}$"
 _NUMBER = r"\s*\d{1,6}(\.\d{1,3})?\s*"
 BOX_PATTERN = rf"^{_NUMBER},{_NUMBER},{_NUMBER},{_NUMBER}$"
 
@@ -103,6 +105,52 @@ class FaceResult(BaseModel):
     conflict: bool = Field(False, description="face and photo evidence name different people; `match` follows the photo")
 
 
+class Landmarks(BaseModel):
+    """MTCNN's five points, each [x, y] in the photo's pixels; left and right as the photo shows them."""
+
+    left_eye: list[float]
+    right_eye: list[float]
+    nose: list[float]
+    mouth_left: list[float]
+    mouth_right: list[float]
+
+
+class DetectedFacePublic(BaseModel):
+    box: list[float] = Field(description="x1, y1, x2, y2 in the photo's pixels (upright, as its EXIF orientation shows it)")
+    detection_score: float | None = Field(description="the detector's probability of a face")
+    landmarks: Landmarks | None = Field(description="null for a face placed by the box regressor (glare, rain, heavy noise), which finds none")
+    quality: QualityPublic
+    crop: str | None = Field(None, description="with crops=true: the 160×160 face crop the embedding is made from, a base64 PNG")
+
+
+class DetectResponse(BaseModel):
+    faces: list[DetectedFacePublic] = Field(description="every face, largest first; empty when the photo holds none")
+    photo_size: list[int] = Field(description="the photo's width and height, upright")
+
+
+class VerifiedFace(BaseModel):
+    photo: str = Field(description="the uploaded file's name")
+    box: list[float] | None = Field(description="the subject face verified, x1, y1, x2, y2 in the photo's pixels; "
+                                    "null when none was found and photo evidence decided")
+    detection_score: float | None
+    quality: QualityPublic | None = Field(description="why a face may not be verified by its looks (a face gone to glare or darkness never is)")
+
+
+class VerifyResponse(BaseModel):
+    same: bool = Field(description="one person, by `evidence`")
+    similarity: float | None = Field(description="face evidence: the two faces' cosine (against a person: the best over their "
+                                     "enrolled faces); null when a face was not found")
+    threshold: float = Field(description="the 1:1 threshold `same` by face evidence needs (not identification's)")
+    evidence: list[Evidence] = Field(description="what says they are one person: face (the looks), photo (a copy of the other "
+                                     "photo, or of the person's enrolled photo), or both; empty when `same` is false")
+    faces: list[VerifiedFace] = Field(description="the subject face of each photo sent, in order")
+    person: PersonPublic | None = Field(None, description="the enrolled person verified against, when `person_id` was sent")
+    photo_similarity: float | None = Field(None, description="photo evidence's similarity (not a face cosine); null when off or not measurable")
+    photo_threshold: float | None = Field(None, description="photo evidence's threshold; null when photo evidence is off")
+    photo_match: PhotoMatch | None = Field(None, description="against a person: the enrolled photo this one is a copy of")
+    model_id: str
+
+
 class IdentifyResponse(BaseModel):
     faces: list[FaceResult]
     threshold: float
@@ -165,6 +213,30 @@ class Ready(BaseModel):
     store: Literal["sqlite", "postgresql"] = Field(description="sqlite: this process's file; postgresql: one gallery shared by replicas")
     behind: int = Field(description="store changes committed elsewhere (another replica, another process) that this one's index does not hold yet")
     detail: str | None = None
+
+
+class CollectionCreate(BaseModel):
+    name: str = Field(pattern=COLLECTION_PATTERN, description="lower-case letters, digits and _, at most 40")
+    threshold: float | None = Field(None, ge=-1.0, le=1.0, description="its own identification threshold (default: the service's)")
+    verify_threshold: float | None = Field(None, ge=-1.0, le=1.0, description="its own 1:1 threshold (default: the service's)")
+    photo_threshold: float | None = Field(None, ge=-1.0, le=1.0, description="its own photo-evidence threshold (default: the service's)")
+
+
+class CollectionPublic(BaseModel):
+    name: str
+    created_at: str | None = Field(description="null for the default collection, which always existed")
+    threshold: float | None = Field(description="its own identification threshold; null: the service's")
+    verify_threshold: float | None
+    photo_threshold: float | None
+    persons: int | None = Field(None, description="in the answer for one collection")
+    faces: int | None = None
+
+
+class ImportResult(BaseModel):
+    persons: int = Field(description="persons in the file")
+    faces: int = Field(description="faces added")
+    reembedded: int = Field(description="faces whose embedding was made again from their crop (another model made the file's)")
+    models: dict[str, int] = Field(description="the models that made the file's embeddings, with their faces")
 
 
 class FieldError(BaseModel):

@@ -14,9 +14,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
 from app.engine import Overloaded
-from app.errors import BadRequestField, CopyOfAnotherPerson, FaceNotFound, PersonNotFound, TooManyUploads, UploadTooLarge
+from app.errors import (
+    BadRequestField,
+    CopyOfAnotherPerson,
+    ExportOfAnotherModel,
+    FaceNotFound,
+    PersonNotFound,
+    TooManyUploads,
+    UploadTooLarge,
+)
+from app.gallery.collections import CollectionNotFound, DefaultCollection
 from app.gallery.gallery import ModelMismatch
+from app.gallery.portable import InvalidExport
 from app.gallery.records import (
+    CollectionExists,
     StorageFull,
     StoreBusy,
     StoreError,
@@ -50,7 +61,12 @@ STATUS: dict[type[Exception], int] = {
     BadRequestField: 422,
     PersonNotFound: 404,
     FaceNotFound: 404,
+    CollectionNotFound: 404,
     CopyOfAnotherPerson: 409,
+    CollectionExists: 409,
+    ExportOfAnotherModel: 409,
+    InvalidExport: 400,
+    DefaultCollection: 409,
     ModelMismatch: 503,
     Overloaded: 503,
     StorageFull: 507,
@@ -62,10 +78,13 @@ STATUS: dict[type[Exception], int] = {
 RETRY_AFTER_S = {Overloaded: 1, StoreBusy: 1, StoreUnavailable: 2}  # the database restarting, or unreachable
 
 DESCRIPTIONS = {
-    400: "a body that cannot be read: not an image, a corrupt one, or not JSON",
+    400: "a body that cannot be read: not an image, a corrupt one, not JSON, or not a gallery export",
     401: KEY_REFUSED,
-    404: "no such person, or no such face of that person (or one stored without its crop)",
-    409: "an enrolment photo is a copy of a photo enrolled for another person (send confirm_copy=true to enrol it anyway)",
+    403: "the key's role or collection does not allow this request",
+    404: "no such person, face of that person (or one stored without its crop), or collection (X-Collection)",
+    409: ("an enrolment photo is a copy of a photo enrolled for another person (send confirm_copy=true to enrol it anyway); "
+          "a collection of that name exists; the default collection is not deleted; "
+          "a gallery export made by another model without its crops"),
     413: "an upload, the request body or the image's pixel count is over its limit",
     415: "an image format the service does not read",
     422: "a missing or invalid field; no face found; several comparable faces, or a blown-out or black face, in an enrolment photo",
@@ -76,8 +95,10 @@ DESCRIPTIONS = {
 
 
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error statuses a route can return, each with the error body."""
-    return {code: {"model": Problem, "description": DESCRIPTIONS[code]} for code in codes}
+    """OpenAPI entries for the error statuses a route can return, each with the error body (a
+    route that needs a key can also answer 403: the key's role or collection)."""
+    listed = sorted(set(codes) | ({403} if 401 in codes else set()))
+    return {code: {"model": Problem, "description": DESCRIPTIONS[code]} for code in listed}
 
 
 def _sanitised(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -8,8 +8,9 @@ import torch
 
 from app.config import Settings
 from app.engine import Admission, Engine, FaceFinder
+from app.gallery.collections import Collections
 from app.gallery.gallery import Gallery
-from app.gallery.store import Store, open_store
+from app.gallery.store import Store, collection_folder, open_store
 from core.embedding.runtime import embeds_on_onnx, make_embedder
 from core.faces.pipeline import SERVICE_PIPELINE, load_pipeline
 from core.models.backbone import load_backbone
@@ -41,6 +42,16 @@ def open_settings_store(settings: Settings) -> Store:
 
 
 def open_gallery(settings: Settings, model_id: str, store: Store | None = None) -> Gallery:
-    """The gallery for these settings, on their store (or on `store`, opened by the caller);
-    its snapshot lives in the data folder."""
+    """The default collection's gallery for these settings, on their store (or on `store`,
+    opened by the caller); its snapshot lives in the data folder."""
     return Gallery(store if store is not None else open_settings_store(settings), settings.data_dir, model_id, settings.index_settings())
+
+
+def open_collections(settings: Settings, model_id: str, store: Store | None = None) -> Collections:
+    """Every collection: the default one's gallery now, the others' when first asked for."""
+
+    def named(name: str) -> Gallery:
+        store = open_store(settings.store_location(), settings.store_password(), settings.store_pool_size, settings.read_only, name)
+        return Gallery(store, collection_folder(settings.data_dir, name), model_id, settings.index_settings())
+
+    return Collections(open_gallery(settings, model_id, store), named, lambda name: collection_folder(settings.data_dir, name))

@@ -138,11 +138,13 @@ def _serve(args: argparse.Namespace) -> int:
     from app.config import Settings
     from app.gallery.sqlite import check_data_dir
     from app.http.connection_limits import uvicorn_options
+    from app.http.keys import KeyRing
     from app.main import create_app
     from app.wiring import set_serving_threads
 
     settings = Settings()
     check_data_dir(settings.data_dir)  # one clear line, not a traceback from the lifespan
+    KeyRing.load(settings.api_key.get_secret_value() if settings.api_key is not None else None, settings.api_keys_file)  # likewise
     _limit_malloc_arenas()
     set_serving_threads(settings)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info", **uvicorn_options(settings.connection_limits()))
@@ -180,19 +182,45 @@ def _gallery_settings(args: argparse.Namespace):
 
 def _gallery_import(args: argparse.Namespace) -> int:
     from app.usecases.bulk import import_folder
-    from app.wiring import build_engine, open_gallery
+    from app.usecases.portable import import_file
+    from app.wiring import build_engine, open_collections
 
     settings = _gallery_settings(args)
+    if not args.path.exists():
+        raise FileNotFoundError(f"{args.path}: no such folder or file")
     engine = build_engine(settings)
-    gallery = open_gallery(settings, engine.model_id)
+    collections = open_collections(settings, engine.model_id)
     try:
-        result = import_folder(engine, gallery, settings, args.dir, args.batch, args.confirm_copies)
+        gallery = collections.get(args.collection).gallery
+        if args.path.is_file():  # a gallery export
+            with open(args.path, "rb") as stream:
+                done = import_file(engine, gallery, stream)
+            print(f"imported {done.persons} persons and {done.faces} faces from {args.path} ({done.reembedded} re-embedded from their crops)")
+            return 0
+        result = import_folder(engine, gallery, settings, args.path, args.batch, args.confirm_copies)
     finally:
-        gallery.close()
+        collections.close()
     print(f"enrolled {result.added} faces; {result.skipped} already there; {result.described} given photo evidence; "
           f"{len(result.refused)} refused")
     for line in result.refused[:20]:
         print(f"  refused {line}")
+    return 0
+
+
+def _gallery_export(args: argparse.Namespace) -> int:
+    from app.usecases.portable import export_collection
+    from app.wiring import build_engine, open_collections
+
+    settings = _gallery_settings(args)
+    collections = open_collections(settings, build_engine(settings).model_id)
+    try:
+        args.file.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.file, "wb") as out:
+            header = export_collection(collections.get(args.collection), out, args.crops)
+    finally:
+        collections.close()
+    print(f"exported {header.persons} persons and {header.faces} faces of collection {header.collection} to {args.file}"
+          f"{' with their crops' if args.crops else ''}")
     return 0
 
 
@@ -228,6 +256,40 @@ def _gallery_reembed(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return 0
+
+
+def _client(args: argparse.Namespace):
+    import os
+
+    from faceid.client import FaceIdClient
+
+    return FaceIdClient(args.url, key=args.key or os.environ.get("FACEID_API_KEY"), collection=args.collection)
+
+
+def _identify(args: argparse.Namespace) -> int:
+    with _client(args) as faceid:
+        answer = faceid.identify(args.photo, top_k=args.top_k, threshold=args.threshold)
+    if args.json:
+        print(answer.model_dump_json(indent=2))
+        return 0
+    for face in answer.faces:
+        who = f"{face.match.person_id} ({face.match.similarity:.3f}, by {' and '.join(face.evidence)})" if face.match else "unknown"
+        print(f"{[round(v) for v in face.box]}: {who}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    if (args.photo2 is None) == (args.person is None):
+        raise ValueError("give a second photo or --person, not both or neither")
+    with _client(args) as faceid:
+        answer = faceid.verify(args.photo, args.photo2, args.person, args.threshold)
+    if args.json:
+        print(answer.model_dump_json(indent=2))
+    else:
+        similarity = "no face" if answer.similarity is None else f"{answer.similarity:.3f}"
+        print(f"{'same' if answer.same else 'different'}: similarity {similarity}, threshold {answer.threshold:.3f}"
+              f"{', by ' + ' and '.join(answer.evidence) if answer.evidence else ''}")
+    return 0 if answer.same else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -309,24 +371,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=5.0)
     p.set_defaults(func=_probe)
 
+    for name, helptext in (("identify", "who is in a photo: ask a running service"),
+                           ("verify", "are two photos, or a photo and an enrolled person, one person: ask a running service "
+                                      "(exit 0 same, 1 different)")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("photo", type=Path)
+        if name == "verify":
+            p.add_argument("photo2", type=Path, nargs="?", default=None, help="a second photo (or --person)")
+            p.add_argument("--person", default=None, help="an enrolled person's id")
+        else:
+            p.add_argument("--top-k", type=int, default=None)
+        p.add_argument("--threshold", type=float, default=None)
+        p.add_argument("--url", default="http://127.0.0.1:8000")
+        p.add_argument("--key", default=None, help="the API key (default: FACEID_API_KEY)")
+        p.add_argument("--collection", default=None, help="the collection (default: the default one)")
+        p.add_argument("--json", action="store_true", help="the whole answer, as JSON")
+        p.set_defaults(func=_identify if name == "identify" else _verify)
+
     p = sub.add_parser("gallery", help="bulk operations on the service's gallery (FACEID_DATA_DIR)")
     gsub = p.add_subparsers(dest="gallery_command", required=True, metavar="ACTION")
-    g = gsub.add_parser("import", help="enrol the clean (gallery) photos of a data set folder (resumable)")
-    g.add_argument("dir", type=Path)
+    g = gsub.add_parser("import", help="enrol the clean (gallery) photos of a data set folder (resumable), or add a gallery export file")
+    g.add_argument("path", type=Path, help="a data set folder, or a file `faceid gallery export` (or /export) made")
     g.add_argument("--batch", type=int, default=32, help="images per detection/embedding batch")
     g.add_argument("--confirm-copies", action="store_true",
                    help="enrol photos that copy a photo enrolled for another person (as /enroll's confirm_copy); refused otherwise")
     g.set_defaults(func=_gallery_import)
     g = gsub.add_parser("reembed", help="re-embed every stored face with the configured model")
     g.set_defaults(func=_gallery_reembed)
+    g = gsub.add_parser("export", help="the collection in one file: persons, faces, embeddings, photo evidence (and crops)")
+    g.add_argument("file", type=Path)
+    g.add_argument("--crops", action="store_true", help="also the face crops, so a service running another model can import it")
+    g.set_defaults(func=_gallery_export)
     for g in gsub.choices.values():
         g.add_argument("--data-dir", type=Path, default=None, help="the gallery's folder (default: FACEID_DATA_DIR)")
+    for name in ("import", "export"):
+        gsub.choices[name].add_argument("--collection", default="default", help="which collection (default: the default one)")
     g = gsub.add_parser("migrate", help="copy a gallery between stores, SQLite ⇄ PostgreSQL (resumable; checks counts and embeddings)")
     g.add_argument("source", help="a postgresql:// URL, a gallery.sqlite3 file or the folder holding it")
     g.add_argument("target", help="the same kinds; an empty gallery, or one an interrupted migrate of this source left")
     g.add_argument("--batch", type=int, default=1000, help="faces per transaction")
     g.set_defaults(func=_gallery_migrate)
     return parser
+
+
+def _client_errors() -> tuple[type[Exception], ...]:
+    """What the client subcommands report in one line: the service's refusal, or no service."""
+    if "faceid.client" not in sys.modules:
+        return ()
+    import httpx
+
+    from faceid.client import FaceIdError as ServiceError
+
+    return ServiceError, httpx.HTTPError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -337,6 +433,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (FaceIdError, ValueError, FileNotFoundError) as exc:  # LayoutError, ModelCardError are ValueErrors
+        print(f"faceid {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if not isinstance(exc, _client_errors()):
+            raise
         print(f"faceid {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -268,3 +268,28 @@ def test_browse_filter_and_delete_after_confirming(ready, server, tmp_path, grou
     assert api(server, "/persons/grace").status_code == 404
     assert api(server, "/persons/linus").status_code == 200
     page.wait_for_function(f"() => document.getElementById('status').textContent.includes('{total - 1} person(s)')")
+
+
+@needs_chromium
+def test_the_console_works_in_one_collection_at_a_time(ready, server, tmp_path, group_faces):
+    page = ready.page
+    headers = {"X-API-Key": KEY}
+    assert httpx.post(f"{server.base}/collections", json={"name": "team"}, headers=headers).status_code == 201
+    r = httpx.post(f"{server.base}/enroll", data={"person_id": "teammate"}, headers=headers | {"X-Collection": "team"},
+                   files=[("images", ("t.jpg", jpeg(group_faces[2]), "image/jpeg"))], timeout=60)
+    assert r.status_code == 200, r.text
+    page.reload()  # the tab keeps its key; the list of collections is read again
+    page.wait_for_function("() => [...document.querySelectorAll('#collection option')].map(o => o.value).includes('team')")
+    page.select_option("#collection", "team")
+    page.wait_for_function("() => document.getElementById('status').textContent.includes('collection team')")
+    assert "1 person(s)" in page.inner_text("#status")
+    ready.tab("gallery")
+    page.wait_for_function("() => document.querySelectorAll('#persons li').length === 1")
+    assert "teammate" in page.inner_text("#persons")
+    ready.identify(write(tmp_path / "mate.jpg", jpeg(group_faces[2])))
+    page.wait_for_selector("#identify-photo .box.named")
+    assert page.inner_text("#identify-photo .label").startswith("teammate")
+    page.select_option("#collection", "default")  # the photo is answered again, in the default collection
+    page.wait_for_function("() => document.getElementById('status').textContent.includes('collection default')")
+    page.wait_for_function("() => [...document.querySelectorAll('#identify-photo .label')].every(l => !l.textContent.startsWith('teammate'))")
+    assert page.evaluate("() => sessionStorage.getItem('faceid-collection')") == "default"

@@ -292,9 +292,9 @@ def test_a_read_only_store_answers_503_and_readyz_says_so(tmp_path, store, group
 
 def test_writes_by_another_process_are_noticed(sqlite_client, group_faces):
     data_dir = sqlite_client.app.state.settings.data_dir
-    other = Gallery(open_store(data_dir), data_dir, sqlite_client.app.state.gallery.model_id)  # its own connection
+    other = Gallery(open_store(data_dir), data_dir, sqlite_client.app.state.collections.default.gallery.model_id)  # its own connection
     assert enroll(sqlite_client, "p0", [group_faces[0]]).status_code == 200
-    crop_vector = sqlite_client.app.state.gallery.store.embeddings()[1][0]
+    crop_vector = sqlite_client.app.state.collections.default.gallery.store.embeddings()[1][0]
     other.enroll("twin", None, [NewFace("twin.jpg", crop_vector)])
     other.close()
     ready = sqlite_client.get("/readyz").json()  # a cheap read: it reports the gap, and never rebuilds itself
@@ -347,8 +347,8 @@ def test_the_ivf_index_is_saved_at_shutdown_and_loaded_at_the_next_start(tmp_pat
     with TestClient(create_app(settings(tmp_path, index="ivf", ivf_nprobe=4))) as c:
         for i, photo in enumerate(group_faces):
             enroll(c, f"p{i}", [photo, photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
-        trained = c.app.state.gallery.index.trained_on
-        assert trained >= 6 and c.app.state.gallery.index.size == 12  # trained once it reached 6 faces
+        trained = c.app.state.collections.default.gallery.index.trained_on
+        assert trained >= 6 and c.app.state.collections.default.gallery.index.size == 12  # trained once it reached 6 faces
         before = identify(c, jpeg(group_faces[2])).json()["faces"][0]["match"]["person_id"]
     assert (tmp_path / "gallery" / "index.faiss").is_file()
 
@@ -357,6 +357,6 @@ def test_the_ivf_index_is_saved_at_shutdown_and_loaded_at_the_next_start(tmp_pat
 
     monkeypatch.setattr("app.gallery.sqlite.SqliteStore.embeddings", no_rebuild)
     with TestClient(create_app(settings(tmp_path, index="ivf", ivf_nprobe=4))) as c:
-        assert c.app.state.gallery.index.trained_on == trained
+        assert c.app.state.collections.default.gallery.index.trained_on == trained
         assert identify(c, jpeg(group_faces[2])).json()["faces"][0]["match"]["person_id"] == before == "p2"
         assert c.get("/readyz").status_code == 200

@@ -169,7 +169,7 @@ def test_gallery_of_another_model_is_refused_until_reembedded(tmp_path, group_fa
 def test_identify_by_embedding(client, group_faces, tmp_path):
     enroll(client, "p0", [group_faces[0]])
     enroll(client, "p1", [group_faces[1]])
-    store = client.app.state.gallery.store
+    store = client.app.state.collections.default.gallery.store
     _, vectors, persons = store.embeddings()
     query = (vectors[persons.index("p1")] * 3.0).tolist()  # any scale: the service normalises
     r = client.post("/identify/embedding", json={"embedding": query})

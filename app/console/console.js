@@ -1,8 +1,11 @@
 // The faceid console: the service's own API, drawn. No library, no build step, no network but
-// this service. The API key (when the service has one) lives in sessionStorage only.
+// this service. The API key (when the service has one) lives in sessionStorage only, and so
+// does the collection the console works in (every call carries it as X-Collection).
 "use strict";
 
 const KEY = "faceid-api-key";
+const COLLECTION = "faceid-collection";
+const collection = () => sessionStorage.getItem(COLLECTION) || "default";
 const $ = (id) => document.getElementById(id);
 
 // -- the API ---------------------------------------------------------------------------------
@@ -16,6 +19,7 @@ async function api(path, options = {}, alsoOk = []) {
     const headers = new Headers(options.headers || {});
     const key = sessionStorage.getItem(KEY);
     if (key) headers.set("X-API-Key", key);
+    headers.set("X-Collection", collection());
     const response = await fetch(path, { ...options, headers });
     if (response.status === 401) {
       await askForKey(Boolean(key));
@@ -67,7 +71,7 @@ async function refreshStatus() {
   try {
     const r = await (await api("/readyz", {}, [503])).json();
     const photo = r.photo_threshold === null ? "photo evidence off" : `photo threshold ${r.photo_threshold.toFixed(3)}`;
-    line.textContent = `${r.ready ? "Ready" : "Not ready"} · model ${r.model_id} (${r.runtime}) · threshold ${r.threshold.toFixed(3)} · `
+    line.textContent = `${r.ready ? "Ready" : "Not ready"} · collection ${collection()} · model ${r.model_id} (${r.runtime}) · threshold ${r.threshold.toFixed(3)} · `
       + `${photo} · ${r.persons} person(s), ${r.faces} face(s) · index ${r.index} · ${r.writable ? "writable" : "read-only"}`
       + (r.detail ? ` · ${r.detail}` : "");
     line.classList.toggle("not-ready", !r.ready);
@@ -75,6 +79,28 @@ async function refreshStatus() {
     line.textContent = `Status unknown: ${error.message}`;
     line.classList.add("not-ready");
   }
+}
+
+// -- collections -----------------------------------------------------------------------------
+// The ones this key may use; the console works in one at a time.
+async function loadCollections() {
+  const select = $("collection");
+  try {
+    const names = (await (await api("/collections")).json()).map((c) => c.name);
+    select.replaceChildren(...names.map((name) => { const o = document.createElement("option"); o.value = name; o.textContent = name; return o; }));
+    if (names.length && !names.includes(collection())) sessionStorage.setItem(COLLECTION, names[0]);
+    select.value = collection();
+  } catch (error) {
+    $("status").textContent = `Collections unknown: ${error.message}`;
+  }
+}
+
+function useCollection(name) {
+  sessionStorage.setItem(COLLECTION, name);
+  offset = 0;
+  refreshStatus();
+  if (!$("gallery").hidden) loadGallery();
+  if (identifyFile) identify();
 }
 
 // -- drawing boxes ---------------------------------------------------------------------------
@@ -327,4 +353,5 @@ $("filter").addEventListener("change", () => { offset = 0; loadGallery(); });
 $("prev").addEventListener("click", () => { offset = Math.max(0, offset - PAGE); loadGallery(); });
 $("next").addEventListener("click", () => { offset += PAGE; loadGallery(); });
 $("refresh-status").addEventListener("click", refreshStatus);
-refreshStatus();
+$("collection").addEventListener("change", (e) => useCollection(e.target.value));
+loadCollections().then(refreshStatus);

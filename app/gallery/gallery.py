@@ -401,9 +401,13 @@ class Gallery:
         found = [PhotoCandidate(s.face_id, s.person_id, names.get(s.person_id), s.source, s.box, float(v)) for s, v in zip(stored, scores)]
         return sorted(found, key=lambda c: -c.similarity)
 
-    def close(self) -> None:
+    def stop_following(self) -> None:
         if self._sync is not None:
             self._sync.stop()
+            self._sync = None
+
+    def close(self) -> None:
+        self.stop_following()
         self.store.close()
 
 
@@ -420,3 +424,8 @@ class Lookup:
     def photos(self, thumb: np.ndarray, descriptor: Descriptor | None = None) -> list[PhotoCandidate]:
         """The enrolled photos a photo may be a copy of, most similar first (photo evidence)."""
         return self._gallery._photos(thumb, descriptor)
+
+    def person(self, person_id: str) -> tuple[Person, np.ndarray] | None:
+        """An enrolled person and their faces' embeddings (N×512), or None."""
+        person = self._gallery.store.get_person(person_id)
+        return None if person is None else (person, self._gallery.store.person_embeddings(person_id))

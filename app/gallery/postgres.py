@@ -13,6 +13,7 @@ Embeddings are `bytea` (float32 × 512): COPY and read-back of 100k rows in abou
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -27,6 +28,8 @@ from app.gallery.records import (
     FACE_COLUMNS,
     Cells,
     Change,
+    CollectionExists,
+    CollectionRow,
     Committed,
     Entry,
     FaceRow,
@@ -44,6 +47,7 @@ from app.gallery.records import (
     blob,
     cells_of,
     cells_row,
+    created,
     embeddings_of,
     indexed_face,
     like_pattern,
@@ -113,9 +117,28 @@ CREATE TABLE index_cells (
     created_at TEXT NOT NULL
 );
 """,
+    # The collections beside the default one, as the SQLite store's version 4: read in the
+    # default schema only; each collection's tables are in a schema of its own.
+    4: """
+CREATE TABLE collections (
+    name             TEXT PRIMARY KEY,
+    created_at       TEXT NOT NULL,
+    threshold        DOUBLE PRECISION,
+    verify_threshold DOUBLE PRECISION,
+    photo_threshold  DOUBLE PRECISION
+);
+""",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 MIGRATE_LOCK = 0x6D696772  # two replicas starting at once migrate once
+SCHEMA_PREFIX = "collection_"  # a collection's tables live in schema collection_<name>; the default's in the URL's own
+
+
+def lock_key(base: int, schema: str | None) -> int:
+    """An advisory lock key per schema: the default schema keeps the keys it always had."""
+    if schema is None:
+        return base
+    return int.from_bytes(hashlib.sha1(f"{base}:{schema}".encode()).digest()[:8], "big", signed=True)
 
 
 def redacted(url: str) -> str:
@@ -151,12 +174,12 @@ class PgWriter:
     def add_faces(self, entries: list[Entry], model_id: str) -> list[tuple[list[int], bool]]:
         cur, at, out = self._cur, now(), []
         for person_id, name, faces in entries:
-            cur.execute("INSERT INTO persons VALUES (%s, %s, %s) ON CONFLICT (person_id) DO NOTHING", (person_id, name, at))
-            created = cur.rowcount == 1
-            if not created and name is not None:
+            cur.execute("INSERT INTO persons VALUES (%s, %s, %s) ON CONFLICT (person_id) DO NOTHING", (person_id, name, created(faces, at)))
+            new = cur.rowcount == 1
+            if not new and name is not None:
                 cur.execute("UPDATE persons SET name = %s WHERE person_id = %s", (name, person_id))
             ids = [self._insert(person_id, face, model_id, at) for face in faces]
-            out.append((ids, created))
+            out.append((ids, new))
         ids = [i for new, _ in out for i in new]
         if ids:
             self.changes.append(("add", ids))
@@ -166,7 +189,7 @@ class PgWriter:
         self._cur.execute(
             "INSERT INTO faces (person_id, source, model_id, embedding, crop, created_at, photo_thumb, photo_vector, photo_box) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING face_id",
-            (person_id, face.source, model_id, blob(face.embedding), face.crop_png, at, *photo_columns(face.photo)))
+            (person_id, face.source, model_id, blob(face.embedding), face.crop_png, face.created_at or at, *photo_columns(face.photo)))
         row = self._cur.fetchone()
         assert row is not None  # RETURNING always gives the row
         return int(row[0])
@@ -198,6 +221,15 @@ class PgWriter:
         if faces:
             self.changes.append(("add", [int(f[0]) for f in faces]))
 
+    def add_collection(self, row: CollectionRow) -> None:
+        self._cur.execute("INSERT INTO collections VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
+                          (row.name, row.created_at, row.threshold, row.verify_threshold, row.photo_threshold))
+        if self._cur.rowcount != 1:
+            raise CollectionExists(row.name, "a collection of this name exists already")
+
+    def remove_collection(self, name: str) -> bool:
+        return self._cur.execute("DELETE FROM collections WHERE name = %s", (name,)).rowcount > 0
+
 
 class PgListener:
     """The change log's announcements, on a connection of its own (the follower's)."""
@@ -217,18 +249,25 @@ class PgListener:
 class PostgresStore:
     """The gallery's tables in PostgreSQL, through a connection pool. Every failure to reach the
     database is a StoreUnavailable (503 with Retry-After), never a crash. `read_only` opens
-    every transaction read-only (FACEID_READ_ONLY)."""
+    every transaction read-only (FACEID_READ_ONLY). A `collection` other than the default has
+    its tables in a schema of its own (the connections' search_path), its own change channel
+    and its own locks: every statement below is the same for all."""
 
     kind: StoreKind = "postgresql"
 
-    def __init__(self, url: str, password: str | None = None, max_connections: int = 8, read_only: bool = False) -> None:
+    def __init__(self, url: str, password: str | None = None, max_connections: int = 8, read_only: bool = False,
+                 collection: str | None = None) -> None:
         self.url = url
-        self.location = redacted(url)
+        self.schema = None if collection is None else SCHEMA_PREFIX + collection
+        self.location = redacted(url) + (f" (collection {collection})" if collection is not None else "")
+        self.channel = CHANNEL if collection is None else f"{CHANNEL}_{collection}"
+        self._write_lock, self._migrate_lock = lock_key(WRITE_LOCK, self.schema), lock_key(MIGRATE_LOCK, self.schema)
         self._kwargs: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "faceid"}
         if password is not None:
             self._kwargs["password"] = password
-        if read_only:
-            self._kwargs["options"] = "-c default_transaction_read_only=on"
+        options = ([f"-c search_path={self.schema}"] if self.schema else []) + (["-c default_transaction_read_only=on"] if read_only else [])
+        if options:
+            self._kwargs["options"] = " ".join(options)
         try:
             self._pool = ConnectionPool(url, min_size=1, max_size=max_connections, kwargs=self._kwargs, open=True,
                                         timeout=CONNECT_TIMEOUT_S, check=ConnectionPool.check_connection, name="faceid")
@@ -243,7 +282,7 @@ class PostgresStore:
     def listen(self) -> Iterator[PgListener]:
         """The change log's channel, on a connection of its own outside the pool."""
         with psycopg.connect(self.url, **(self._kwargs | {"autocommit": True, "application_name": FOLLOWER})) as conn:
-            conn.execute(f"LISTEN {CHANNEL}")
+            conn.execute(f"LISTEN {self.channel}")
             yield PgListener(conn)
 
     def watch(self, on_change: Callable[[], object]) -> Sync:
@@ -281,7 +320,9 @@ class PostgresStore:
 
     def _migrate(self) -> None:
         with self._pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._migrate_lock,))
+            if self.schema is not None:
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INT NOT NULL)")
             row = conn.execute("SELECT version FROM schema_version").fetchone()
             version = int(row[0]) if row else 0
@@ -310,7 +351,7 @@ class PostgresStore:
         with self._conn() as conn:
             try:
                 with conn.transaction(), conn.cursor() as cur:
-                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._write_lock,))
                     row = cur.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()
                     before = seq = int(row[0]) if row else 0
                     writer = PgWriter(cur)
@@ -320,7 +361,7 @@ class PostgresStore:
                         assert row is not None
                         seq = int(row[0])
                     if seq != before:
-                        cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(seq)))
+                        cur.execute("SELECT pg_notify(%s, %s)", (self.channel, str(seq)))
                 writer.committed = Committed(before, seq)
             except (psycopg.Error, PoolTimeout) as exc:
                 raise store_error(self.location, exc) from exc
@@ -420,6 +461,9 @@ class PostgresStore:
         rows = self._all("SELECT face_id, embedding FROM faces WHERE face_id = ANY(%s)", (face_ids,))
         return np.array([r[0] for r in rows], dtype=np.int64), embeddings_of([r[1] for r in rows])
 
+    def person_embeddings(self, person_id: str) -> np.ndarray:
+        return embeddings_of([r[0] for r in self._all("SELECT embedding FROM faces WHERE person_id = %s ORDER BY face_id", (person_id,))])
+
     def photo_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         with self._conn() as conn, conn.transaction():
             return _copy_vectors(conn, "SELECT face_id, photo_vector FROM faces WHERE photo_vector IS NOT NULL", PROJECTED_DIM)
@@ -447,6 +491,30 @@ class PostgresStore:
     def face_rows(self, after: int, limit: int) -> list[tuple]:
         rows = self._all(f"SELECT {', '.join(FACE_COLUMNS)} FROM faces WHERE face_id > %s ORDER BY face_id LIMIT %s", (after, limit))
         return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
+
+    # -- the collections' registry ------------------------------------------------------------
+    def collections(self) -> list[CollectionRow]:
+        return [CollectionRow(*r) for r in self._all("SELECT name, created_at, threshold, verify_threshold, photo_threshold "
+                                                     "FROM collections ORDER BY name")]
+
+    def add_collection(self, row: CollectionRow) -> None:
+        """In a write transaction that logs no change (the version stays): a collection is not
+        a change to this gallery's faces."""
+        with self.write() as w:
+            w.add_collection(row)
+
+    def remove_collection(self, name: str) -> bool:
+        with self.write() as w:
+            return w.remove_collection(name)
+
+    def destroy(self) -> None:
+        """Remove this collection's tables for good (DROP SCHEMA; the default's are never dropped).
+        PostgreSQL keeps what was in them in its WAL and backups until those are recycled."""
+        if self.schema is None:
+            raise StoreError(self.location, "the default collection's tables are not dropped")
+        with self._conn() as conn, conn.transaction():
+            conn.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
+        self.close()
 
     def counts(self) -> tuple[int, int]:
         row = self._one("SELECT (SELECT COUNT(*) FROM persons), (SELECT COUNT(*) FROM faces)")

@@ -40,6 +40,12 @@ class NewFace:
     embedding: np.ndarray
     crop_png: bytes | None = None
     photo: PhotoRecord | None = None
+    created_at: str | None = None  # kept as given (a gallery imported from its export); None: now
+
+
+def created(faces: list[NewFace], at: str) -> str:
+    """When a person made of these faces was created: their earliest given time, else `at`."""
+    return min((f.created_at for f in faces if f.created_at is not None), default=at)
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,18 @@ class IndexedFace:
     model_id: str
     embedding: np.ndarray
     photo_vector: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class CollectionRow:
+    """A collection as the registry (in the default collection's store) keeps it: its name, and
+    the thresholds it sets for itself (None: the service's)."""
+
+    name: str
+    created_at: str
+    threshold: float | None = None
+    verify_threshold: float | None = None
+    photo_threshold: float | None = None
 
 
 ChangeOp = Literal["add", "delete", "embed", "photo"]
@@ -139,6 +157,10 @@ class StorageFull(StoreError):
 
 class StoreBusy(StoreError):
     """Another process held the write lock for longer than the busy timeout."""
+
+
+class CollectionExists(StoreError):
+    """A collection of that name is already registered."""
 
 
 # -- encodings ---------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ from app.gallery.records import (
     FACE_COLUMNS,
     Cells,
     Change,
+    CollectionExists,
+    CollectionRow,
     Committed,
     Entry,
     FaceRow,
@@ -38,6 +40,7 @@ from app.gallery.records import (
     blob,
     cells_of,
     cells_row,
+    created,
     embeddings_of,
     indexed_face,
     like_pattern,
@@ -93,6 +96,17 @@ CREATE TABLE index_cells (
     created_at TEXT NOT NULL
 );
 """,
+    # The collections beside the default one (app/gallery/collections.py): read in the default
+    # collection's store only; each collection's own faces live in a store of its own.
+    4: """
+CREATE TABLE collections (
+    name             TEXT PRIMARY KEY,
+    created_at       TEXT NOT NULL,
+    threshold        REAL,  -- NULL: the service's
+    verify_threshold REAL,
+    photo_threshold  REAL
+);
+""",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 WATCH_INTERVAL_S = 2.0  # how often a serving process reads the version for another process's writes
@@ -120,9 +134,9 @@ class SqliteWriter:
         """Per entry: (new face ids, whether the person was created)."""
         cur, at, out = self._cur, now(), []
         for person_id, name, faces in entries:
-            created = cur.execute("SELECT 1 FROM persons WHERE person_id = ?", (person_id,)).fetchone() is None
-            if created:
-                cur.execute("INSERT INTO persons VALUES (?, ?, ?)", (person_id, name, at))
+            new = cur.execute("SELECT 1 FROM persons WHERE person_id = ?", (person_id,)).fetchone() is None
+            if new:
+                cur.execute("INSERT INTO persons VALUES (?, ?, ?)", (person_id, name, created(faces, at)))
             elif name is not None:
                 cur.execute("UPDATE persons SET name = ? WHERE person_id = ?", (name, person_id))
             ids = []
@@ -130,11 +144,11 @@ class SqliteWriter:
                 cur.execute(
                     "INSERT INTO faces (person_id, source, model_id, embedding, crop, created_at, photo_thumb, photo_vector, photo_box) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (person_id, face.source, model_id, blob(face.embedding), face.crop_png, at, *photo_columns(face.photo)),
+                    (person_id, face.source, model_id, blob(face.embedding), face.crop_png, face.created_at or at, *photo_columns(face.photo)),
                 )
                 assert cur.lastrowid is not None  # an INSERT always sets it
                 ids.append(cur.lastrowid)
-            out.append((ids, created))
+            out.append((ids, new))
         return out
 
     def delete_person(self, person_id: str) -> list[int] | None:
@@ -155,6 +169,15 @@ class SqliteWriter:
         """Persons (kept if there) and faces with their ids, as another store holds them."""
         self._cur.executemany("INSERT INTO persons VALUES (?, ?, ?) ON CONFLICT(person_id) DO NOTHING", persons)
         self._cur.executemany(f"INSERT INTO faces ({', '.join(FACE_COLUMNS)}) VALUES ({', '.join('?' * len(FACE_COLUMNS))})", faces)
+
+    def add_collection(self, row: CollectionRow) -> None:
+        if self._cur.execute("SELECT 1 FROM collections WHERE name = ?", (row.name,)).fetchone() is not None:
+            raise CollectionExists(row.name, "a collection of this name exists already")
+        self._cur.execute("INSERT INTO collections VALUES (?, ?, ?, ?, ?)",
+                          (row.name, row.created_at, row.threshold, row.verify_threshold, row.photo_threshold))
+
+    def remove_collection(self, name: str) -> bool:
+        return self._cur.execute("DELETE FROM collections WHERE name = ?", (name,)).rowcount > 0
 
 
 class SqliteStore:
@@ -219,16 +242,23 @@ class SqliteStore:
         """One writer at a time; the block's writes commit together when it ends, or not at all
         if it raises (a failed COMMIT included). The writer's `committed` says the version
         before and after."""
+        with self._transaction() as cur:
+            before = _version(cur)
+            writer = SqliteWriter(cur)
+            yield writer
+            cur.execute("INSERT INTO meta VALUES ('generation', 1) ON CONFLICT(key) DO UPDATE SET value = value + 1")
+        writer.committed = Committed(before, before + 1)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        """A write transaction that leaves the version alone (what is not gallery data: the
+        registry of collections), or the body of `write`."""
         with self._lock:
             cur = self._db.cursor()
             try:
                 cur.execute("BEGIN IMMEDIATE")
-                before = _version(cur)
-                writer = SqliteWriter(cur)
-                yield writer
-                cur.execute("INSERT INTO meta VALUES ('generation', 1) ON CONFLICT(key) DO UPDATE SET value = value + 1")
+                yield cur
                 cur.execute("COMMIT")
-                writer.committed = Committed(before, before + 1)
             except BaseException as exc:
                 if self._db.in_transaction:
                     self._db.rollback()
@@ -333,6 +363,10 @@ class SqliteStore:
         rows = self._all(f"SELECT face_id, embedding FROM faces WHERE face_id IN ({marks})", tuple(face_ids))
         return np.array([r[0] for r in rows], dtype=np.int64), embeddings_of([r[1] for r in rows])
 
+    def person_embeddings(self, person_id: str) -> np.ndarray:
+        """N×512: the embeddings of one person's faces (1:1 verification against them)."""
+        return embeddings_of([r[0] for r in self._all("SELECT embedding FROM faces WHERE person_id = ? ORDER BY face_id", (person_id,))])
+
     def faces_for_index(self, face_ids: list[int]) -> list[IndexedFace]:
         """The faces that still exist among `face_ids`, as the indexes take them."""
         marks = ",".join("?" * len(face_ids))
@@ -387,6 +421,27 @@ class SqliteStore:
     def face_rows(self, after: int, limit: int) -> list[tuple]:
         """Up to `limit` faces with ids above `after`, every column (FACE_COLUMNS), by id."""
         return self._all(f"SELECT {', '.join(FACE_COLUMNS)} FROM faces WHERE face_id > ? ORDER BY face_id LIMIT ?", (after, limit))
+
+    # -- the collections' registry ------------------------------------------------------------
+    def collections(self) -> list[CollectionRow]:
+        return [CollectionRow(*r) for r in self._all("SELECT name, created_at, threshold, verify_threshold, photo_threshold "
+                                                     "FROM collections ORDER BY name")]
+
+    def add_collection(self, row: CollectionRow) -> None:
+        """Registered outside the version: a collection is not a change to this gallery's faces."""
+        with self._transaction() as cur:
+            SqliteWriter(cur).add_collection(row)
+
+    def remove_collection(self, name: str) -> bool:
+        with self._transaction() as cur:
+            return SqliteWriter(cur).remove_collection(name)
+
+    def destroy(self) -> None:
+        """Remove this store's data for good (its collection was deleted): the file, its journal,
+        and the folder when nothing else is in it."""
+        self.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
     def counts(self) -> tuple[int, int]:
         with self._lock:

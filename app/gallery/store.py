@@ -19,6 +19,7 @@ import numpy as np
 from app.gallery.records import (
     Cells,
     Change,
+    CollectionRow,
     Committed,
     Entry,
     FaceRow,
@@ -74,6 +75,7 @@ class Store(Protocol):
     def embeddings(self) -> tuple[np.ndarray, np.ndarray, list[str]]: ...
     def face_persons(self) -> tuple[np.ndarray, list[str]]: ...
     def embeddings_of(self, face_ids: list[int]) -> tuple[np.ndarray, np.ndarray]: ...
+    def person_embeddings(self, person_id: str) -> np.ndarray: ...
     def faces_for_index(self, face_ids: list[int]) -> list[IndexedFace]: ...
     def photo_vectors(self) -> tuple[np.ndarray, np.ndarray]: ...
     def photos_of(self, face_ids: list[int]) -> list[StoredPhoto]: ...
@@ -84,14 +86,29 @@ class Store(Protocol):
     def crops(self) -> list[tuple[int, bytes | None]]: ...
     def all_persons(self) -> list[PersonRow]: ...
     def face_rows(self, after: int, limit: int) -> list[tuple]: ...
+    # -- the collections' registry (read in the default collection's store) and their end
+    def collections(self) -> list[CollectionRow]: ...
+    def add_collection(self, row: CollectionRow) -> None: ...
+    def remove_collection(self, name: str) -> bool: ...
+    def destroy(self) -> None: ...
 
 
-def open_store(location: str | Path, password: str | None = None, pool_size: int = 8, read_only: bool = False) -> Store:
+def open_store(location: str | Path, password: str | None = None, pool_size: int = 8, read_only: bool = False,
+               collection: str | None = None) -> Store:
     """The store at `location`: a postgresql:// URL, an SQLite file (*.sqlite3), or a folder
-    holding (or to hold) gallery.sqlite3."""
+    holding (or to hold) gallery.sqlite3; with `collection`, that collection's store beside the
+    default one (its own schema in the database, its own file under collections/<name>/)."""
     if str(location).startswith(POSTGRES_SCHEMES):
         from app.gallery.postgres import PostgresStore  # psycopg is needed only here
 
-        return PostgresStore(str(location), password, pool_size, read_only)
+        return PostgresStore(str(location), password, pool_size, read_only, collection)
     path = Path(location)
+    if collection is not None:
+        return SqliteStore(collection_folder(path if path.suffix != ".sqlite3" else path.parent, collection) / STORE_FILE, read_only)
     return SqliteStore(path if path.suffix == ".sqlite3" else path / STORE_FILE, read_only)
+
+
+def collection_folder(data_dir: Path, collection: str) -> Path:
+    """Where a collection's files live beside the default collection's (its SQLite store, and on
+    either store its index snapshot)."""
+    return Path(data_dir) / "collections" / collection

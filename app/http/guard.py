@@ -3,7 +3,8 @@
 A pure ASGI middleware, because Starlette's form parser spools a whole upload to disk before
 a route's dependencies run: a stranger without the key could otherwise fill the disk with a
 chunked body (no Content-Length), and be told 401 only afterwards.
-- The API key, for every path but the open ones.
+- The API key, for every path but the open ones: known (else 401), and of a role and collection
+  that may do what the request asks (else 403; app/http/keys.py).
 - The body size: refused from Content-Length when it is sent, and otherwise counted as it
   streams in, reading stops at the limit.
 - Overload: a photo route answers 503 with Retry-After while as many photos as the engine
@@ -14,32 +15,42 @@ chunked body (no Content-Length), and be told 401 only afterwards.
 
 from __future__ import annotations
 
-import hmac
 import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
+from app.gallery.collections import DEFAULT as DEFAULT_COLLECTION
+from app.http.keys import ANY_COLLECTION, KeyRing, collection_of, required_role
 
 MULTIPART_OVERHEAD = 1 << 20  # form fields and part headers beside the images
 ALWAYS_OPEN = frozenset({"/", "/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 CONSOLE = "/console"  # static files; the page asks for the key and sends it with each API call
 PROBES = frozenset({"/readyz", "/metrics"})
 KEY_REFUSED = "missing or wrong X-API-Key"
-PHOTO_ROUTES = frozenset({"/identify", "/enroll"})  # the ones whose work the engine bounds
+PHOTO_ROUTES = frozenset({"/identify", "/enroll", "/detect", "/verify"})  # the ones whose work the engine bounds
 
 
-def key_matches(settings: Settings, given: str | None) -> bool:
-    """True when no key is configured, or `given` is it (compared in constant time)."""
-    if settings.api_key is None:
-        return True
-    return given is not None and hmac.compare_digest(given.encode(), settings.api_key.get_secret_value().encode())
-
-
-def needs_key(settings: Settings, path: str) -> bool:
-    if settings.api_key is None or path in ALWAYS_OPEN or path.startswith(CONSOLE):
+def needs_key(settings: Settings, keys: KeyRing, path: str) -> bool:
+    if keys.open or path in ALWAYS_OPEN or path.startswith(CONSOLE):
         return False
     return not (settings.open_probes and path in PROBES)
+
+
+def refusal(settings: Settings, keys: KeyRing, method: str, path: str, headers: dict[str, str]) -> tuple[int, str] | None:
+    """Why the key does not let this request through (401 or 403, with a sentence), or None."""
+    if not needs_key(settings, keys, path):
+        return None
+    key = keys.find(headers.get("x-api-key"))
+    if key is None:
+        return 401, KEY_REFUSED
+    collection = collection_of(method, path, headers.get("x-collection"), DEFAULT_COLLECTION)
+    role = required_role(method, path)
+    if collection is not None and not key.allows(role, collection):
+        where = "every collection" if collection == ANY_COLLECTION else f"collection {collection!r}"
+        scope = "every collection" if key.collection == ANY_COLLECTION else f"collection {key.collection!r}"
+        return 403, f"key {key.id!r} ({key.role}, {scope}) may not do this in {where}: it needs {role}"
+    return None
 
 
 def body_limit(settings: Settings) -> int:
@@ -63,13 +74,16 @@ class RequestGuard:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        settings: Settings | None = getattr(scope["app"].state, "settings", None) if scope["type"] == "http" else None
-        if settings is None:  # lifespan, websockets, or not started yet
+        state = scope["app"].state if scope["type"] == "http" else None
+        settings: Settings | None = getattr(state, "settings", None)
+        keys: KeyRing | None = getattr(state, "keys", None)
+        if settings is None or keys is None:  # lifespan, websockets, or not started yet
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if needs_key(settings, scope["path"]) and not key_matches(settings, headers.get("x-api-key")):
-            await _answer(send, 401, KEY_REFUSED, {"WWW-Authenticate": "APIKey"})
+        if (refused := refusal(settings, keys, scope["method"], scope["path"], headers)) is not None:
+            status, detail = refused
+            await _answer(send, status, detail, {"WWW-Authenticate": "APIKey"} if status == 401 else None)
             return
         limit = body_limit(settings)
         too_large = f"request body larger than {limit} bytes"

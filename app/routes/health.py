@@ -35,7 +35,7 @@ def ready(status: Status, runtime: str, settings: Settings) -> Ready:
 
 
 @router.get("/readyz", response_model=Ready, summary="Model loaded, index in sync with the store, store writable",
-            responses={503: {"model": Ready, "description": "not ready; `detail` says why"}, **responses(401)})
+            responses={503: {"model": Ready, "description": "not ready; `detail` says why"}, **responses(401, 404, 422)})
 async def readyz(gallery: GalleryDep, engine: EngineDep, settings: SettingsDep) -> JSONResponse:
     body = ready(await run_in_threadpool(gallery.status), engine.embedder.runtime, settings)
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
@@ -43,7 +43,7 @@ async def readyz(gallery: GalleryDep, engine: EngineDep, settings: SettingsDep) 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"},
-                       **responses(401)})
+                       **responses(401, 404, 422)})
 async def metrics(metrics: MetricsDep, gallery: GalleryDep) -> Response:
     # Gallery size is read from the store when scraped, the only time the gauges are seen.
     persons, faces = await run_in_threadpool(gallery.store.counts)

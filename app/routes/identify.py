@@ -19,7 +19,7 @@ router = APIRouter(tags=["identify"], dependencies=[Depends(require_api_key)])
 
 
 @router.post("/identify", response_model=IdentifyResponse, summary="Identify every face in a photo",
-             responses=responses(400, 401, 413, 415, 422, 503))
+             responses=responses(400, 401, 404, 413, 415, 422, 503))
 async def identify(
     engine: EngineDep,
     gallery: GalleryDep,
@@ -41,6 +41,6 @@ async def identify(
 
 
 @router.post("/identify/embedding", response_model=EmbeddingResult, summary="Identify a precomputed 512-d embedding",
-             responses=responses(400, 401, 413, 422, 503))
+             responses=responses(400, 401, 404, 413, 422, 503))
 async def identify_embedding(gallery: GalleryDep, settings: SettingsDep, query: EmbeddingQuery) -> EmbeddingResult:
     return await run_in_threadpool(identification.identify_embedding, gallery, settings, query.unit_vector(), Options(query.top_k, query.threshold))

@@ -44,7 +44,7 @@ def parse_box(box: str | None) -> Box | None:
 
 
 @router.post("/enroll", response_model=EnrollResponse, summary="Add one or more photos of a person",
-             responses=responses(400, 401, 409, 413, 415, 422, 503, 507))
+             responses=responses(400, 401, 404, 409, 413, 415, 422, 503, 507))
 async def enroll(
     engine: EngineDep,
     gallery: GalleryDep,
@@ -60,7 +60,7 @@ async def enroll(
     return await enrol(engine, gallery, settings, person_id, name, photos, parse_box(box), confirm_copy)
 
 
-@router.get("/persons", response_model=PersonsPage, summary="List enrolled persons", responses=responses(401, 422))
+@router.get("/persons", response_model=PersonsPage, summary="List enrolled persons", responses=responses(401, 404, 422))
 async def list_persons(
     gallery: GalleryDep,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
@@ -70,7 +70,7 @@ async def list_persons(
     return await run_in_threadpool(persons.list_persons, gallery, offset, limit, q)
 
 
-@router.get("/persons/{person_id}", response_model=PersonPublic, summary="One enrolled person", responses=responses(401, 404))
+@router.get("/persons/{person_id}", response_model=PersonPublic, summary="One enrolled person", responses=responses(401, 404, 422))
 async def get_person(gallery: GalleryDep, person_id: str) -> PersonPublic:
     return await run_in_threadpool(persons.get_person, gallery, person_id)
 
@@ -94,6 +94,6 @@ async def face_crop(gallery: GalleryDep, person_id: str, face_id: Annotated[int,
 
 
 @router.delete("/persons/{person_id}", status_code=204, summary="Delete a person and all their faces",
-               responses=responses(401, 404, 503, 507))
+               responses=responses(401, 404, 422, 503, 507))
 async def delete_person(gallery: GalleryDep, person_id: str) -> None:
     await run_in_threadpool(persons.delete_person, gallery, person_id)
