@@ -76,6 +76,7 @@ def test_the_commands_ask_a_running_service(server, group_faces, tmp_path, capsy
     assert "401" in capsys.readouterr().err
     assert main(["identify", str(photo), "--url", "http://127.0.0.1:9"]) == 2  # nobody listening: one line, no traceback
     assert "error" in capsys.readouterr().err
+    assert KEY not in server.output() and "w" * 20 not in server.output()  # keys, right or wrong, are never logged
 
 
 def test_a_503_with_retry_after_is_asked_again():

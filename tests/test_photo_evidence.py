@@ -200,10 +200,11 @@ def test_a_version_1_store_migrates_and_gallery_import_fills_its_photo_evidence(
     monkeypatch.setenv("FACEID_WEIGHTS", "casia-webface")
     assert main(["gallery", "import", str(facecom_dir)]) == 0
     db = sqlite3.connect(tmp_path / "gallery" / "gallery.sqlite3")
-    with db:  # back to version 1: what versions 2 (photo evidence) and 3 (IVF cells) added is dropped
+    with db:  # back to version 1: what versions 2 (photo evidence), 3 (IVF cells) and 4 (collections) added is dropped
         for column in ("photo_thumb", "photo_vector", "photo_box"):
             db.execute(f"ALTER TABLE faces DROP COLUMN {column}")
         db.execute("DROP TABLE index_cells")
+        db.execute("DROP TABLE collections")
         db.execute("PRAGMA user_version = 0")
     db.close()
     store = SqliteStore(tmp_path / "gallery" / "gallery.sqlite3")

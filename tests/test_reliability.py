@@ -16,7 +16,7 @@ from PIL import Image
 
 from app.gallery.gallery import Gallery
 from app.gallery.records import NewFace, StorageFull, StoreReadOnly, StoreUnavailable
-from app.gallery.sqlite import STORE_FILE, SqliteStore
+from app.gallery.sqlite import SCHEMA_VERSION, STORE_FILE, SqliteStore
 from app.gallery.store import open_store
 from app.gallery.vector_index import IndexSettings
 from app.main import create_app
@@ -333,11 +333,12 @@ def test_read_only_refuses_a_store_it_would_have_to_migrate(tmp_path):
 
     SqliteStore(tmp_path / "s.sqlite3").close()
     with sqlite3.connect(tmp_path / "s.sqlite3") as db:
-        db.execute("DROP TABLE index_cells")  # what version 3 added: now a store as version 2 left it
+        db.execute("DROP TABLE index_cells")  # what versions 3 and 4 added: now a store as version 2 left it
+        db.execute("DROP TABLE collections")
         db.execute("PRAGMA user_version = 2")
     with pytest.raises(StoreUnavailable, match="start once without FACEID_READ_ONLY"):
         SqliteStore(tmp_path / "s.sqlite3", read_only=True)
-    assert SqliteStore(tmp_path / "s.sqlite3").schema_version() == 3  # without it, migrated as usual
+    assert SqliteStore(tmp_path / "s.sqlite3").schema_version() == SCHEMA_VERSION  # without it, migrated as usual
 
 
 def test_the_ivf_index_is_saved_at_shutdown_and_loaded_at_the_next_start(tmp_path, group_faces, monkeypatch):

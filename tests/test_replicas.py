@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from app.gallery.gallery import Gallery
-from app.gallery.postgres import FOLLOWER, PostgresStore
+from app.gallery.postgres import FOLLOWER, SCHEMA_VERSION, PostgresStore
 from app.gallery.records import NewFace, StoreUnavailable
 from app.gallery.vector_index import IndexSettings
 from tests.conftest import jpeg
@@ -147,7 +147,7 @@ def test_schema_migrations_run_from_empty_and_from_the_previous_version(postgres
         conn.execute("INSERT INTO schema_version VALUES (1)")
         conn.execute("INSERT INTO persons VALUES ('old', NULL, 'then')")
     store = PostgresStore(postgres_url)
-    assert store.schema_version() == 3 and store.get_person("old") is not None
+    assert store.schema_version() == SCHEMA_VERSION and store.get_person("old") is not None
     assert store.faces_without_photos() == [] and store.index_cells("faces m@1") is None
     with psycopg.connect(postgres_url) as conn:  # vectors kept in the row, read by one sequential scan
         storage = dict(conn.execute("SELECT attname, attstorage FROM pg_attribute WHERE attrelid = 'faces'::regclass "
@@ -155,7 +155,7 @@ def test_schema_migrations_run_from_empty_and_from_the_previous_version(postgres
     assert storage == {"embedding": "m", "photo_vector": "m", "crop": "x"}
     store.close()
     again = PostgresStore(postgres_url)  # and a second open changes nothing
-    assert again.schema_version() == 3
+    assert again.schema_version() == SCHEMA_VERSION
     again.close()
 
 
@@ -299,3 +299,30 @@ def test_a_database_restart_is_503_with_retry_after_and_replicas_come_back_by_th
         for r in replicas:
             r.stop()
         server.cleanup()
+
+
+def test_replicas_share_collections_through_the_registry_and_follow_each_ones_changes(postgres_url, tmp_path):
+    from app.config import Settings
+    from app.gallery.collections import CollectionNotFound
+    from app.wiring import open_collections
+
+    def replica(name: str):
+        collections = open_collections(Settings(data_dir=tmp_path / name, store=postgres_url), "m@1")
+        collections.follow()
+        return collections
+
+    a, b = replica("a"), replica("b")
+    v = unit(2)
+    a.create("team", threshold=0.3)
+    a.get("team").gallery.enroll("ada", None, [NewFace("1.jpg", v[0])])
+    team_on_b = b.get("team")  # opened from the registry the first time it is asked for
+    assert team_on_b.row.threshold == 0.3 and [c.person_id for c in team_on_b.gallery.search(v[:1], 1)[0]] == ["ada"]
+    a.get("team").gallery.enroll("bob", None, [NewFace("2.jpg", v[1])])
+    until(lambda: team_on_b.gallery.index.size == 2)  # its own change channel, followed
+    assert b.default.gallery.index.size == 0  # the default collection holds neither
+    a.delete("team")
+    with pytest.raises(CollectionNotFound):
+        b.get("team")
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'collection_team'").fetchone()[0] == 0
+    a.close(), b.close()
