@@ -34,11 +34,14 @@ import numpy as np
 from core.data.dataset import Sample, read_split
 from core.faces.pipeline import DetectedFace
 from evaluation.metrics import tar_at_far
-from evaluation.open_set import UNDETECTED_PATHS, rate_upper_bound
+from evaluation.open_set import CONFIDENCE, TARGET_STRANGER_RATE, UNDETECTED_PATHS, rate_upper_bound, threshold_for_stranger_rate
 
 SETS = ("train", "choose", "report")
 SHARES = (4, 3, 3)  # tenths of the people in each set
 FAR = 1e-3
+# 1:1 pairs: each person's first photos only, so that a few people with hundreds of photos (LFW
+# has some) do not make most of the pairs.
+PAIR_PHOTOS_PER_PERSON = 10
 SPLITS_DIR = Path(__file__).resolve().parents[1] / "core" / "data" / "splits"
 
 
@@ -75,17 +78,24 @@ class Embedded:
     gone: np.ndarray
 
 
-def verification_1to1(data: Embedded, far: float = FAR, threshold: float | None = None) -> dict:
-    """Every same-person pair against every two-person pair, among photos with a face found and
-    not gone (the others are refused or unverified by the service). With `threshold`, the rates
-    there; without, the threshold at `far` and the true accepts at it."""
-    keep = data.found & ~data.gone
+def verification_1to1(data: Embedded, far: float = FAR, threshold: float | None = None, per_person: int = PAIR_PHOTOS_PER_PERSON) -> dict:
+    """Every same-person pair against every two-person pair, among each person's first
+    `per_person` photos with a face found and not gone (the others are refused or unverified by
+    the service). With `threshold`, the rates there; without, the threshold at `far` and the true
+    accepts at it."""
+    seen: dict[str, int] = {}
+    first = np.zeros(len(data.people), dtype=bool)
+    for i, person in enumerate(data.people):
+        if data.found[i] and not data.gone[i] and seen.get(person, 0) < per_person:
+            seen[person] = seen.get(person, 0) + 1
+            first[i] = True
+    keep = first
     x, labels = data.vectors[keep], np.asarray(data.people)[keep]
     sims = x @ x.T
     upper = np.triu_indices(len(x), k=1)
     same = labels[upper[0]] == labels[upper[1]]
     genuine, impostor = sims[upper][same], sims[upper][~same]
-    out = {"photos": int(keep.sum()), "refused_photos": int((~keep).sum()), "genuine_pairs": int(len(genuine)),
+    out = {"photos": int(keep.sum()), "refused_photos": int((~(data.found & ~data.gone)).sum()), "genuine_pairs": int(len(genuine)),
            "impostor_pairs": int(len(impostor)), "people": len(set(labels.tolist()))}
     if threshold is None:
         tar, threshold = tar_at_far(genuine, impostor, far)
@@ -124,6 +134,20 @@ def lfw_protocol(pairs: Sequence[tuple[str, int, str, int]], vector_of: dict[tup
         accuracies.append(float(np.mean((sims[test] >= best) == same[test])))
     return {"pairs": len(usable), "same_pairs": int(same.sum()), "folds": folds, "accuracy": float(np.mean(accuracies)),
             "accuracy_std": float(np.std(accuracies)), "threshold_mean": float(np.mean(thresholds))}
+
+
+def stranger_threshold(data: Embedded, rate: float = TARGET_STRANGER_RATE) -> float:
+    """The lowest identification threshold that names at most `rate` of the strangers (one photo
+    enrolled per person, as `one_photo_enrolled`) at the rate's 95% upper bound."""
+    people = np.asarray(data.people)
+    counts = {p: int((people == p).sum()) for p in set(data.people)}
+    first: dict[str, int] = {}
+    for i, p in enumerate(data.people):
+        first.setdefault(p, i)
+    gallery = [first[p] for p, n in counts.items() if n > 1]
+    strangers = [i for i, p in enumerate(data.people) if counts[p] == 1 and data.found[i] and not data.gone[i]]
+    top = (data.vectors[strangers] @ data.vectors[gallery].T).max(axis=1)
+    return threshold_for_stranger_rate(top, rate, confidence=CONFIDENCE)
 
 
 def one_photo_enrolled(data: Embedded, threshold: float, enrolled_photos: int = 1) -> dict:
@@ -197,7 +221,10 @@ def run(data: Path, pairs_file: Path | None, weights: str | None, exclude: set[s
     report = embed(sets["report"], people, weights, cache, runtime)
     chosen = verification_1to1(choose)
     threshold = model_threshold_of(weights) if identify_threshold is None else identify_threshold
+    for_strangers = stranger_threshold(choose)
     out = {"data": str(data), "weights": weights, "people": {s: len(v) for s, v in sets.items()}, "excluded": len(exclude),
+           "threshold_for_strangers": {"rate": TARGET_STRANGER_RATE, "confidence": CONFIDENCE, "chosen_on": "choose", "threshold": for_strangers,
+                                       "report": one_photo_enrolled(report, for_strangers)},
            "verification_1to1": {"choose": chosen, "report": verification_1to1(report, threshold=chosen["threshold"])},
            "one_photo_enrolled": {"choose": one_photo_enrolled(choose, threshold), "report": one_photo_enrolled(report, threshold)},
            "two_photos_enrolled": {"report": one_photo_enrolled(report, threshold, enrolled_photos=2)}}
