@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     top_k: int = Field(5, ge=1, le=100)
     photo_evidence: bool = Field(True, description="answer copies of enrolled photos (photo evidence, beside face evidence)")
     photo_threshold: float = Field(PHOTO_THRESHOLD, ge=-1.0, le=1.0, description="photo-descriptor similarity from which a photo is a copy")
+    retention_days: float | None = Field(None, gt=0, description=(
+        "source material (face crops, photo thumbnails and descriptors) older than this is purged; the embeddings stay"))
+    retention_expire_persons: bool = Field(False, description="with retention_days: a person whose newest face is that old is deleted entirely")
+    retention_check_s: float = Field(3600.0, gt=0, description="how often the service looks for what retention purges")
     max_faces: int = Field(10, ge=1, le=100)
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(40_000_000, ge=10_000)

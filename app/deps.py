@@ -15,6 +15,7 @@ from app.config import Settings
 from app.engine import Engine
 from app.gallery.collections import DEFAULT, NAME_PATTERN, Collection, Collections
 from app.gallery.gallery import Gallery
+from app.http.audit import Trail
 from app.http.guard import KEY_REFUSED
 from app.http.keys import Key, KeyRing
 from app.http.metrics import Metrics
@@ -82,3 +83,11 @@ KeyDep = Annotated[Key | None, Depends(get_key)]
 
 def require_api_key(key: KeyDep) -> None:
     """For routers whose every route needs a key."""
+
+
+def get_trail(request: Request) -> Trail | None:
+    """This request's audit event, which the use case fills in (None outside the service)."""
+    return getattr(request.state, "audit", None)
+
+
+TrailDep = Annotated[Trail | None, Depends(get_trail)]

@@ -26,6 +26,7 @@ class PersonPublic(BaseModel):
     name: str | None
     n_faces: int
     created_at: str
+    consent: str | None = Field(None, description="the consent reference given at enrolment (free text or an id), if any")
 
 
 class PersonsPage(BaseModel):
@@ -237,6 +238,40 @@ class ImportResult(BaseModel):
     faces: int = Field(description="faces added")
     reembedded: int = Field(description="faces whose embedding was made again from their crop (another model made the file's)")
     models: dict[str, int] = Field(description="the models that made the file's embeddings, with their faces")
+
+
+class ErasureReceipt(BaseModel):
+    """What deleting a person removed, and when."""
+
+    person_id: str
+    erased_at: str
+    faces: int = Field(description="face rows, each with its embedding")
+    crops: int = Field(description="aligned face crops")
+    photos: int = Field(description="photo thumbnails, with their descriptors")
+    index_entries: int = Field(description="entries removed from this replica's face and photo indexes (other replicas remove theirs from "
+                               "the change log within moments)")
+    snapshot_removed: bool = Field(description="a saved index snapshot that could hold their embeddings was deleted")
+    store: str = Field(description="what the store did to its files: SQLite overwrites deleted pages and truncates its write-ahead log; "
+                       "PostgreSQL vacuums the tables (its own write-ahead log and backups keep the bytes until recycled)")
+
+
+class AuditEntryPublic(BaseModel):
+    id: int
+    at: str = Field(description="ISO 8601, UTC")
+    key_id: str | None = Field(description="the API key's id (never the key); null: no key configured; '(unknown key)': a wrong one")
+    collection: str
+    action: str = Field(description="enrol, delete, identify, verify, detect, read_persons, export, import, purge, expire, "
+                        "create_collection, delete_collection, read_collections, read_audit")
+    persons: list[str] = Field(description="the person ids written, named or erased")
+    outcome: str = Field(description="ok, or the status the request was refused with")
+    detail: str | None = Field(description="counts and short facts; never images or embeddings")
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntryPublic]
+    total: int
+    offset: int
+    limit: int
 
 
 class FieldError(BaseModel):

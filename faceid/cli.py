@@ -181,6 +181,8 @@ def _gallery_settings(args: argparse.Namespace):
 
 
 def _gallery_import(args: argparse.Namespace) -> int:
+    from app.gallery.audit import COMMAND_LINE
+    from app.http.audit import Trail
     from app.usecases.bulk import import_folder
     from app.usecases.portable import import_file
     from app.wiring import build_engine, open_collections
@@ -194,10 +196,10 @@ def _gallery_import(args: argparse.Namespace) -> int:
         gallery = collections.get(args.collection).gallery
         if args.path.is_file():  # a gallery export
             with open(args.path, "rb") as stream:
-                done = import_file(engine, gallery, stream)
+                done = import_file(engine, gallery, stream, Trail("import", args.collection, COMMAND_LINE))
             print(f"imported {done.persons} persons and {done.faces} faces from {args.path} ({done.reembedded} re-embedded from their crops)")
             return 0
-        result = import_folder(engine, gallery, settings, args.path, args.batch, args.confirm_copies)
+        result = import_folder(engine, gallery, settings, args.path, args.batch, args.confirm_copies, args.collection)
     finally:
         collections.close()
     print(f"enrolled {result.added} faces; {result.skipped} already there; {result.described} given photo evidence; "
@@ -241,6 +243,37 @@ def _gallery_migrate(args: argparse.Namespace) -> int:
         source.close()
     print(f"{result.persons} persons and {result.faces} faces in {target.location} ({result.copied} copied now); "
           "counts and every embedding checked")
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from app.gallery.records import AuditQuery
+    from app.gallery.store import open_store
+
+    settings = _gallery_settings(args)
+    collection = None if args.collection == "default" else args.collection
+    store = open_store(settings.store_location(), settings.store_password(), 1, False, collection)
+    try:
+        entries, total = store.audit_page(AuditQuery(args.since, args.until, args.person, args.key, args.action), args.offset, args.limit)
+    finally:
+        store.close()
+    for e in entries:
+        ev = e.event
+        print("\t".join([ev.at, ev.key_id or "-", ev.collection, ev.action, ",".join(ev.persons) or "-", ev.outcome, ev.detail or ""]))
+    print(f"{len(entries)} of {total} entries", file=sys.stderr)
+    return 0
+
+
+def _gallery_compact(args: argparse.Namespace) -> int:
+    from app.gallery.store import open_store
+
+    settings = _gallery_settings(args)
+    collection = None if args.collection == "default" else args.collection
+    store = open_store(settings.store_location(), settings.store_password(), 1, False, collection)
+    try:
+        print(f"{store.location}: {store.compact()}")
+    finally:
+        store.close()
     return 0
 
 
@@ -388,6 +421,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="the whole answer, as JSON")
         p.set_defaults(func=_identify if name == "identify" else _verify)
 
+    p = sub.add_parser("audit", help="the audit log: when, which key, which collection, what, which persons, how it ended (tab-separated)")
+    p.add_argument("--collection", default="default")
+    p.add_argument("--person", default=None, help="only what wrote, named or erased this person")
+    p.add_argument("--key", default=None, help="only what this key id did")
+    p.add_argument("--action", default=None)
+    p.add_argument("--since", default=None, help="from this time on (ISO 8601, UTC)")
+    p.add_argument("--until", default=None, help="before this time")
+    p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--data-dir", type=Path, default=None, help="the gallery's folder (default: FACEID_DATA_DIR)")
+    p.set_defaults(func=_audit)
+
     p = sub.add_parser("gallery", help="bulk operations on the service's gallery (FACEID_DATA_DIR)")
     gsub = p.add_subparsers(dest="gallery_command", required=True, metavar="ACTION")
     g = gsub.add_parser("import", help="enrol the clean (gallery) photos of a data set folder (resumable), or add a gallery export file")
@@ -398,13 +443,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=_gallery_import)
     g = gsub.add_parser("reembed", help="re-embed every stored face with the configured model")
     g.set_defaults(func=_gallery_reembed)
+    g = gsub.add_parser("compact", help="rewrite the store's tables, so that nothing deleted rows left stays in its files "
+                                        "(PostgreSQL: VACUUM FULL, which locks them while it runs)")
+    g.set_defaults(func=_gallery_compact)
     g = gsub.add_parser("export", help="the collection in one file: persons, faces, embeddings, photo evidence (and crops)")
     g.add_argument("file", type=Path)
     g.add_argument("--crops", action="store_true", help="also the face crops, so a service running another model can import it")
     g.set_defaults(func=_gallery_export)
     for g in gsub.choices.values():
         g.add_argument("--data-dir", type=Path, default=None, help="the gallery's folder (default: FACEID_DATA_DIR)")
-    for name in ("import", "export"):
+    for name in ("import", "export", "compact"):
         gsub.choices[name].add_argument("--collection", default="default", help="which collection (default: the default one)")
     g = gsub.add_parser("migrate", help="copy a gallery between stores, SQLite ⇄ PostgreSQL (resumable; checks counts and embeddings)")
     g.add_argument("source", help="a postgresql:// URL, a gallery.sqlite3 file or the folder holding it")

@@ -26,6 +26,7 @@ from app.schemas import (
     DetectResponse,
     EmbeddingResult,
     EnrollResponse,
+    ErasureReceipt,
     FacesPage,
     IdentifyResponse,
     ImportResult,
@@ -143,8 +144,9 @@ class FaceIdClient:
         """A stored face's aligned 160×160 crop, PNG."""
         return self._request("GET", f"/persons/{person_id}/faces/{face_id}/crop").content
 
-    def delete_person(self, person_id: str) -> None:
-        self._request("DELETE", f"/persons/{person_id}")
+    def delete_person(self, person_id: str) -> ErasureReceipt:
+        """The person and every trace of them; the erasure receipt."""
+        return self._model(ErasureReceipt, "DELETE", f"/persons/{person_id}")
 
     # -- collections -----------------------------------------------------------------------------
     def collection(self, name: str) -> FaceIdClient:

@@ -200,11 +200,12 @@ def test_a_version_1_store_migrates_and_gallery_import_fills_its_photo_evidence(
     monkeypatch.setenv("FACEID_WEIGHTS", "casia-webface")
     assert main(["gallery", "import", str(facecom_dir)]) == 0
     db = sqlite3.connect(tmp_path / "gallery" / "gallery.sqlite3")
-    with db:  # back to version 1: what versions 2 (photo evidence), 3 (IVF cells) and 4 (collections) added is dropped
+    with db:  # back to version 1: what versions 2 to 5 added (photo evidence, IVF cells, collections, audit) is dropped
         for column in ("photo_thumb", "photo_vector", "photo_box"):
             db.execute(f"ALTER TABLE faces DROP COLUMN {column}")
-        db.execute("DROP TABLE index_cells")
-        db.execute("DROP TABLE collections")
+        for table in ("index_cells", "collections", "audit", "unknowns"):
+            db.execute(f"DROP TABLE IF EXISTS {table}")
+        db.execute("ALTER TABLE persons DROP COLUMN consent")
         db.execute("PRAGMA user_version = 0")
     db.close()
     store = SqliteStore(tmp_path / "gallery" / "gallery.sqlite3")

@@ -333,8 +333,9 @@ def test_read_only_refuses_a_store_it_would_have_to_migrate(tmp_path):
 
     SqliteStore(tmp_path / "s.sqlite3").close()
     with sqlite3.connect(tmp_path / "s.sqlite3") as db:
-        db.execute("DROP TABLE index_cells")  # what versions 3 and 4 added: now a store as version 2 left it
-        db.execute("DROP TABLE collections")
+        for table in ("index_cells", "collections", "audit", "unknowns"):  # what versions 3 to 5 added: a store as version 2 left it
+            db.execute(f"DROP TABLE IF EXISTS {table}")
+        db.execute("ALTER TABLE persons DROP COLUMN consent")
         db.execute("PRAGMA user_version = 2")
     with pytest.raises(StoreUnavailable, match="start once without FACEID_READ_ONLY"):
         SqliteStore(tmp_path / "s.sqlite3", read_only=True)

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from app.gallery.records import Change, Committed, Entry, NewFace, Person, PhotoRecord, StoreError, StoreKind
+from app.gallery.audit import AuditLog
+from app.gallery.records import AuditEvent, Change, Committed, Entry, Erased, NewFace, Person, PhotoRecord, StoreError, StoreKind, now
 from app.gallery.snapshot import Built, NoSnapshot, Snapshot, SnapshotRejected
 from app.gallery.store import Store
 from app.gallery.sync import Sync
@@ -68,6 +69,30 @@ class PhotoCandidate:
 
 
 @dataclass(frozen=True)
+class Erasure:
+    """What deleting a person removed, and when: the receipt /persons/{id} answers."""
+
+    person_id: str
+    faces: int  # face rows, each with its embedding
+    crops: int
+    photos: int  # photo thumbnails with their descriptors
+    index_entries: int  # removed from this service's face and photo indexes
+    snapshot_removed: bool  # a saved index snapshot that could hold them was deleted
+    store: str  # what the store did to its files, in words
+    at: str
+
+
+@dataclass(frozen=True)
+class Purge:
+    faces: int  # faces whose crop and photo evidence went
+    expired: list[str]  # persons who went entirely
+
+
+def erased_counts(erased: Erased) -> str:
+    return f"faces {len(erased.face_ids)}, crops {erased.crops}, photos {erased.photos}"
+
+
+@dataclass(frozen=True)
 class Status:
     """What the gallery is and whether it is in step, as /readyz reports it."""
 
@@ -90,6 +115,7 @@ class Status:
 class Gallery:
     def __init__(self, store: Store, data_dir: Path, model_id: str, index: IndexSettings = IndexSettings()) -> None:
         self.store = store
+        self.audit = AuditLog(store)
         self.snapshot = Snapshot(data_dir)
         self.model_id = model_id
         self.index_settings = index
@@ -203,6 +229,7 @@ class Gallery:
         """Start following the store's changes with its sync policy (or the one given)."""
         self._sync = sync if sync is not None else self.store.watch(self.refresh)
         self._sync.start()
+        self.audit.start()
 
     def refresh(self) -> bool:
         """Catch up with what the store committed past `applied`, if it may have; whether
@@ -281,23 +308,30 @@ class Gallery:
                       self.store.writable(), self.behind(), self.mismatch)
 
     # -- writes ---------------------------------------------------------------------------
-    def enroll(self, person_id: str, name: str | None, faces: list[NewFace]) -> tuple[Person, int, bool]:
-        ((added, created),) = self._add([(person_id, name, faces)])
+    def enroll(self, person_id: str, name: str | None, faces: list[NewFace], consent: str | None = None,
+               audit: AuditEvent | None = None) -> tuple[Person, int, bool]:
+        """Add faces to a person (created if new); `consent` is kept with them, and `audit` is
+        appended in the same transaction."""
+        ((added, created),) = self._add([(person_id, name, faces)], audit, {person_id: consent} if consent is not None else {})
         person = self.store.get_person(person_id)
         assert person is not None
         return person, added, created
 
-    def enroll_many(self, entries: list[Entry]) -> int:
+    def enroll_many(self, entries: list[Entry], audit: AuditEvent | None = None, consents: dict[str, str] | None = None) -> int:
         """Several persons' faces in one transaction (bulk import); returns the faces added."""
-        return sum(added for added, _ in self._add(entries))
+        return sum(added for added, _ in self._add(entries, audit, consents))
 
-    def _add(self, entries: list[Entry]) -> list[tuple[int, bool]]:
+    def _add(self, entries: list[Entry], audit: AuditEvent | None = None, consents: dict[str, str] | None = None) -> list[tuple[int, bool]]:
         with self._lock:
             self.check_usable()  # under the write's lock: never mix another model's embeddings in
             indexed: list[int] = []
             try:
                 with self.store.write() as w:
                     added = w.add_faces(entries, self.model_id)
+                    for person_id, consent in (consents or {}).items():
+                        w.set_consent(person_id, consent)
+                    if audit is not None:
+                        w.audit(audit)
                     ids = [i for new_ids, _ in added for i in new_ids]
                     persons = [person_id for person_id, _, faces in entries for _ in faces]
                     vectors = [f.embedding for _, _, faces in entries for f in faces]
@@ -326,18 +360,50 @@ class Gallery:
             self.index, self._person_of, self.applied = current
             log.error("could not retrain the index (%s); keeping the current one", exc)
 
-    def delete(self, person_id: str) -> bool:
+    def delete(self, person_id: str, audit: AuditEvent | None = None) -> Erasure | None:
+        """Delete a person and every trace of them here: their rows (faces, embeddings, crops,
+        photo evidence), their index entries, the saved snapshot that held them, and what the
+        store's files kept of the rows (`Store.scrub`). `audit` is appended with the deletion.
+        None when there was no such person."""
         with self._lock:
             self.refresh()
             with self.store.write() as w:
-                ids = w.delete_person(person_id)
+                erased = w.delete_person(person_id)
+                if erased is not None and audit is not None:
+                    w.audit(replace(audit, detail=audit.detail or erased_counts(erased)))
             self._committed(w.committed)
-            if ids is None:
-                return False
-            self._forget(ids)
+            if erased is None:
+                return None
+            indexed = self.index.size + self.photos.size
+            self._forget(erased.face_ids)
+            removed = indexed - self.index.size - self.photos.size
             if self.index.masked > REBUILD_MASKED_FRACTION * max(1, self.index.size):
                 self.rebuild()
-        return True
+            snapshot = self.snapshot.remove()  # it may hold their embeddings; the next shutdown saves a new one
+        return Erasure(person_id, len(erased.face_ids), erased.crops, erased.photos, removed, snapshot, self.store.scrub(), now())
+
+    def purge(self, before: str, expire: bool, audit: AuditEvent) -> Purge:
+        """Retention: the crops and photo evidence of faces created before `before` go, their
+        embeddings stay; with `expire`, persons whose newest face is that old go entirely. One
+        transaction, with `audit`; then the indexes, the snapshot and the store's files."""
+        with self._lock:
+            self.refresh()
+            with self.store.write() as w:
+                gone = [(p, erased) for p in (w.expired_persons(before) if expire else []) if (erased := w.delete_person(p)) is not None]
+                purged = w.purge_sources(before)
+                if gone or purged:
+                    w.audit(replace(audit, persons=tuple(p for p, _ in gone),
+                                    detail=f"crops and photos of faces {len(purged)} before {before}; persons expired {len(gone)}"))
+            self._committed(w.committed)
+            for _, erased in gone:
+                self._forget(erased.face_ids)
+            if purged:
+                self.photos.remove(purged)
+            if gone:
+                self.snapshot.remove()
+        if gone or purged:
+            self.store.scrub()
+        return Purge(len(purged), [p for p, _ in gone])
 
     def _forget(self, ids: list[int]) -> None:
         if ids:
@@ -346,12 +412,14 @@ class Gallery:
             for i in ids:
                 self._person_of.pop(i, None)
 
-    def set_photos(self, updates: list[tuple[int, PhotoRecord]]) -> None:
+    def set_photos(self, updates: list[tuple[int, PhotoRecord]], audit: AuditEvent | None = None) -> None:
         """Photo evidence for stored faces that had none (bulk import), committed with its index."""
         with self._lock:
             self.check_usable()
             with self.store.write() as w:
                 w.set_photos(updates)
+                if audit is not None:
+                    w.audit(audit)
                 self.photos.remove([i for i, _ in updates])
                 self.photos.add(np.array([i for i, _ in updates], dtype=np.int64), np.stack([p.vector for _, p in updates]))
             self._committed(w.committed)
@@ -405,6 +473,7 @@ class Gallery:
         if self._sync is not None:
             self._sync.stop()
             self._sync = None
+        self.audit.stop()
 
     def close(self) -> None:
         self.stop_following()

@@ -81,8 +81,8 @@ def write_export(store: Store, out: IO[bytes], collection: str, crops: bool) -> 
 
         line({"format": FORMAT, "version": VERSION, "models": header.models, "collection": collection, "crops": crops,
               "persons": persons, "faces": faces, "exported_at": header.exported_at})
-        for person_id, name, created_at in store.all_persons():
-            line({"person": {"person_id": person_id, "name": name, "created_at": created_at}})
+        for person_id, name, created_at, consent in store.all_persons():
+            line({"person": {"person_id": person_id, "name": name, "created_at": created_at, "consent": consent}})
         after = 0
         while rows := store.face_rows(after, BATCH):
             for row in rows:
@@ -120,7 +120,7 @@ def _record(obj: Any, number: int) -> PersonRow | ExportedFace:
     try:
         if "person" in obj:
             p = obj["person"]
-            return str(p["person_id"]), p["name"], str(p["created_at"])
+            return str(p["person_id"]), p["name"], str(p["created_at"]), p.get("consent")
         f = obj["face"]
         embedding = np.frombuffer(_bytes(f["embedding"]) or b"", dtype=np.float32)
         if embedding.shape != (EMBEDDING_DIM,):

@@ -26,12 +26,17 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from app.gallery.records import (
     FACE_COLUMNS,
+    PERSON_COLUMNS,
+    AuditEntry,
+    AuditEvent,
+    AuditQuery,
     Cells,
     Change,
     CollectionExists,
     CollectionRow,
     Committed,
     Entry,
+    Erased,
     FaceRow,
     IndexedFace,
     NewFace,
@@ -44,6 +49,9 @@ from app.gallery.records import (
     StoreKind,
     StoreReadOnly,
     StoreUnavailable,
+    audit_entry,
+    audit_row,
+    audit_where,
     blob,
     cells_of,
     cells_row,
@@ -128,8 +136,26 @@ CREATE TABLE collections (
     photo_threshold  DOUBLE PRECISION
 );
 """,
+    # As the SQLite store's version 5: the append-only audit log and the consent reference.
+    5: """
+ALTER TABLE persons ADD COLUMN consent TEXT;
+CREATE TABLE audit (
+    id         BIGSERIAL PRIMARY KEY,
+    at         TEXT NOT NULL,
+    key_id     TEXT,
+    collection TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    persons    TEXT NOT NULL,
+    outcome    TEXT NOT NULL,
+    detail     TEXT
+);
+CREATE INDEX audit_at ON audit(at);
+CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$;
+CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+""",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
+AUDIT_INSERT = "INSERT INTO audit (at, key_id, collection, action, persons, outcome, detail) VALUES (%s, %s, %s, %s, %s, %s, %s)"
 MIGRATE_LOCK = 0x6D696772  # two replicas starting at once migrate once
 SCHEMA_PREFIX = "collection_"  # a collection's tables live in schema collection_<name>; the default's in the URL's own
 
@@ -174,7 +200,8 @@ class PgWriter:
     def add_faces(self, entries: list[Entry], model_id: str) -> list[tuple[list[int], bool]]:
         cur, at, out = self._cur, now(), []
         for person_id, name, faces in entries:
-            cur.execute("INSERT INTO persons VALUES (%s, %s, %s) ON CONFLICT (person_id) DO NOTHING", (person_id, name, created(faces, at)))
+            cur.execute("INSERT INTO persons (person_id, name, created_at) VALUES (%s, %s, %s) ON CONFLICT (person_id) DO NOTHING",
+                        (person_id, name, created(faces, at)))
             new = cur.rowcount == 1
             if not new and name is not None:
                 cur.execute("UPDATE persons SET name = %s WHERE person_id = %s", (name, person_id))
@@ -194,18 +221,39 @@ class PgWriter:
         assert row is not None  # RETURNING always gives the row
         return int(row[0])
 
-    def delete_person(self, person_id: str) -> list[int] | None:
-        ids = [int(r[0]) for r in self._cur.execute("SELECT face_id FROM faces WHERE person_id = %s", (person_id,))]
+    def set_consent(self, person_id: str, consent: str) -> None:
+        self._cur.execute("UPDATE persons SET consent = %s WHERE person_id = %s", (consent, person_id))
+
+    def audit(self, event: AuditEvent) -> None:
+        self._cur.execute(AUDIT_INSERT, audit_row(event))
+
+    def delete_person(self, person_id: str) -> Erased | None:
+        rows = self._cur.execute("SELECT face_id, crop IS NOT NULL, photo_thumb IS NOT NULL FROM faces WHERE person_id = %s",
+                                 (person_id,)).fetchall()
         deleted = self._cur.execute("DELETE FROM persons WHERE person_id = %s", (person_id,)).rowcount
         if not deleted:
             return None
+        ids = [int(r[0]) for r in rows]
         self.changes.append(("delete", ids))
-        return ids
+        return Erased(ids, sum(bool(r[1]) for r in rows), sum(bool(r[2]) for r in rows))
 
     def replace_embeddings(self, updates: list[tuple[int, np.ndarray]], model_id: str) -> None:
         self._cur.executemany("UPDATE faces SET embedding = %s, model_id = %s WHERE face_id = %s",
                               [(blob(e), model_id, i) for i, e in updates])
         self.changes.append(("embed", [i for i, _ in updates]))
+
+    def purge_sources(self, before: str) -> list[int]:
+        rows = self._cur.execute("UPDATE faces SET crop = NULL, photo_thumb = NULL, photo_vector = NULL, photo_box = NULL WHERE created_at < %s "
+                                 "AND (crop IS NOT NULL OR photo_thumb IS NOT NULL OR photo_vector IS NOT NULL) RETURNING face_id",
+                                 (before,)).fetchall()
+        ids = [int(r[0]) for r in rows]
+        if ids:
+            self.changes.append(("photo", ids))  # replicas drop these faces' photo vectors
+        return ids
+
+    def expired_persons(self, before: str) -> list[str]:
+        return [r[0] for r in self._cur.execute("SELECT p.person_id FROM persons p LEFT JOIN faces f ON f.person_id = p.person_id "
+                                                "GROUP BY p.person_id HAVING COALESCE(MAX(f.created_at), p.created_at) < %s", (before,))]
 
     def set_photos(self, updates: list[tuple[int, PhotoRecord]]) -> None:
         self._cur.executemany("UPDATE faces SET photo_thumb = %s, photo_vector = %s, photo_box = %s WHERE face_id = %s",
@@ -213,7 +261,7 @@ class PgWriter:
         self.changes.append(("photo", [i for i, _ in updates]))
 
     def copy_in(self, persons: list[PersonRow], faces: list[tuple]) -> None:
-        self._cur.executemany("INSERT INTO persons VALUES (%s, %s, %s) ON CONFLICT (person_id) DO NOTHING", persons)
+        self._cur.executemany(f"INSERT INTO persons ({', '.join(PERSON_COLUMNS)}) VALUES (%s, %s, %s, %s) ON CONFLICT (person_id) DO NOTHING", persons)
         self._cur.executemany(f"INSERT INTO faces ({', '.join(FACE_COLUMNS)}) VALUES ({', '.join(['%s'] * len(FACE_COLUMNS))})",
                               [tuple(bytes(v) if isinstance(v, memoryview) else v for v in f) for f in faces])
         # the ids were given: the sequence must start past them
@@ -395,9 +443,9 @@ class PostgresStore:
             pool.close()
 
     def get_person(self, person_id: str) -> Person | None:
-        row = self._one("SELECT p.person_id, p.name, COUNT(f.face_id), p.created_at FROM persons p "
+        row = self._one("SELECT p.person_id, p.name, COUNT(f.face_id), p.created_at, p.consent FROM persons p "
                         "LEFT JOIN faces f ON f.person_id = p.person_id WHERE p.person_id = %s GROUP BY p.person_id", (person_id,))
-        return Person(row[0], row[1], int(row[2]), row[3]) if row else None
+        return Person(row[0], row[1], int(row[2]), row[3], row[4]) if row else None
 
     def list_persons(self, offset: int, limit: int, containing: str | None = None) -> tuple[list[Person], int]:
         where, args = "", tuple[str, ...]()
@@ -405,11 +453,11 @@ class PostgresStore:
             pattern = like_pattern(containing)
             where, args = "WHERE p.person_id ILIKE %s OR p.name ILIKE %s ", (pattern, pattern)
         with self._conn() as conn:
-            rows = conn.execute("SELECT p.person_id, p.name, COUNT(f.face_id), p.created_at FROM persons p "
+            rows = conn.execute("SELECT p.person_id, p.name, COUNT(f.face_id), p.created_at, p.consent FROM persons p "
                                 f"LEFT JOIN faces f ON f.person_id = p.person_id {where}GROUP BY p.person_id "
                                 "ORDER BY p.person_id COLLATE \"C\" LIMIT %s OFFSET %s", (*args, limit, offset)).fetchall()
             total = conn.execute(f"SELECT COUNT(*) FROM persons p {where}", args).fetchone()
-        return [Person(r[0], r[1], int(r[2]), r[3]) for r in rows], int(total[0]) if total else 0
+        return [Person(r[0], r[1], int(r[2]), r[3], r[4]) for r in rows], int(total[0]) if total else 0
 
     def faces_of(self, person_id: str, offset: int, limit: int) -> tuple[list[FaceRow], int] | None:
         with self._conn() as conn:
@@ -486,11 +534,26 @@ class PostgresStore:
         return [(int(r[0]), None if r[1] is None else bytes(r[1])) for r in self._all("SELECT face_id, crop FROM faces ORDER BY face_id")]
 
     def all_persons(self) -> list[PersonRow]:
-        return [(r[0], r[1], r[2]) for r in self._all("SELECT person_id, name, created_at FROM persons ORDER BY person_id")]
+        return [(r[0], r[1], r[2], r[3]) for r in self._all(f"SELECT {', '.join(PERSON_COLUMNS)} FROM persons ORDER BY person_id")]
 
     def face_rows(self, after: int, limit: int) -> list[tuple]:
         rows = self._all(f"SELECT {', '.join(FACE_COLUMNS)} FROM faces WHERE face_id > %s ORDER BY face_id LIMIT %s", (after, limit))
         return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
+
+    # -- the audit log -------------------------------------------------------------------------
+    def append_audit(self, events: list[AuditEvent]) -> None:
+        """Events recorded apart from any write (what reads did); outside the change log."""
+        if events:
+            with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
+                cur.executemany(AUDIT_INSERT, [audit_row(e) for e in events])
+
+    def audit_page(self, query: AuditQuery, offset: int, limit: int) -> tuple[list[AuditEntry], int]:
+        where, args = audit_where(query, "%s")
+        with self._conn() as conn:
+            rows = conn.execute(f"SELECT id, at, key_id, collection, action, persons, outcome, detail FROM audit {where}"
+                                "ORDER BY at, id LIMIT %s OFFSET %s", (*args, limit, offset)).fetchall()
+            total = conn.execute(f"SELECT COUNT(*) FROM audit {where}", args).fetchone()
+        return [audit_entry(r) for r in rows], int(total[0]) if total else 0
 
     # -- the collections' registry ------------------------------------------------------------
     def collections(self) -> list[CollectionRow]:
@@ -506,6 +569,29 @@ class PostgresStore:
     def remove_collection(self, name: str) -> bool:
         with self.write() as w:
             return w.remove_collection(name)
+
+    def scrub(self) -> str:
+        """After an erasure: VACUUM the tables the rows were in (their TOAST tables with them): the
+        rows are gone and their space reusable at once. PostgreSQL never overwrites in place, so
+        their bytes stay in the tables' free space until `compact` rewrites the tables, and in
+        its write-ahead log and backups until those are recycled (docs/deployment.md)."""
+        self._vacuum("VACUUM faces, persons")
+        return ("tables vacuumed; the bytes stay in the tables' free space until `faceid gallery compact` rewrites them, "
+                "and in PostgreSQL's write-ahead log and backups until recycled")
+
+    def compact(self) -> str:
+        """Rewrite the tables (VACUUM FULL): what deleted rows left in their files goes. It locks
+        them while it runs: a maintenance window's work."""
+        self._vacuum("VACUUM FULL faces, persons, audit")
+        return "tables rewritten (VACUUM FULL)"
+
+    def _vacuum(self, statement: str) -> None:
+        with self._conn() as conn:
+            conn.autocommit = True  # VACUUM runs outside a transaction
+            try:
+                conn.execute(statement)
+            finally:
+                conn.autocommit = False
 
     def destroy(self) -> None:
         """Remove this collection's tables for good (DROP SCHEMA; the default's are never dropped).

@@ -4,7 +4,8 @@ so `faceid gallery migrate` copies rows as they are)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -23,6 +24,7 @@ class Person:
     name: str | None
     n_faces: int
     created_at: str
+    consent: str | None = None  # the consent reference enrolment gave, if any
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,9 @@ class NewFace:
     crop_png: bytes | None = None
     photo: PhotoRecord | None = None
     created_at: str | None = None  # kept as given (a gallery imported from its export); None: now
+
+
+PERSON_COLUMNS = ("person_id", "name", "created_at", "consent")  # as `faceid gallery migrate` copies them
 
 
 def created(faces: list[NewFace], at: str) -> str:
@@ -93,6 +98,45 @@ class CollectionRow:
     photo_threshold: float | None = None
 
 
+@dataclass(frozen=True)
+class Erased:
+    """What deleting a person removed from the store."""
+
+    face_ids: list[int]
+    crops: int  # aligned face crops
+    photos: int  # photo thumbnails and their descriptors
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One thing done, as the audit log keeps it: when, by which key (its id, never the key),
+    in which collection, what, to or about which persons, and how it ended ('ok', or the status
+    it was refused with). Never an image or an embedding; `detail` holds counts and short facts."""
+
+    action: str
+    collection: str
+    key_id: str | None
+    persons: tuple[str, ...] = ()
+    outcome: str = "ok"
+    detail: str | None = None
+    at: str = field(default_factory=lambda: now_precise())
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    event: AuditEvent
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    since: str | None = None
+    until: str | None = None
+    person: str | None = None
+    key_id: str | None = None
+    action: str | None = None
+
+
 ChangeOp = Literal["add", "delete", "embed", "photo"]
 
 
@@ -133,7 +177,7 @@ class Cells:
 
 # Every column of a face, as `faceid gallery migrate` copies them between stores, ids kept.
 FACE_COLUMNS = ("face_id", "person_id", "source", "model_id", "embedding", "crop", "created_at", "photo_thumb", "photo_vector", "photo_box")
-PersonRow = tuple[str, str | None, str]  # person id, name, created at
+PersonRow = tuple[str, str | None, str, str | None]  # person id, name, created at, consent
 Entry = tuple[str, str | None, list[NewFace]]  # person id, name (None keeps the stored one), faces
 
 
@@ -166,6 +210,42 @@ class CollectionExists(StoreError):
 # -- encodings ---------------------------------------------------------------------------------
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def now_precise() -> str:
+    """Audit times: milliseconds, so the order of a busy second is kept."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def audit_row(event: AuditEvent) -> tuple[str, str | None, str, str, str, str, str | None]:
+    """(at, key_id, collection, action, persons as JSON, outcome, detail), as both stores keep it."""
+    return event.at, event.key_id, event.collection, event.action, json.dumps(list(event.persons)), event.outcome, event.detail
+
+
+def audit_entry(row: tuple) -> AuditEntry:
+    entry_id, at, key_id, collection, action, persons, outcome, detail = row
+    return AuditEntry(int(entry_id), AuditEvent(action, collection, key_id, tuple(json.loads(persons)), outcome, detail, at))
+
+
+def audit_where(query: AuditQuery, mark: str) -> tuple[str, list[str]]:
+    """A WHERE clause (with `mark` as the placeholder, ? or %s) and its arguments."""
+    clauses, args = [], []
+    if query.since:
+        clauses.append(f"at >= {mark}")
+        args.append(query.since)
+    if query.until:
+        clauses.append(f"at < {mark}")
+        args.append(query.until)
+    if query.person:
+        clauses.append(f"persons LIKE {mark} ESCAPE '\\'")
+        args.append(like_pattern(json.dumps(query.person)))
+    if query.key_id:
+        clauses.append(f"key_id = {mark}")
+        args.append(query.key_id)
+    if query.action:
+        clauses.append(f"action = {mark}")
+        args.append(query.action)
+    return ("WHERE " + " AND ".join(clauses) + " ") if clauses else "", args
 
 
 def blob(embedding: np.ndarray) -> bytes:
@@ -224,6 +304,18 @@ def box_of(text: str) -> tuple[float, float, float, float]:
 
 
 def sql_statements(code: str) -> list[str]:
-    """A migration's statements, its `--` comments dropped."""
+    """A migration's statements, its `--` comments dropped; a trigger's BEGIN ... END body and
+    a $$-quoted function body are kept whole, semicolons and all."""
     code = "\n".join(line.split("--")[0] for line in code.splitlines())
-    return [s.strip() for s in code.split(";") if s.strip()]
+    statements, current = [], ""
+    for piece in code.split(";"):
+        current = f"{current};{piece}" if current else piece
+        in_dollars = current.count("$$") % 2 == 1
+        in_trigger = current.lstrip().upper().startswith("CREATE TRIGGER") and " BEGIN" in current.upper() and not current.rstrip().upper().endswith("END")
+        if not in_dollars and not in_trigger:
+            if current.strip():
+                statements.append(current.strip())
+            current = ""
+    if current.strip():
+        statements.append(current.strip())
+    return statements

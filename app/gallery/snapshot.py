@@ -75,6 +75,13 @@ class Snapshot:
                                "sha256": sha256_of(self._index), "ids_sha256": sha256_of(self._ids)}
         write_text_atomic(self._note, json.dumps(note))
 
+    def remove(self) -> bool:
+        """Delete the snapshot (the note first); whether there was one."""
+        existed = self._note.is_file() or self._index.is_file()
+        for path in (self._note, self._index, self._ids):
+            path.unlink(missing_ok=True)
+        return existed
+
     def note(self, built: Built, store_version: int) -> Note:
         """The note of the snapshot saved for `built` at a version the store has reached (cheap
         checks: the files are not read); else SnapshotRejected, saying why."""

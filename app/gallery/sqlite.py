@@ -19,12 +19,17 @@ import numpy as np
 
 from app.gallery.records import (
     FACE_COLUMNS,
+    PERSON_COLUMNS,
+    AuditEntry,
+    AuditEvent,
+    AuditQuery,
     Cells,
     Change,
     CollectionExists,
     CollectionRow,
     Committed,
     Entry,
+    Erased,
     FaceRow,
     IndexedFace,
     Person,
@@ -37,6 +42,9 @@ from app.gallery.records import (
     StoreKind,
     StoreReadOnly,
     StoreUnavailable,
+    audit_entry,
+    audit_row,
+    audit_where,
     blob,
     cells_of,
     cells_row,
@@ -107,8 +115,28 @@ CREATE TABLE collections (
     photo_threshold  REAL
 );
 """,
+    # Biometric data handled as the law expects (app/gallery/audit.py): who did what, appended
+    # in the same transaction as the write it records, and never changed; and each person's
+    # consent reference.
+    5: """
+ALTER TABLE persons ADD COLUMN consent TEXT;  -- a consent reference (free text or an id), as enrolment gave it
+CREATE TABLE audit (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    at         TEXT NOT NULL,     -- ISO 8601, UTC, milliseconds
+    key_id     TEXT,              -- the API key's id, never the key; NULL: no key configured
+    collection TEXT NOT NULL,
+    action     TEXT NOT NULL,     -- enrol, delete, identify, verify, export, import, purge, ...
+    persons    TEXT NOT NULL,     -- JSON list of the person ids written, named or erased
+    outcome    TEXT NOT NULL,     -- ok, or the status it was refused with
+    detail     TEXT               -- counts and short facts; never images or embeddings
+);
+CREATE INDEX audit_at ON audit(at);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+""",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
+AUDIT_INSERT = "INSERT INTO audit (at, key_id, collection, action, persons, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?)"
 WATCH_INTERVAL_S = 2.0  # how often a serving process reads the version for another process's writes
 
 
@@ -136,7 +164,7 @@ class SqliteWriter:
         for person_id, name, faces in entries:
             new = cur.execute("SELECT 1 FROM persons WHERE person_id = ?", (person_id,)).fetchone() is None
             if new:
-                cur.execute("INSERT INTO persons VALUES (?, ?, ?)", (person_id, name, created(faces, at)))
+                cur.execute("INSERT INTO persons (person_id, name, created_at) VALUES (?, ?, ?)", (person_id, name, created(faces, at)))
             elif name is not None:
                 cur.execute("UPDATE persons SET name = ? WHERE person_id = ?", (name, person_id))
             ids = []
@@ -151,14 +179,35 @@ class SqliteWriter:
             out.append((ids, new))
         return out
 
-    def delete_person(self, person_id: str) -> list[int] | None:
-        """The person's face ids, deleted with them; None if there was no such person."""
-        ids = [r[0] for r in self._cur.execute("SELECT face_id FROM faces WHERE person_id = ?", (person_id,))]
+    def set_consent(self, person_id: str, consent: str) -> None:
+        self._cur.execute("UPDATE persons SET consent = ? WHERE person_id = ?", (consent, person_id))
+
+    def audit(self, event: AuditEvent) -> None:
+        """The event, in this transaction: it commits with the write it records, or not at all."""
+        self._cur.execute(AUDIT_INSERT, audit_row(event))
+
+    def delete_person(self, person_id: str) -> Erased | None:
+        """The person and their faces, deleted; what went (None if there was no such person)."""
+        rows = self._cur.execute("SELECT face_id, crop IS NOT NULL, photo_thumb IS NOT NULL FROM faces WHERE person_id = ?", (person_id,)).fetchall()
         deleted = self._cur.execute("DELETE FROM persons WHERE person_id = ?", (person_id,)).rowcount
-        return ids if deleted else None
+        return Erased([r[0] for r in rows], sum(r[1] for r in rows), sum(r[2] for r in rows)) if deleted else None
 
     def replace_embeddings(self, updates: list[tuple[int, np.ndarray]], model_id: str) -> None:
         self._cur.executemany("UPDATE faces SET embedding = ?, model_id = ? WHERE face_id = ?", [(blob(e), model_id, i) for i, e in updates])
+
+    def purge_sources(self, before: str) -> list[int]:
+        """Crops and photo evidence of faces created before `before`, gone; the embeddings stay.
+        The ids of the faces that lost something."""
+        ids = [r[0] for r in self._cur.execute("SELECT face_id FROM faces WHERE created_at < ? AND (crop IS NOT NULL OR photo_thumb IS NOT NULL "
+                                               "OR photo_vector IS NOT NULL)", (before,))]
+        self._cur.executemany("UPDATE faces SET crop = NULL, photo_thumb = NULL, photo_vector = NULL, photo_box = NULL WHERE face_id = ?",
+                              [(i,) for i in ids])
+        return ids
+
+    def expired_persons(self, before: str) -> list[str]:
+        """Persons whose newest face (or, faceless, their creation) is older than `before`."""
+        return [r[0] for r in self._cur.execute("SELECT p.person_id FROM persons p LEFT JOIN faces f ON f.person_id = p.person_id "
+                                                "GROUP BY p.person_id HAVING COALESCE(MAX(f.created_at), p.created_at) < ?", (before,))]
 
     def set_photos(self, updates: list[tuple[int, PhotoRecord]]) -> None:
         """Photo evidence for faces stored without it (a gallery enrolled before it existed)."""
@@ -167,7 +216,7 @@ class SqliteWriter:
 
     def copy_in(self, persons: list[PersonRow], faces: list[tuple]) -> None:
         """Persons (kept if there) and faces with their ids, as another store holds them."""
-        self._cur.executemany("INSERT INTO persons VALUES (?, ?, ?) ON CONFLICT(person_id) DO NOTHING", persons)
+        self._cur.executemany(f"INSERT INTO persons ({', '.join(PERSON_COLUMNS)}) VALUES (?, ?, ?, ?) ON CONFLICT(person_id) DO NOTHING", persons)
         self._cur.executemany(f"INSERT INTO faces ({', '.join(FACE_COLUMNS)}) VALUES ({', '.join('?' * len(FACE_COLUMNS))})", faces)
 
     def add_collection(self, row: CollectionRow) -> None:
@@ -197,6 +246,7 @@ class SqliteStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # an answered enrolment survives power loss
             self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA secure_delete=ON")  # deleted rows' bytes are overwritten, not left in free pages
             if read_only:
                 self._refuse_old_schema()
             else:
@@ -243,11 +293,13 @@ class SqliteStore:
         if it raises (a failed COMMIT included). The writer's `committed` says the version
         before and after."""
         with self._transaction() as cur:
-            before = _version(cur)
+            before, rows_before = _version(cur), self._db.total_changes
             writer = SqliteWriter(cur)
             yield writer
-            cur.execute("INSERT INTO meta VALUES ('generation', 1) ON CONFLICT(key) DO UPDATE SET value = value + 1")
-        writer.committed = Committed(before, before + 1)
+            changed = self._db.total_changes != rows_before  # a write that changed nothing leaves the version alone
+            if changed:
+                cur.execute("INSERT INTO meta VALUES ('generation', 1) ON CONFLICT(key) DO UPDATE SET value = value + 1")
+        writer.committed = Committed(before, before + 1 if changed else before)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
@@ -303,7 +355,7 @@ class SqliteStore:
             return self._db.execute(sql, args).fetchone()
 
     def get_person(self, person_id: str) -> Person | None:
-        row = self._one("SELECT p.person_id, p.name, COUNT(f.face_id), p.created_at FROM persons p "
+        row = self._one("SELECT p.person_id, p.name, COUNT(f.face_id), p.created_at, p.consent FROM persons p "
                         "LEFT JOIN faces f ON f.person_id = p.person_id WHERE p.person_id = ? GROUP BY p.person_id", (person_id,))
         return Person(*row) if row else None
 
@@ -315,7 +367,7 @@ class SqliteStore:
             where, args = "WHERE p.person_id LIKE ? ESCAPE '\\' OR p.name LIKE ? ESCAPE '\\' ", (pattern, pattern)
         with self._lock:
             rows = self._db.execute(
-                "SELECT p.person_id, p.name, COUNT(f.face_id), p.created_at FROM persons p "
+                "SELECT p.person_id, p.name, COUNT(f.face_id), p.created_at, p.consent FROM persons p "
                 f"LEFT JOIN faces f ON f.person_id = p.person_id {where}GROUP BY p.person_id ORDER BY p.person_id LIMIT ? OFFSET ?",
                 (*args, limit, offset),
             ).fetchall()
@@ -416,11 +468,29 @@ class SqliteStore:
         return self._all("SELECT face_id, crop FROM faces ORDER BY face_id")
 
     def all_persons(self) -> list[PersonRow]:
-        return self._all("SELECT person_id, name, created_at FROM persons ORDER BY person_id")
+        return self._all(f"SELECT {', '.join(PERSON_COLUMNS)} FROM persons ORDER BY person_id")
 
     def face_rows(self, after: int, limit: int) -> list[tuple]:
         """Up to `limit` faces with ids above `after`, every column (FACE_COLUMNS), by id."""
         return self._all(f"SELECT {', '.join(FACE_COLUMNS)} FROM faces WHERE face_id > ? ORDER BY face_id LIMIT ?", (after, limit))
+
+    # -- the audit log -------------------------------------------------------------------------
+    def append_audit(self, events: list[AuditEvent]) -> None:
+        """Events recorded apart from any write (what reads did), in one transaction that leaves
+        the version alone."""
+        if events:
+            with self._transaction() as cur:
+                cur.executemany(AUDIT_INSERT, [audit_row(e) for e in events])
+
+    def audit_page(self, query: AuditQuery, offset: int, limit: int) -> tuple[list[AuditEntry], int]:
+        """The entries `query` selects, by the time they happened (a read waits a moment in the
+        buffer before it is written), and how many there are."""
+        where, args = audit_where(query, "?")
+        with self._lock:
+            rows = self._db.execute(f"SELECT id, at, key_id, collection, action, persons, outcome, detail FROM audit {where}"
+                                    "ORDER BY at, id LIMIT ? OFFSET ?", (*args, limit, offset)).fetchall()
+            total = self._db.execute(f"SELECT COUNT(*) FROM audit {where}", args).fetchone()[0]
+        return [audit_entry(r) for r in rows], int(total)
 
     # -- the collections' registry ------------------------------------------------------------
     def collections(self) -> list[CollectionRow]:
@@ -435,6 +505,23 @@ class SqliteStore:
     def remove_collection(self, name: str) -> bool:
         with self._transaction() as cur:
             return SqliteWriter(cur).remove_collection(name)
+
+    def scrub(self) -> str:
+        """After an erasure: what deleted rows left in the files goes too. Deleted pages are
+        overwritten (secure_delete); the write-ahead log, which still holds their old images, is
+        checkpointed into the file and truncated. Returns what was done, in words."""
+        with self._lock:
+            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            return "deleted pages overwritten; the write-ahead log was busy and is truncated at the next checkpoint"
+        return "deleted pages overwritten; the write-ahead log checkpointed and truncated"
+
+    def compact(self) -> str:
+        """Rewrite the file (VACUUM): it shrinks to what it holds."""
+        with self._lock:
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return "file rewritten (VACUUM)"
 
     def destroy(self) -> None:
         """Remove this store's data for good (its collection was deleted): the file, its journal,

@@ -111,7 +111,7 @@ def _parse(line: str, where: str) -> Key:
 
 # -- what each request needs ---------------------------------------------------------------------
 ENROL_ROUTES = (("POST", "/enroll"), ("DELETE", "/persons/"))
-ADMIN_ROUTES = (("POST", "/collections"), ("DELETE", "/collections/"), ("GET", "/export"), ("POST", "/import"))
+ADMIN_ROUTES = (("POST", "/collections"), ("DELETE", "/collections/"), ("GET", "/export"), ("POST", "/import"), ("GET", "/audit"))
 
 
 def required_role(method: str, path: str) -> Role:

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import EngineDep, GalleryDep, SettingsDep, require_api_key
+from app.deps import EngineDep, GalleryDep, SettingsDep, TrailDep, require_api_key
 from app.http.upload_limit import read_limited
 from app.schemas import EmbeddingQuery, EmbeddingResult, IdentifyResponse
 from app.statuses import responses
@@ -24,6 +24,7 @@ async def identify(
     engine: EngineDep,
     gallery: GalleryDep,
     settings: SettingsDep,
+    trail: TrailDep,
     response: Response,
     image: Annotated[UploadFile, File(description="a photo")],
     top_k: Annotated[int | None, Form(ge=1, le=100)] = None,
@@ -33,7 +34,7 @@ async def identify(
     source = image.filename or "image"
     data = await read_limited(image, settings.max_upload_bytes)
     started = time.perf_counter()
-    answer = await identification.identify_photo(engine, gallery, settings, data, source, Options(top_k, threshold, max_faces))
+    answer = await identification.identify_photo(engine, gallery, settings, data, source, Options(top_k, threshold, max_faces), trail)
     # The face work's share of the answer (decode, detect, embed, search, and its wait for a worker):
     # what benchmarks subtract from a client's time to see what the HTTP path costs.
     response.headers["Server-Timing"] = f"faces;dur={1000 * (time.perf_counter() - started):.1f}"
@@ -42,5 +43,6 @@ async def identify(
 
 @router.post("/identify/embedding", response_model=EmbeddingResult, summary="Identify a precomputed 512-d embedding",
              responses=responses(400, 401, 404, 413, 422, 503))
-async def identify_embedding(gallery: GalleryDep, settings: SettingsDep, query: EmbeddingQuery) -> EmbeddingResult:
-    return await run_in_threadpool(identification.identify_embedding, gallery, settings, query.unit_vector(), Options(query.top_k, query.threshold))
+async def identify_embedding(gallery: GalleryDep, settings: SettingsDep, trail: TrailDep, query: EmbeddingQuery) -> EmbeddingResult:
+    return await run_in_threadpool(identification.identify_embedding, gallery, settings, query.unit_vector(), Options(query.top_k, query.threshold),
+                                   trail)

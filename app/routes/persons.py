@@ -9,9 +9,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Path, Query, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import EngineDep, GalleryDep, SettingsDep, require_api_key
+from app.deps import EngineDep, GalleryDep, SettingsDep, TrailDep, require_api_key
 from app.http.upload_limit import read_limited
-from app.schemas import BOX_PATTERN, PERSON_ID_PATTERN, EnrollResponse, FacesPage, PersonPublic, PersonsPage
+from app.schemas import BOX_PATTERN, PERSON_ID_PATTERN, EnrollResponse, ErasureReceipt, FacesPage, PersonPublic, PersonsPage
 from app.statuses import responses
 from app.usecases import persons
 from app.usecases.enrol import Box, enrol
@@ -49,15 +49,18 @@ async def enroll(
     engine: EngineDep,
     gallery: GalleryDep,
     settings: SettingsDep,
+    trail: TrailDep,
     person_id: Annotated[str, Form(pattern=PERSON_ID_PATTERN, description="your id for the person")],
     images: Annotated[list[UploadFile], File(min_length=1, description="photos of the person; in each, the dominant face is enrolled")],
     name: Annotated[str | None, Form(max_length=256)] = None,
     box: Annotated[str | None, Form(pattern=BOX_PATTERN, description="x1,y1,x2,y2 of the face to enrol, when a photo shows "
                                     "several faces of comparable size (one image only)")] = None,
     confirm_copy: Annotated[bool, Form(description="enrol a photo even though it is a copy of one enrolled for another person")] = False,
+    consent: Annotated[str | None, Form(min_length=1, max_length=256, description="a reference to the person's consent (free text or an id), "
+                                        "kept with the person and in the audit log")] = None,
 ) -> EnrollResponse:
     photos = [Upload(image, settings.max_upload_bytes) for image in images]
-    return await enrol(engine, gallery, settings, person_id, name, photos, parse_box(box), confirm_copy)
+    return await enrol(engine, gallery, settings, person_id, name, photos, parse_box(box), confirm_copy, consent, trail)
 
 
 @router.get("/persons", response_model=PersonsPage, summary="List enrolled persons", responses=responses(401, 404, 422))
@@ -93,7 +96,7 @@ async def face_crop(gallery: GalleryDep, person_id: str, face_id: Annotated[int,
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
-@router.delete("/persons/{person_id}", status_code=204, summary="Delete a person and all their faces",
+@router.delete("/persons/{person_id}", response_model=ErasureReceipt, summary="Delete a person and every trace of them; the receipt",
                responses=responses(401, 404, 422, 503, 507))
-async def delete_person(gallery: GalleryDep, person_id: str) -> None:
-    await run_in_threadpool(persons.delete_person, gallery, person_id)
+async def delete_person(gallery: GalleryDep, trail: TrailDep, person_id: str) -> ErasureReceipt:
+    return await run_in_threadpool(persons.delete_person, gallery, person_id, trail)

@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import CollectionDep, EngineDep, GalleryDep, require_api_key
+from app.deps import CollectionDep, EngineDep, GalleryDep, TrailDep, require_api_key
 from app.schemas import ImportResult
 from app.statuses import responses
 from app.usecases.portable import export_collection, import_file
@@ -23,11 +23,11 @@ MEDIA = "application/gzip"
 
 @router.get("/export", response_class=FileResponse, summary="The collection in one file: persons, faces, embeddings, photo evidence",
             responses={200: {"content": {MEDIA: {}}, "description": "a gzip-compressed JSON-lines gallery export"}, **responses(401, 404, 422, 503)})
-async def export(collection: CollectionDep, crops: Annotated[bool, Query(description="also the face crops (needed to import "
+async def export(collection: CollectionDep, trail: TrailDep, crops: Annotated[bool, Query(description="also the face crops (needed to import "
                                                                                         "into a service running another model)")] = False):
     out = tempfile.NamedTemporaryFile(prefix="faceid-export-", suffix=".jsonl.gz", delete=False)
     try:
-        await run_in_threadpool(export_collection, collection, out, crops)
+        await run_in_threadpool(export_collection, collection, out, crops, trail)
     finally:
         out.close()
     remove = BackgroundTask(os.unlink, out.name)
@@ -36,6 +36,7 @@ async def export(collection: CollectionDep, crops: Annotated[bool, Query(descrip
 
 @router.post("/import", response_model=ImportResult, summary="Add a gallery export to the collection",
              responses=responses(400, 401, 404, 409, 413, 422, 503, 507))
-async def import_export(engine: EngineDep, gallery: GalleryDep, file: Annotated[UploadFile, File(description="a file /export made")]) -> ImportResult:
-    done = await run_in_threadpool(import_file, engine, gallery, file.file)
+async def import_export(engine: EngineDep, gallery: GalleryDep, trail: TrailDep,
+                        file: Annotated[UploadFile, File(description="a file /export made")]) -> ImportResult:
+    done = await run_in_threadpool(import_file, engine, gallery, file.file, trail)
     return ImportResult(persons=done.persons, faces=done.faces, reembedded=done.reembedded, models=done.models)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
-from app.deps import EngineDep, GalleryDep, SettingsDep, require_api_key
+from app.deps import EngineDep, GalleryDep, SettingsDep, TrailDep, require_api_key
 from app.routes.persons import Upload
 from app.schemas import PERSON_ID_PATTERN, VerifyResponse
 from app.statuses import responses
@@ -21,6 +21,7 @@ async def verify(
     engine: EngineDep,
     gallery: GalleryDep,
     settings: SettingsDep,
+    trail: TrailDep,
     image: Annotated[UploadFile, File(description="a photo; its subject (the large face nearest the centre) is verified")],
     image2: Annotated[UploadFile | None, File(description="a second photo; or send person_id instead")] = None,
     person_id: Annotated[str | None, Form(pattern=PERSON_ID_PATTERN, description="an enrolled person; or send image2 instead")] = None,
@@ -29,4 +30,4 @@ async def verify(
 ) -> VerifyResponse:
     limit = settings.max_upload_bytes
     second = Upload(image2, limit) if image2 is not None else None
-    return await verify_pair(engine, gallery, settings, Upload(image, limit), second, person_id, threshold)
+    return await verify_pair(engine, gallery, settings, Upload(image, limit), second, person_id, threshold, trail)

@@ -20,8 +20,10 @@ from tqdm import tqdm
 from app.config import Settings
 from app.engine import Engine, Seen
 from app.errors import CopyOfAnotherPerson
+from app.gallery.audit import COMMAND_LINE
+from app.gallery.collections import DEFAULT
 from app.gallery.gallery import Gallery, Lookup
-from app.gallery.records import PhotoRecord
+from app.gallery.records import AuditEvent, PhotoRecord
 from app.gallery.store import Store
 from app.usecases.enrol import Chosen, choose, photo_record
 from core.data.dataset import Sample, scan
@@ -39,7 +41,8 @@ class ImportResult:
     refused: list[str] = field(default_factory=list)  # one "<file>: <reason>" per photo
 
 
-def import_folder(engine: Engine, gallery: Gallery, settings: Settings, root: Path, batch: int = 32, confirm_copies: bool = False) -> ImportResult:
+def import_folder(engine: Engine, gallery: Gallery, settings: Settings, root: Path, batch: int = 32, confirm_copies: bool = False,
+                  collection: str = DEFAULT) -> ImportResult:
     """Enrol each person's clean photos; photos already stored for that person are skipped,
     so an interrupted import resumes where it stopped. Faces stored before photo evidence
     existed get it from their photo in the folder (same person, same file name), which a
@@ -49,11 +52,11 @@ def import_folder(engine: Engine, gallery: Gallery, settings: Settings, root: Pa
     todo = [s for s in clean if not gallery.store.has_source(s.identity, s.path.name)]
     result = ImportResult(skipped=len(clean) - len(todo))
     for start in tqdm(range(0, len(todo), batch), desc="import"):
-        result.added += _import_batch(engine, gallery, settings, todo[start : start + batch], confirm_copies, result.refused)
+        result.added += _import_batch(engine, gallery, settings, todo[start : start + batch], confirm_copies, result.refused, collection)
     by_source = {(s.identity, s.path.name): s for s in clean}
     missing = [(face_id, by_source[(p, source)]) for face_id, p, source in gallery.store.faces_without_photos() if (p, source) in by_source]
     for start in tqdm(range(0, len(missing), batch), desc="describe", disable=not missing):
-        result.described += _describe_batch(engine, gallery, missing[start : start + batch], result.refused)
+        result.described += _describe_batch(engine, gallery, missing[start : start + batch], result.refused, collection)
     return result
 
 
@@ -69,7 +72,8 @@ def _seen(engine: Engine, samples: list[Sample], refused: list[str]) -> list[tup
     return [(sample, Seen(faces, thumbnail(photo.image), photo.original_size)) for (sample, photo), faces in zip(decoded, found)]
 
 
-def _import_batch(engine: Engine, gallery: Gallery, settings: Settings, samples: list[Sample], confirm_copies: bool, refused: list[str]) -> int:
+def _import_batch(engine: Engine, gallery: Gallery, settings: Settings, samples: list[Sample], confirm_copies: bool, refused: list[str],
+                  collection: str) -> int:
     lookup: Lookup = gallery.lookup()
     chosen: list[Chosen] = []
     for sample, seen in _seen(engine, samples, refused):
@@ -81,10 +85,12 @@ def _import_batch(engine: Engine, gallery: Gallery, settings: Settings, samples:
     if not chosen:
         return 0
     vectors = engine.embed([c.face.crop for c in chosen])
-    return gallery.enroll_many([(c.person_id, None, [c.new_face(v)]) for c, v in zip(chosen, vectors)])
+    audit = AuditEvent("enrol", collection, COMMAND_LINE, tuple(sorted({c.person_id for c in chosen})),
+                       detail=f"faceid gallery import: faces {len(chosen)}")
+    return gallery.enroll_many([(c.person_id, None, [c.new_face(v)]) for c, v in zip(chosen, vectors)], audit)
 
 
-def _describe_batch(engine: Engine, gallery: Gallery, faces: list[tuple[int, Sample]], refused: list[str]) -> int:
+def _describe_batch(engine: Engine, gallery: Gallery, faces: list[tuple[int, Sample]], refused: list[str], collection: str) -> int:
     face_of = {id(sample): face_id for face_id, sample in faces}
     updates: list[tuple[int, PhotoRecord]] = []
     for sample, seen in _seen(engine, [s for _, s in faces], refused):
@@ -93,11 +99,12 @@ def _describe_batch(engine: Engine, gallery: Gallery, faces: list[tuple[int, Sam
         except FaceIdError as exc:
             refused.append(str(exc))
     if updates:
-        gallery.set_photos(updates)
+        persons = tuple(sorted({s.identity for _, s in faces}))
+        gallery.set_photos(updates, AuditEvent("describe", collection, COMMAND_LINE, persons, detail=f"photo evidence for faces {len(updates)}"))
     return len(updates)
 
 
-def reembed(engine: Engine, store: Store) -> int:
+def reembed(engine: Engine, store: Store, collection: str = DEFAULT) -> int:
     """Recompute every stored embedding from its stored face crop with the engine's model."""
     stored = store.crops()
     rows = [(face_id, png) for face_id, png in stored if png is not None]
@@ -110,4 +117,5 @@ def reembed(engine: Engine, store: Store) -> int:
         updates += list(zip([i for i, _ in chunk], engine.embed(crops)))
     with store.write() as w:
         w.replace_embeddings(updates, engine.model_id)
+        w.audit(AuditEvent("reembed", collection, COMMAND_LINE, detail=f"faces {len(updates)} with {engine.model_id}"))
     return len(updates)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 from app.engine import Engine
+from app.http.audit import Trail
 from app.schemas import DetectedFacePublic, DetectResponse, Landmarks, QualityPublic, rounded_box
 from core.faces.pipeline import Face
 
@@ -27,5 +28,8 @@ def detect_faces(engine: Engine, data: bytes, source: str, max_faces: int, crops
     return DetectResponse(faces=[public(f, crops) for f in faces], photo_size=list(seen.size))
 
 
-async def detect(engine: Engine, data: bytes, source: str, max_faces: int, crops: bool) -> DetectResponse:
-    return await engine.admission.run(source, detect_faces, engine, data, source, max_faces, crops)
+async def detect(engine: Engine, data: bytes, source: str, max_faces: int, crops: bool, trail: Trail | None = None) -> DetectResponse:
+    answer = await engine.admission.run(source, detect_faces, engine, data, source, max_faces, crops)
+    if trail is not None:
+        trail.detail = f"faces {len(answer.faces)}"
+    return answer

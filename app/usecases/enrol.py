@@ -22,6 +22,7 @@ from app.engine import Engine, Seen
 from app.errors import BadRequestField, CopyOfAnotherPerson, TooManyUploads
 from app.gallery.gallery import Gallery, Lookup, PhotoCandidate
 from app.gallery.records import NewFace, PhotoRecord
+from app.http.audit import Trail
 from app.schemas import EnrolledFace, EnrollResponse, PhotoMatch, rounded_box
 from app.usecases.evidence import photo_match
 from app.usecases.persons import public
@@ -114,8 +115,11 @@ def see_and_choose(engine: Engine, data: bytes, source: str, person_id: str, loo
 
 
 async def enrol(engine: Engine, gallery: Gallery, settings: Settings, person_id: str, name: str | None, photos: Sequence[Photo],
-                box: Box | None = None, confirm_copy: bool = False) -> EnrollResponse:
-    """Add photos of a person: every photo passes the rules, then all are stored in one transaction."""
+                box: Box | None = None, confirm_copy: bool = False, consent: str | None = None, trail: Trail | None = None) -> EnrollResponse:
+    """Add photos of a person: every photo passes the rules, then all are stored in one
+    transaction, with the consent reference if one is given and the audit event."""
+    if trail is not None:
+        trail.persons = [person_id]
     if len(photos) > settings.max_images_per_enroll:
         raise TooManyUploads(len(photos), settings.max_images_per_enroll)
     if box is not None and len(photos) != 1:
@@ -127,5 +131,9 @@ async def enrol(engine: Engine, gallery: Gallery, settings: Settings, person_id:
         chosen.append(await engine.admission.run(photo.name, see_and_choose, engine, data, photo.name, person_id, lookup, settings,
                                                  box, confirm_copy))
     vectors = await run_in_threadpool(engine.embed, [c.face.crop for c in chosen])
-    person, added, created = await run_in_threadpool(gallery.enroll, person_id, name, [c.new_face(v) for c, v in zip(chosen, vectors)])
+    audit = trail.event(detail=f"faces {len(chosen)}" + (" (consent given)" if consent is not None else "")) if trail is not None else None
+    person, added, created = await run_in_threadpool(gallery.enroll, person_id, name, [c.new_face(v) for c, v in zip(chosen, vectors)],
+                                                     consent, audit)
+    if trail is not None:
+        trail.recorded = True
     return EnrollResponse(person=public(person), faces_added=added, created=created, faces=[c.public() for c in chosen])

@@ -15,6 +15,7 @@ import numpy as np
 from app.config import Settings
 from app.engine import Engine
 from app.gallery.gallery import Candidate, Gallery, PhotoCandidate
+from app.http.audit import Trail
 from app.schemas import EmbeddingResult, IdentifyResponse
 from app.usecases.evidence import answer, face_matches
 from core.errors import NoFaceFound
@@ -58,20 +59,26 @@ def look(engine: Engine, gallery: Gallery, data: bytes, source: str, top_k: int,
     return Looked(faces, found, seen.size, lookup.photos(seen.thumb) if seen.thumb is not None else None)
 
 
-async def identify_photo(engine: Engine, gallery: Gallery, settings: Settings, data: bytes, source: str, options: Options) -> IdentifyResponse:
+async def identify_photo(engine: Engine, gallery: Gallery, settings: Settings, data: bytes, source: str, options: Options,
+                         trail: Trail | None = None) -> IdentifyResponse:
     threshold = settings.answer_threshold() if options.threshold is None else options.threshold
     looked = await engine.admission.run(source, look, engine, gallery, data, source, options.top_k or settings.top_k,
                                         options.max_faces or settings.max_faces, settings.photo_evidence)
     results = answer(looked.faces, looked.found, looked.photo_size, looked.photos, threshold, settings.photo_threshold)
     if not results:
         raise NoFaceFound(source, "no face found")
+    if trail is not None:  # the persons it named, not the candidates
+        trail.persons = sorted({r.match.person_id for r in results if r.match is not None})
+        trail.detail = f"faces {len(results)}"
     return IdentifyResponse(faces=results, threshold=threshold, photo_threshold=settings.photo_threshold if settings.photo_evidence else None,
                             model_id=gallery.model_id)
 
 
-def identify_embedding(gallery: Gallery, settings: Settings, vector: np.ndarray, options: Options) -> EmbeddingResult:
+def identify_embedding(gallery: Gallery, settings: Settings, vector: np.ndarray, options: Options, trail: Trail | None = None) -> EmbeddingResult:
     """A precomputed unit embedding against the enrolled faces (blocking)."""
     threshold = settings.answer_threshold() if options.threshold is None else options.threshold
     (candidates,) = gallery.lookup().faces(vector[None], options.top_k or settings.top_k)
     match, cands = face_matches(candidates, threshold)
+    if trail is not None and match is not None:
+        trail.persons = [match.person_id]
     return EmbeddingResult(match=match, candidates=cands, threshold=threshold, model_id=gallery.model_id)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from app.errors import FaceNotFound, PersonNotFound
 from app.gallery.gallery import Gallery
 from app.gallery.records import Person
-from app.schemas import FacePublic, FacesPage, PersonPublic, PersonsPage
+from app.http.audit import Trail
+from app.schemas import ErasureReceipt, FacePublic, FacesPage, PersonPublic, PersonsPage
 
 
 def public(person: Person) -> PersonPublic:
-    return PersonPublic(person_id=person.person_id, name=person.name, n_faces=person.n_faces, created_at=person.created_at)
+    return PersonPublic(person_id=person.person_id, name=person.name, n_faces=person.n_faces, created_at=person.created_at,
+                        consent=person.consent)
 
 
 def list_persons(gallery: Gallery, offset: int, limit: int, containing: str | None) -> PersonsPage:
@@ -44,7 +46,12 @@ def face_crop(gallery: Gallery, person_id: str, face_id: int) -> bytes:
     return png
 
 
-def delete_person(gallery: Gallery, person_id: str) -> None:
-    """The person, their faces and their index entries, gone together."""
-    if not gallery.delete(person_id):
+def delete_person(gallery: Gallery, person_id: str, trail: Trail | None = None) -> ErasureReceipt:
+    """The person and every trace of them (gallery.py's `delete`), with the audit event; the receipt."""
+    erasure = gallery.delete(person_id, trail.event() if trail is not None else None)
+    if erasure is None:
         raise PersonNotFound(person_id)
+    if trail is not None:
+        trail.recorded = True
+    return ErasureReceipt(person_id=erasure.person_id, erased_at=erasure.at, faces=erasure.faces, crops=erasure.crops, photos=erasure.photos,
+                          index_entries=erasure.index_entries, snapshot_removed=erasure.snapshot_removed, store=erasure.store)

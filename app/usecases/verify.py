@@ -19,6 +19,7 @@ from app.config import Settings
 from app.engine import Engine, Seen
 from app.errors import BadRequestField, PersonNotFound
 from app.gallery.gallery import Gallery, PhotoCandidate
+from app.http.audit import Trail
 from app.schemas import PhotoMatch, QualityPublic, VerifiedFace, VerifyResponse, rounded_box
 from app.usecases.enrol import Photo
 from app.usecases.evidence import photo_match
@@ -111,7 +112,7 @@ def _answer(settings: Settings, model_id: str, threshold: float, by_face: bool, 
 
 
 async def verify(engine: Engine, gallery: Gallery, settings: Settings, a: Photo, b: Photo | None, person_id: str | None,
-                 threshold: float | None = None) -> VerifyResponse:
+                 threshold: float | None = None, trail: Trail | None = None) -> VerifyResponse:
     """Two photos, or a photo and an enrolled person: one person?"""
     if (b is None) == (person_id is None):
         raise BadRequestField("send either image2 (a second photo) or person_id (an enrolled person), not both or neither")
@@ -123,4 +124,7 @@ async def verify(engine: Engine, gallery: Gallery, settings: Settings, a: Photo,
     else:
         assert person_id is not None
         answer = await engine.admission.run(first.name, against_person, engine, gallery, settings, first, person_id, limit)
+    if trail is not None:
+        trail.persons = [person_id] if person_id is not None else []
+        trail.detail = ("same by " + " and ".join(answer.evidence)) if answer.same else "different"
     return answer
