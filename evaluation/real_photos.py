@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.clusters import LINKAGE, MAX_DISTANCE, Linkage, cluster, purity_and_completeness
 from core.data.dataset import Sample, read_split
 from core.faces.pipeline import DetectedFace
 from evaluation.metrics import tar_at_far
@@ -103,6 +104,28 @@ def verification_1to1(data: Embedded, far: float = FAR, threshold: float | None 
     accepted = int((impostor >= threshold).sum())
     return out | {"threshold": threshold, "tar": float((genuine >= threshold).mean()), "far": accepted / max(1, len(impostor)),
                   "far_ucb95": rate_upper_bound(accepted, len(impostor))}
+
+
+def clustering(data: Embedded, max_distance: float = MAX_DISTANCE, method: Linkage = LINKAGE,
+               per_person: int = PAIR_PHOTOS_PER_PERSON) -> dict:
+    """The unknown-faces log's clustering (core/clusters.py) on these photos as if nobody were
+    enrolled: each person's first `per_person` photos with a face found and not gone."""
+    seen: dict[str, int] = {}
+    keep = np.zeros(len(data.people), dtype=bool)
+    for i, person in enumerate(data.people):
+        if data.found[i] and not data.gone[i] and seen.get(person, 0) < per_person:
+            seen[person] = seen.get(person, 0) + 1
+            keep[i] = True
+    labels = cluster(data.vectors[keep], max_distance, method)
+    return {"method": method, "max_distance": max_distance, "faces": int(keep.sum())} | purity_and_completeness(labels, np.asarray(data.people)[keep])
+
+
+def choose_clustering(data: Embedded, min_pure: float = 0.95) -> dict:
+    """The linkage and cut that put most of a person's faces together while at least `min_pure`
+    of the faces are in clusters of one person (on the choose people)."""
+    grid = [clustering(data, d / 100, m) for m in ("single", "average", "complete") for d in range(20, 85, 5)]
+    ok = [g for g in grid if g["faces_in_pure_clusters"] >= min_pure] or grid
+    return {"chosen": max(ok, key=lambda g: g["largest_cluster_share"]), "grid": grid, "min_pure": min_pure}
 
 
 def read_pairs(path: Path) -> list[tuple[str, int, str, int]]:
@@ -228,6 +251,9 @@ def run(data: Path, pairs_file: Path | None, weights: str | None, exclude: set[s
            "verification_1to1": {"choose": chosen, "report": verification_1to1(report, threshold=chosen["threshold"])},
            "one_photo_enrolled": {"choose": one_photo_enrolled(choose, threshold), "report": one_photo_enrolled(report, threshold)},
            "two_photos_enrolled": {"report": one_photo_enrolled(report, threshold, enrolled_photos=2)}}
+    chosen = choose_clustering(choose)
+    out["clustering"] = {"choose": chosen, "report_at_chosen": clustering(report, chosen["chosen"]["max_distance"], chosen["chosen"]["method"]),
+                         "report_at_default": clustering(report)}
     if pairs_file is not None:
         allowed = set(sets["choose"]) | set(sets["report"])
         pairs = [p for p in read_pairs(pairs_file) if p[0] in allowed and p[2] in allowed]
