@@ -41,6 +41,16 @@ class CopyOfAnotherPerson(Exception):
                          "to enrol it anyway")
 
 
+class UnknownsOff(Exception):
+    def __init__(self) -> None:
+        super().__init__("the unknown-faces log is off (FACEID_UNKNOWNS)")
+
+
+class UnknownClusterNotFound(Exception):
+    def __init__(self, cluster_id: int, what: str = "unknown cluster") -> None:
+        super().__init__(f"{what} {cluster_id} not found (the log changed since it was listed, or its faces were purged)")
+
+
 class BadRequestField(Exception):
     """A form field that passed the schema but makes no sense with the rest of the request."""
 

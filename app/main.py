@@ -27,7 +27,7 @@ from app.http.audit import AuditRecorder
 from app.http.guard import RequestGuard
 from app.http.keys import KeyRing
 from app.http.security_headers import SecurityHeaders
-from app.routes import audit, collections, console, detect, health, identify, persons, portable, verify
+from app.routes import audit, collections, console, detect, health, identify, persons, portable, unknowns, verify
 from app.usecases.retention import Clock, purge_due
 
 log = logging.getLogger("faceid")
@@ -68,7 +68,8 @@ def create_app(settings: Settings | None = None, *, pipeline: FaceFinder | None 
         app.state.settings, app.state.engine, app.state.collections, app.state.keys = s, engine, collections, keys
         engine.start()
         collections.follow()
-        retention = asyncio.create_task(_retain(collections, s, clock or (lambda: datetime.now(UTC)))) if s.retention_days else None
+        retain = s.retention_days is not None or s.unknowns
+        retention = asyncio.create_task(_retain(collections, s, clock or (lambda: datetime.now(UTC)))) if retain else None
         status = gallery.status()
         log.info("ready: model %s on %s, %d persons, %d faces, %s index on %s, threshold %.3f, %d API keys",
                  engine.model_id, engine.embedder.device, status.persons, status.faces, s.index, status.store, s.threshold,
@@ -96,6 +97,6 @@ def create_app(settings: Settings | None = None, *, pipeline: FaceFinder | None 
     app.add_middleware(SecurityHeaders)  # outermost: every answer carries them
     statuses.install(app)
     openapi.install(app)
-    for module in (health, identify, persons, verify, detect, collections, portable, audit, console):
+    for module in (health, identify, persons, verify, detect, collections, portable, audit, unknowns, console):
         app.include_router(module.router)
     return app

@@ -77,6 +77,8 @@ class EnrollResponse(BaseModel):
     faces_added: int
     created: bool
     faces: list[EnrolledFace]
+    seen_before_as_unknown: list[str] = Field(default_factory=list, description=(
+        "with the unknown-faces log on: when faces like this person's were answered as unknown before (ISO 8601, UTC)"))
 
 
 class Match(BaseModel):
@@ -248,6 +250,7 @@ class ErasureReceipt(BaseModel):
     faces: int = Field(description="face rows, each with its embedding")
     crops: int = Field(description="aligned face crops")
     photos: int = Field(description="photo thumbnails, with their descriptors")
+    unknowns: int = Field(0, description="unknown faces (the unknown-faces log) enrolled as this person")
     index_entries: int = Field(description="entries removed from this replica's face and photo indexes (other replicas remove theirs from "
                                "the change log within moments)")
     snapshot_removed: bool = Field(description="a saved index snapshot that could hold their embeddings was deleted")
@@ -269,6 +272,21 @@ class AuditEntryPublic(BaseModel):
 
 class AuditPage(BaseModel):
     items: list[AuditEntryPublic]
+    total: int
+    offset: int
+    limit: int
+
+
+class UnknownCluster(BaseModel):
+    cluster: int = Field(description="its id: its first face's, while the log keeps that face")
+    count: int
+    first_seen: str
+    last_seen: str
+    faces: list[int] = Field(description="a few of its faces' ids, best quality first; crops at /unknowns/faces/{id}/crop")
+
+
+class UnknownsPage(BaseModel):
+    items: list[UnknownCluster] = Field(description="largest first")
     total: int
     offset: int
     limit: int

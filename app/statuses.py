@@ -21,6 +21,8 @@ from app.errors import (
     FaceNotFound,
     PersonNotFound,
     TooManyUploads,
+    UnknownClusterNotFound,
+    UnknownsOff,
     UploadTooLarge,
 )
 from app.gallery.collections import CollectionNotFound, DefaultCollection
@@ -62,6 +64,8 @@ STATUS: dict[type[Exception], int] = {
     PersonNotFound: 404,
     FaceNotFound: 404,
     CollectionNotFound: 404,
+    UnknownsOff: 404,
+    UnknownClusterNotFound: 404,
     CopyOfAnotherPerson: 409,
     CollectionExists: 409,
     ExportOfAnotherModel: 409,
@@ -81,7 +85,8 @@ DESCRIPTIONS = {
     400: "a body that cannot be read: not an image, a corrupt one, not JSON, or not a gallery export",
     401: KEY_REFUSED,
     403: "the key's role or collection does not allow this request",
-    404: "no such person, face of that person (or one stored without its crop), or collection (X-Collection)",
+    404: ("no such person, face of that person (or one stored without its crop), collection (X-Collection), or unknown cluster "
+          "or face (or the unknown-faces log is off)"),
     409: ("an enrolment photo is a copy of a photo enrolled for another person (send confirm_copy=true to enrol it anyway); "
           "a collection of that name exists; the default collection is not deleted; "
           "a gallery export made by another model without its crops"),

@@ -293,3 +293,29 @@ def test_the_console_works_in_one_collection_at_a_time(ready, server, tmp_path, 
     page.wait_for_function("() => document.getElementById('status').textContent.includes('collection default')")
     page.wait_for_function("() => [...document.querySelectorAll('#identify-photo .label')].every(l => !l.textContent.startsWith('teammate'))")
     assert page.evaluate("() => sessionStorage.getItem('faceid-collection')") == "default"
+
+
+@needs_chromium
+def test_unknown_faces_are_shown_in_groups_and_one_enrolled(browser, tmp_path_factory, tmp_path, group_faces):
+    server = Server(tmp_path_factory.mktemp("unknowns") / "gallery", FACEID_API_KEY=KEY, FACEID_UNKNOWNS="true").start()
+    console = None
+    try:
+        for photo in (group_faces[3], group_faces[3].transpose(Image.Transpose.FLIP_LEFT_RIGHT)):
+            r = httpx.post(f"{server.base}/identify", files={"image": ("q.jpg", jpeg(photo), "image/jpeg")}, headers={"X-API-Key": KEY}, timeout=60)
+            assert r.status_code == 200 and r.json()["faces"][0]["match"] is None
+        console = Console(browser, server, tmp_path)
+        console.unlock()
+        page = console.page
+        console.tab("unknowns")
+        page.wait_for_function("() => [...document.querySelectorAll('#clusters li img')].filter(i => i.naturalWidth === 160).length === 2")
+        assert page.inner_text("#clusters li strong").startswith("2 face(s)")
+        console.shot("unknowns")
+        page.fill("#clusters li input[placeholder='person id']", "stranger")
+        page.click("#clusters li button[type=submit]")
+        page.wait_for_function("() => document.getElementById('unknowns-error').textContent === 'no unknown faces kept'")
+        assert api(server, "/persons/stranger").json()["n_faces"] == 2
+        assert console.alerts == []
+    finally:
+        if console is not None:
+            console.context.close()
+        server.stop()

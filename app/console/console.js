@@ -100,6 +100,7 @@ function useCollection(name) {
   offset = 0;
   refreshStatus();
   if (!$("gallery").hidden) loadGallery();
+  if (!$("unknowns").hidden) loadUnknowns();
   if (identifyFile) identify();
 }
 
@@ -321,6 +322,65 @@ async function loadGallery() {
   }
 }
 
+// -- unknowns --------------------------------------------------------------------------------
+async function unknownImage(faceId) {
+  const img = document.createElement("img");
+  img.alt = `unknown face ${faceId}`;
+  img.src = URL.createObjectURL(await (await api(`/unknowns/faces/${faceId}/crop`)).blob());
+  return img;
+}
+
+async function showCluster(cluster) {
+  const li = document.createElement("li");
+  const title = document.createElement("strong");
+  title.textContent = `${cluster.count} face(s), seen ${cluster.first_seen} – ${cluster.last_seen}`;
+  const form = document.createElement("form");
+  const id = document.createElement("input");
+  id.required = true; id.placeholder = "person id"; id.pattern = "[A-Za-z0-9][A-Za-z0-9_.@:\\-]{0,127}";
+  const name = document.createElement("input");
+  name.placeholder = "name";
+  const add = document.createElement("button");
+  add.type = "submit"; add.textContent = "Enrol as";
+  const drop = document.createElement("button");
+  drop.type = "button"; drop.textContent = "Discard";
+  form.append(add, " ", id, " ", name, " ", drop);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = new FormData();
+    body.append("person_id", id.value);
+    if (name.value) body.append("name", name.value);
+    try {
+      await api(`/unknowns/${cluster.cluster}/enroll`, { method: "POST", body });
+      loadUnknowns();
+      refreshStatus();
+    } catch (error) { $("unknowns-error").textContent = error.message; }
+  });
+  drop.addEventListener("click", async () => {
+    if (!confirm(`Discard these ${cluster.count} face(s)?`)) return;
+    try {
+      await api(`/unknowns/${cluster.cluster}`, { method: "DELETE" });
+      loadUnknowns();
+    } catch (error) { $("unknowns-error").textContent = error.message; }
+  });
+  const faces = document.createElement("div");
+  for (const faceId of cluster.faces) faces.append(await unknownImage(faceId));
+  li.append(title, faces, form);
+  return li;
+}
+
+async function loadUnknowns() {
+  $("unknowns-error").textContent = "";
+  try {
+    const page = await (await api("/unknowns?limit=50")).json();
+    const items = await Promise.all(page.items.map(showCluster));
+    $("clusters").replaceChildren(...items);
+    if (!page.items.length) $("unknowns-error").textContent = "no unknown faces kept";
+  } catch (error) {
+    $("clusters").replaceChildren();
+    $("unknowns-error").textContent = error.message;
+  }
+}
+
 // -- wiring ----------------------------------------------------------------------------------
 function dropZone(zone, onFiles) {
   zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
@@ -336,6 +396,7 @@ function showTab(name) {
   document.querySelectorAll("nav button").forEach((b) => b.classList.toggle("active", b.dataset.tab === name));
   document.querySelectorAll(".tab").forEach((s) => { s.hidden = s.id !== name; });
   if (name === "gallery") loadGallery();
+  if (name === "unknowns") loadUnknowns();
 }
 
 document.querySelectorAll("nav button").forEach((b) => b.addEventListener("click", () => showTab(b.dataset.tab)));

@@ -76,6 +76,7 @@ class Erasure:
     faces: int  # face rows, each with its embedding
     crops: int
     photos: int  # photo thumbnails with their descriptors
+    unknowns: int  # unknown faces kept before they were enrolled as this person
     index_entries: int  # removed from this service's face and photo indexes
     snapshot_removed: bool  # a saved index snapshot that could hold them was deleted
     store: str  # what the store did to its files, in words
@@ -309,10 +310,11 @@ class Gallery:
 
     # -- writes ---------------------------------------------------------------------------
     def enroll(self, person_id: str, name: str | None, faces: list[NewFace], consent: str | None = None,
-               audit: AuditEvent | None = None) -> tuple[Person, int, bool]:
-        """Add faces to a person (created if new); `consent` is kept with them, and `audit` is
-        appended in the same transaction."""
-        ((added, created),) = self._add([(person_id, name, faces)], audit, {person_id: consent} if consent is not None else {})
+               audit: AuditEvent | None = None, from_unknowns: list[int] | None = None) -> tuple[Person, int, bool]:
+        """Add faces to a person (created if new); `consent` is kept with them, `audit` appended
+        and the unknown faces `from_unknowns` marked enrolled as them, all in the same transaction."""
+        ((added, created),) = self._add([(person_id, name, faces)], audit, {person_id: consent} if consent is not None else {},
+                                        {person_id: from_unknowns} if from_unknowns else {})
         person = self.store.get_person(person_id)
         assert person is not None
         return person, added, created
@@ -321,7 +323,8 @@ class Gallery:
         """Several persons' faces in one transaction (bulk import); returns the faces added."""
         return sum(added for added, _ in self._add(entries, audit, consents))
 
-    def _add(self, entries: list[Entry], audit: AuditEvent | None = None, consents: dict[str, str] | None = None) -> list[tuple[int, bool]]:
+    def _add(self, entries: list[Entry], audit: AuditEvent | None = None, consents: dict[str, str] | None = None,
+             unknowns: dict[str, list[int]] | None = None) -> list[tuple[int, bool]]:
         with self._lock:
             self.check_usable()  # under the write's lock: never mix another model's embeddings in
             indexed: list[int] = []
@@ -330,6 +333,8 @@ class Gallery:
                     added = w.add_faces(entries, self.model_id)
                     for person_id, consent in (consents or {}).items():
                         w.set_consent(person_id, consent)
+                    for person_id, ids in (unknowns or {}).items():
+                        w.mark_unknowns(ids, person_id)
                     if audit is not None:
                         w.audit(audit)
                     ids = [i for new_ids, _ in added for i in new_ids]
@@ -380,7 +385,7 @@ class Gallery:
             if self.index.masked > REBUILD_MASKED_FRACTION * max(1, self.index.size):
                 self.rebuild()
             snapshot = self.snapshot.remove()  # it may hold their embeddings; the next shutdown saves a new one
-        return Erasure(person_id, len(erased.face_ids), erased.crops, erased.photos, removed, snapshot, self.store.scrub(), now())
+        return Erasure(person_id, len(erased.face_ids), erased.crops, erased.photos, erased.unknowns, removed, snapshot, self.store.scrub(), now())
 
     def purge(self, before: str, expire: bool, audit: AuditEvent) -> Purge:
         """Retention: the crops and photo evidence of faces created before `before` go, their

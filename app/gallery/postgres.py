@@ -40,6 +40,7 @@ from app.gallery.records import (
     FaceRow,
     IndexedFace,
     NewFace,
+    NewUnknown,
     Person,
     PersonRow,
     PhotoRecord,
@@ -49,6 +50,7 @@ from app.gallery.records import (
     StoreKind,
     StoreReadOnly,
     StoreUnavailable,
+    Unknown,
     audit_entry,
     audit_row,
     audit_where,
@@ -152,6 +154,16 @@ CREATE TABLE audit (
 CREATE INDEX audit_at ON audit(at);
 CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$;
 CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+CREATE TABLE unknowns (
+    id          BIGSERIAL PRIMARY KEY,
+    at          TEXT NOT NULL,
+    key_id      TEXT,
+    embedding   BYTEA NOT NULL,
+    crop        BYTEA,
+    quality     DOUBLE PRECISION NOT NULL,
+    enrolled_as TEXT
+);
+CREATE INDEX unknowns_at ON unknowns(at);
 """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
@@ -235,7 +247,11 @@ class PgWriter:
             return None
         ids = [int(r[0]) for r in rows]
         self.changes.append(("delete", ids))
-        return Erased(ids, sum(bool(r[1]) for r in rows), sum(bool(r[2]) for r in rows))
+        unknowns = self._cur.execute("DELETE FROM unknowns WHERE enrolled_as = %s", (person_id,)).rowcount
+        return Erased(ids, sum(bool(r[1]) for r in rows), sum(bool(r[2]) for r in rows), unknowns)
+
+    def mark_unknowns(self, ids: list[int], person_id: str) -> None:
+        self._cur.executemany("UPDATE unknowns SET enrolled_as = %s WHERE id = %s", [(person_id, i) for i in ids])
 
     def replace_embeddings(self, updates: list[tuple[int, np.ndarray]], model_id: str) -> None:
         self._cur.executemany("UPDATE faces SET embedding = %s, model_id = %s WHERE face_id = %s",
@@ -539,6 +555,32 @@ class PostgresStore:
     def face_rows(self, after: int, limit: int) -> list[tuple]:
         rows = self._all(f"SELECT {', '.join(FACE_COLUMNS)} FROM faces WHERE face_id > %s ORDER BY face_id LIMIT %s", (after, limit))
         return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
+
+    # -- unknown faces (FACEID_UNKNOWNS): outside the change log ---------------------------------
+    def add_unknowns(self, rows: list[NewUnknown]) -> None:
+        if rows:
+            with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
+                cur.executemany("INSERT INTO unknowns (at, key_id, embedding, crop, quality) VALUES (%s, %s, %s, %s, %s)",
+                                [(u.at, u.key_id, blob(u.embedding), u.crop_png, float(u.quality)) for u in rows])
+
+    def unknowns(self, limit: int) -> list[Unknown]:
+        rows = self._all("SELECT id, at, key_id, embedding, quality FROM unknowns WHERE enrolled_as IS NULL ORDER BY id DESC LIMIT %s", (limit,))
+        return [Unknown(int(r[0]), r[1], r[2], embeddings_of([r[3]])[0], float(r[4])) for r in rows]
+
+    def unknown_crop(self, unknown_id: int) -> tuple[bool, bytes | None]:
+        row = self._one("SELECT crop FROM unknowns WHERE id = %s", (unknown_id,))
+        return (False, None) if row is None else (True, None if row[0] is None else bytes(row[0]))
+
+    def enrolled_unknowns(self, person_id: str) -> list[str]:
+        return [r[0] for r in self._all("SELECT at FROM unknowns WHERE enrolled_as = %s ORDER BY at", (person_id,))]
+
+    def delete_unknowns(self, ids: list[int]) -> int:
+        with self._conn() as conn, conn.transaction():
+            return conn.execute("DELETE FROM unknowns WHERE id = ANY(%s) AND enrolled_as IS NULL", (ids,)).rowcount
+
+    def purge_unknowns(self, before: str) -> int:
+        with self._conn() as conn, conn.transaction():
+            return conn.execute("DELETE FROM unknowns WHERE at < %s", (before,)).rowcount
 
     # -- the audit log -------------------------------------------------------------------------
     def append_audit(self, events: list[AuditEvent]) -> None:

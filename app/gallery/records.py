@@ -105,6 +105,27 @@ class Erased:
     face_ids: list[int]
     crops: int  # aligned face crops
     photos: int  # photo thumbnails and their descriptors
+    unknowns: int = 0  # unknown faces kept before they were enrolled as this person
+
+
+@dataclass(frozen=True)
+class NewUnknown:
+    """A face /identify answered as unknown, worth keeping (FACEID_UNKNOWNS)."""
+
+    embedding: np.ndarray
+    crop_png: bytes | None
+    quality: float
+    key_id: str | None
+    at: str = field(default_factory=lambda: now_precise())
+
+
+@dataclass(frozen=True)
+class Unknown:
+    id: int
+    at: str
+    key_id: str | None
+    embedding: np.ndarray
+    quality: float
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from app.gallery.records import (
     Erased,
     FaceRow,
     IndexedFace,
+    NewUnknown,
     Person,
     PersonRow,
     PhotoRecord,
@@ -42,6 +43,7 @@ from app.gallery.records import (
     StoreKind,
     StoreReadOnly,
     StoreUnavailable,
+    Unknown,
     audit_entry,
     audit_row,
     audit_where,
@@ -133,6 +135,17 @@ CREATE TABLE audit (
 CREATE INDEX audit_at ON audit(at);
 CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+-- Faces /identify answered as unknown, kept when FACEID_UNKNOWNS is on (app/usecases/unknowns.py)
+CREATE TABLE unknowns (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          TEXT NOT NULL,
+    key_id      TEXT,
+    embedding   BLOB NOT NULL,
+    crop        BLOB,
+    quality     REAL NOT NULL,
+    enrolled_as TEXT              -- the person its cluster was enrolled as
+);
+CREATE INDEX unknowns_at ON unknowns(at);
 """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
@@ -187,10 +200,18 @@ class SqliteWriter:
         self._cur.execute(AUDIT_INSERT, audit_row(event))
 
     def delete_person(self, person_id: str) -> Erased | None:
-        """The person and their faces, deleted; what went (None if there was no such person)."""
+        """The person and their faces (and the unknown faces enrolled as them), deleted; what went
+        (None if there was no such person)."""
         rows = self._cur.execute("SELECT face_id, crop IS NOT NULL, photo_thumb IS NOT NULL FROM faces WHERE person_id = ?", (person_id,)).fetchall()
         deleted = self._cur.execute("DELETE FROM persons WHERE person_id = ?", (person_id,)).rowcount
-        return Erased([r[0] for r in rows], sum(r[1] for r in rows), sum(r[2] for r in rows)) if deleted else None
+        if not deleted:
+            return None
+        unknowns = self._cur.execute("DELETE FROM unknowns WHERE enrolled_as = ?", (person_id,)).rowcount
+        return Erased([r[0] for r in rows], sum(r[1] for r in rows), sum(r[2] for r in rows), unknowns)
+
+    def mark_unknowns(self, ids: list[int], person_id: str) -> None:
+        """These unknown faces' cluster was enrolled as this person."""
+        self._cur.executemany("UPDATE unknowns SET enrolled_as = ? WHERE id = ?", [(person_id, i) for i in ids])
 
     def replace_embeddings(self, updates: list[tuple[int, np.ndarray]], model_id: str) -> None:
         self._cur.executemany("UPDATE faces SET embedding = ?, model_id = ? WHERE face_id = ?", [(blob(e), model_id, i) for i, e in updates])
@@ -473,6 +494,35 @@ class SqliteStore:
     def face_rows(self, after: int, limit: int) -> list[tuple]:
         """Up to `limit` faces with ids above `after`, every column (FACE_COLUMNS), by id."""
         return self._all(f"SELECT {', '.join(FACE_COLUMNS)} FROM faces WHERE face_id > ? ORDER BY face_id LIMIT ?", (after, limit))
+
+    # -- unknown faces (FACEID_UNKNOWNS): kept apart from the gallery's version -------------------
+    def add_unknowns(self, rows: list[NewUnknown]) -> None:
+        if rows:
+            with self._transaction() as cur:
+                cur.executemany("INSERT INTO unknowns (at, key_id, embedding, crop, quality) VALUES (?, ?, ?, ?, ?)",
+                                [(u.at, u.key_id, blob(u.embedding), u.crop_png, float(u.quality)) for u in rows])
+
+    def unknowns(self, limit: int) -> list[Unknown]:
+        """The newest `limit` unknown faces not enrolled yet, newest first."""
+        rows = self._all("SELECT id, at, key_id, embedding, quality FROM unknowns WHERE enrolled_as IS NULL ORDER BY id DESC LIMIT ?", (limit,))
+        return [Unknown(int(r[0]), r[1], r[2], embeddings_of([r[3]])[0], float(r[4])) for r in rows]
+
+    def unknown_crop(self, unknown_id: int) -> tuple[bool, bytes | None]:
+        row = self._one("SELECT crop FROM unknowns WHERE id = ?", (unknown_id,))
+        return (False, None) if row is None else (True, row[0])
+
+    def enrolled_unknowns(self, person_id: str) -> list[str]:
+        """When a person's unknown faces were seen, before their cluster was enrolled as them."""
+        return [r[0] for r in self._all("SELECT at FROM unknowns WHERE enrolled_as = ? ORDER BY at", (person_id,))]
+
+    def delete_unknowns(self, ids: list[int]) -> int:
+        with self._transaction() as cur:
+            return cur.executemany("DELETE FROM unknowns WHERE id = ? AND enrolled_as IS NULL", [(i,) for i in ids]).rowcount
+
+    def purge_unknowns(self, before: str) -> int:
+        """Unknown faces older than `before` (their own retention), enrolled or not."""
+        with self._transaction() as cur:
+            return cur.execute("DELETE FROM unknowns WHERE at < ?", (before,)).rowcount
 
     # -- the audit log -------------------------------------------------------------------------
     def append_audit(self, events: list[AuditEvent]) -> None:

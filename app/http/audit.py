@@ -33,6 +33,9 @@ ACTIONS: tuple[tuple[str, re.Pattern[str], str], ...] = tuple((m, re.compile(p),
     ("DELETE", r"^/collections/[^/]+$", "delete_collection"),
     ("GET", r"^/collections(/.*)?$", "read_collections"),
     ("GET", r"^/audit$", "read_audit"),
+    ("GET", r"^/unknowns(/.*)?$", "read_unknowns"),
+    ("POST", r"^/unknowns/\d+/enroll$", "enrol"),
+    ("DELETE", r"^/unknowns/\d+$", "discard_unknowns"),
 ))
 # Kept in the default collection's log: a collection's own log goes with it when it is deleted.
 REGISTRY_ACTIONS = frozenset({"create_collection", "delete_collection"})

@@ -110,7 +110,7 @@ def _parse(line: str, where: str) -> Key:
 
 
 # -- what each request needs ---------------------------------------------------------------------
-ENROL_ROUTES = (("POST", "/enroll"), ("DELETE", "/persons/"))
+ENROL_ROUTES = (("POST", "/enroll"), ("DELETE", "/persons/"), ("POST", "/unknowns/"), ("DELETE", "/unknowns/"))
 ADMIN_ROUTES = (("POST", "/collections"), ("DELETE", "/collections/"), ("GET", "/export"), ("POST", "/import"), ("GET", "/audit"))
 
 

@@ -26,6 +26,7 @@ from app.http.audit import Trail
 from app.schemas import EnrolledFace, EnrollResponse, PhotoMatch, rounded_box
 from app.usecases.evidence import photo_match
 from app.usecases.persons import public
+from app.usecases.unknowns import seen_before
 from core.faces.geometry import OVERLAPS_FACE_IOU, fractions_of, iou
 from core.faces.pipeline import Face
 from core.faces.subject import reference
@@ -136,4 +137,6 @@ async def enrol(engine: Engine, gallery: Gallery, settings: Settings, person_id:
                                                      consent, audit)
     if trail is not None:
         trail.recorded = True
-    return EnrollResponse(person=public(person), faces_added=added, created=created, faces=[c.public() for c in chosen])
+    seen = await run_in_threadpool(seen_before, gallery, settings.answer_threshold(), vectors) if settings.unknowns else []
+    return EnrollResponse(person=public(person), faces_added=added, created=created, faces=[c.public() for c in chosen],
+                          seen_before_as_unknown=seen)

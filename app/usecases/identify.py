@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
 from app.engine import Engine
@@ -18,6 +19,7 @@ from app.gallery.gallery import Candidate, Gallery, PhotoCandidate
 from app.http.audit import Trail
 from app.schemas import EmbeddingResult, IdentifyResponse
 from app.usecases.evidence import answer, face_matches
+from app.usecases.unknowns import keep_unknowns
 from core.errors import NoFaceFound
 from core.faces.pipeline import Face
 
@@ -40,6 +42,7 @@ class Looked:
     found: list[list[Candidate]]
     photo_size: tuple[int, int]
     photos: list[PhotoCandidate] | None
+    vectors: np.ndarray  # the faces' embeddings, in order
 
 
 def largest(faces: list[Face], limit: int, source: str) -> list[Face]:
@@ -55,8 +58,8 @@ def look(engine: Engine, gallery: Gallery, data: bytes, source: str, top_k: int,
     lookup = gallery.lookup()
     seen = engine.see(data, source, thumb=photo_evidence)
     faces = largest(seen.faces, max_faces, source) if seen.faces or not photo_evidence else []
-    found = lookup.faces(engine.embed([f.crop for f in faces]), top_k)
-    return Looked(faces, found, seen.size, lookup.photos(seen.thumb) if seen.thumb is not None else None)
+    vectors = engine.embed([f.crop for f in faces])
+    return Looked(faces, lookup.faces(vectors, top_k), seen.size, lookup.photos(seen.thumb) if seen.thumb is not None else None, vectors)
 
 
 async def identify_photo(engine: Engine, gallery: Gallery, settings: Settings, data: bytes, source: str, options: Options,
@@ -67,9 +70,10 @@ async def identify_photo(engine: Engine, gallery: Gallery, settings: Settings, d
     results = answer(looked.faces, looked.found, looked.photo_size, looked.photos, threshold, settings.photo_threshold)
     if not results:
         raise NoFaceFound(source, "no face found")
+    kept = await run_in_threadpool(keep_unknowns, gallery, settings, looked.faces, looked.vectors, results, trail) if settings.unknowns else 0
     if trail is not None:  # the persons it named, not the candidates
         trail.persons = sorted({r.match.person_id for r in results if r.match is not None})
-        trail.detail = f"faces {len(results)}"
+        trail.detail = f"faces {len(results)}" + (f", unknown faces kept {kept}" if kept else "")
     return IdentifyResponse(faces=results, threshold=threshold, photo_threshold=settings.photo_threshold if settings.photo_evidence else None,
                             model_id=gallery.model_id)
 

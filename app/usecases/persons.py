@@ -54,4 +54,5 @@ def delete_person(gallery: Gallery, person_id: str, trail: Trail | None = None) 
     if trail is not None:
         trail.recorded = True
     return ErasureReceipt(person_id=erasure.person_id, erased_at=erasure.at, faces=erasure.faces, crops=erasure.crops, photos=erasure.photos,
+                          unknowns=erasure.unknowns,
                           index_entries=erasure.index_entries, snapshot_removed=erasure.snapshot_removed, store=erasure.store)

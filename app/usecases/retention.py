@@ -19,7 +19,9 @@ log = logging.getLogger(__name__)
 
 
 def purge_due(collections: Collections, settings: Settings, now: datetime) -> dict[str, Purge]:
-    """Purge what every collection holds past the retention period; what went, by collection."""
+    """Purge what every collection holds past the retention periods; what went, by collection."""
+    if settings.unknowns:
+        purge_unknowns(collections, settings, now)
     if settings.retention_days is None:
         return {}
     before = (now - timedelta(days=settings.retention_days)).isoformat(timespec="seconds")
@@ -32,3 +34,12 @@ def purge_due(collections: Collections, settings: Settings, now: datetime) -> di
             log.info("retention: collection %s: crops and photos of %d faces purged, %d persons expired", row.name, purge.faces, len(purge.expired))
         done[row.name] = purge
     return done
+
+
+def purge_unknowns(collections: Collections, settings: Settings, now: datetime) -> None:
+    """The unknown faces older than their own retention period, in every collection."""
+    before = (now - timedelta(days=settings.unknowns_retention_days)).isoformat(timespec="milliseconds")
+    for row in collections.rows():
+        gallery = collections.get(row.name).gallery
+        if removed := gallery.store.purge_unknowns(before):
+            gallery.audit.record(AuditEvent("purge_unknowns", row.name, RETENTION, detail=f"unknown faces {removed} before {before}"))
