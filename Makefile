@@ -31,8 +31,15 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# The behaviour tests again with templates sealed at rest (a fresh key in FACEID_ENCRYPTION_KEY_FILE):
+# what users see must not change when encryption is on.
+ENCRYPTED_TESTS := tests/test_service.py tests/test_face_routes.py tests/test_verify.py tests/test_detect.py \
+	tests/test_collections.py tests/test_portable.py tests/test_unknowns.py tests/test_retention.py tests/test_audit.py \
+	tests/test_reliability.py tests/test_photo_evidence.py tests/test_client.py
+
 test: weights lint
 	$(BIN)/python -m pytest
+	FACEID_TEST_ENCRYPTION=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(ENCRYPTED_TESTS)
 
 bench: weights
 	$(BIN)/python -m benchmarks.embed

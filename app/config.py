@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.gallery.sealing import Sealer
 from app.gallery.vector_index import DEFAULT_EF_SEARCH, DEFAULT_HNSW_M, DEFAULT_IVF_NPROBE, IndexSettings
 from core.constants import DECODE_MAX_SIDE
 from core.images import DEFAULT_MAX_BYTES
@@ -37,6 +38,8 @@ class Settings(BaseSettings):
     store_password_file: Path | None = Field(None, description="a file holding the database password (a container secret), kept out of the URL")
     store_pool_size: int = Field(8, ge=1, le=100, description="PostgreSQL connections per replica")
     read_only: bool = Field(False, description="identification only: the gallery is never changed (enrol and delete answer 503)")
+    encryption_key_file: Path | None = Field(None, description=(
+        "templates encrypted at rest (AES-256-GCM): a file of keys, 64 hex digits a line, the first sealing; unset: not encrypted"))
     api_key: SecretStr | None = Field(None, description="required in X-API-Key when set (an admin key for every collection); "
                                       "unset, and no keys file: no auth")
     api_keys_file: Path | None = Field(None, description=(
@@ -109,6 +112,10 @@ class Settings(BaseSettings):
     def store_location(self) -> str:
         """Where the gallery's store is: the PostgreSQL URL, or the data folder (SQLite)."""
         return self.store.get_secret_value() if self.store is not None else str(self.data_dir)
+
+    def sealer(self) -> Sealer:
+        """The keys of encryption_key_file (none: values are stored as they are)."""
+        return Sealer.from_file(self.encryption_key_file)
 
     def index_settings(self) -> IndexSettings:
         return IndexSettings(self.index, self.hnsw_m, self.hnsw_ef_search, self.ivf_nprobe)

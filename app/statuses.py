@@ -36,6 +36,7 @@ from app.gallery.records import (
     StoreReadOnly,
     StoreUnavailable,
 )
+from app.gallery.sealing import SealError
 from app.http.guard import KEY_REFUSED
 from app.schemas import Problem
 from core.errors import (
@@ -78,6 +79,7 @@ STATUS: dict[type[Exception], int] = {
     StoreBusy: 503,
     StoreUnavailable: 503,
     StoreError: 503,
+    SealError: 503,
 }
 RETRY_AFTER_S = {Overloaded: 1, StoreBusy: 1, StoreUnavailable: 2}  # the database restarting, or unreachable
 

@@ -10,6 +10,7 @@ from app.config import Settings
 from app.engine import Admission, Engine, FaceFinder
 from app.gallery.collections import Collections
 from app.gallery.gallery import Gallery
+from app.gallery.sealing import Sealer
 from app.gallery.store import Store, collection_folder, open_store
 from core.embedding.runtime import embeds_on_onnx, make_embedder
 from core.faces.pipeline import SERVICE_PIPELINE, load_pipeline
@@ -36,9 +37,10 @@ def build_engine(settings: Settings, pipeline: FaceFinder | None = None) -> Engi
                   max_image_bytes=settings.max_image_bytes)
 
 
-def open_settings_store(settings: Settings) -> Store:
+def open_settings_store(settings: Settings, sealer: Sealer | None = None) -> Store:
     """The store the settings name: SQLite in FACEID_DATA_DIR, or FACEID_STORE's PostgreSQL."""
-    return open_store(settings.store_location(), settings.store_password(), settings.store_pool_size, settings.read_only)
+    return open_store(settings.store_location(), settings.store_password(), settings.store_pool_size, settings.read_only, None,
+                      sealer if sealer is not None else settings.sealer())
 
 
 def open_gallery(settings: Settings, model_id: str, store: Store | None = None) -> Gallery:
@@ -48,10 +50,13 @@ def open_gallery(settings: Settings, model_id: str, store: Store | None = None) 
 
 
 def open_collections(settings: Settings, model_id: str, store: Store | None = None) -> Collections:
-    """Every collection: the default one's gallery now, the others' when first asked for."""
+    """Every collection: the default one's gallery now, the others' when first asked for; one
+    set of encryption keys for them all."""
+    sealer = settings.sealer()
 
     def named(name: str) -> Gallery:
-        store = open_store(settings.store_location(), settings.store_password(), settings.store_pool_size, settings.read_only, name)
+        store = open_store(settings.store_location(), settings.store_password(), settings.store_pool_size, settings.read_only, name, sealer)
         return Gallery(store, collection_folder(settings.data_dir, name), model_id, settings.index_settings())
 
-    return Collections(open_gallery(settings, model_id, store), named, lambda name: collection_folder(settings.data_dir, name))
+    default = Gallery(store if store is not None else open_settings_store(settings, sealer), settings.data_dir, model_id, settings.index_settings())
+    return Collections(default, named, lambda name: collection_folder(settings.data_dir, name))

@@ -140,11 +140,12 @@ def _serve(args: argparse.Namespace) -> int:
     from app.http.connection_limits import uvicorn_options
     from app.http.keys import KeyRing
     from app.main import create_app
-    from app.wiring import set_serving_threads
+    from app.wiring import open_settings_store, set_serving_threads
 
     settings = Settings()
     check_data_dir(settings.data_dir)  # one clear line, not a traceback from the lifespan
     KeyRing.load(settings.api_key.get_secret_value() if settings.api_key is not None else None, settings.api_keys_file)  # likewise
+    open_settings_store(settings).close()  # and a key the encrypted gallery needs, or a database that cannot be reached
     _limit_malloc_arenas()
     set_serving_threads(settings)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info", **uvicorn_options(settings.connection_limits()))
@@ -231,10 +232,11 @@ def _gallery_migrate(args: argparse.Namespace) -> int:
     from app.gallery.migrate import migrate
     from app.gallery.store import open_store
 
-    password = Settings().store_password()  # FACEID_STORE_PASSWORD_FILE, for a URL without one
-    source = open_store(args.source, password)
+    settings = Settings()
+    password, sealer = settings.store_password(), settings.sealer()  # FACEID_STORE_PASSWORD_FILE, FACEID_ENCRYPTION_KEY_FILE
+    source = open_store(args.source, password, sealer=sealer)  # rows are copied as they are: sealed ones stay sealed
     try:
-        target = open_store(args.target, password)
+        target = open_store(args.target, password, sealer=sealer)
         try:
             result = migrate(source, target, args.batch)
         finally:
@@ -252,7 +254,7 @@ def _audit(args: argparse.Namespace) -> int:
 
     settings = _gallery_settings(args)
     collection = None if args.collection == "default" else args.collection
-    store = open_store(settings.store_location(), settings.store_password(), 1, False, collection)
+    store = open_store(settings.store_location(), settings.store_password(), 1, False, collection, settings.sealer())
     try:
         entries, total = store.audit_page(AuditQuery(args.since, args.until, args.person, args.key, args.action), args.offset, args.limit)
     finally:
@@ -269,11 +271,34 @@ def _gallery_compact(args: argparse.Namespace) -> int:
 
     settings = _gallery_settings(args)
     collection = None if args.collection == "default" else args.collection
-    store = open_store(settings.store_location(), settings.store_password(), 1, False, collection)
+    store = open_store(settings.store_location(), settings.store_password(), 1, False, collection, settings.sealer())
     try:
         print(f"{store.location}: {store.compact()}")
     finally:
         store.close()
+    return 0
+
+
+def _gallery_rotate_key(args: argparse.Namespace) -> int:
+    from app.gallery.snapshot import Snapshot
+    from app.gallery.store import collection_folder, open_store
+
+    settings = _gallery_settings(args)
+    sealer = settings.sealer()
+    if not sealer.on:
+        raise ValueError("set FACEID_ENCRYPTION_KEY_FILE to the key file, the key to seal with on its first line")
+    collection = None if args.collection == "default" else args.collection
+    store = open_store(settings.store_location(), settings.store_password(), 1, False, collection, sealer)
+    folder = settings.data_dir if collection is None else collection_folder(settings.data_dir, collection)
+    Snapshot(folder).remove()  # it may hold the embeddings in the clear, or under the old key; the next shutdown saves a sealed one
+    total = 0
+    try:
+        for n, resealed in enumerate(store.reseal(args.batch), 1):
+            total += resealed
+            print(f"batch {n}: {resealed} resealed", flush=True)
+    finally:
+        store.close()
+    print(f"{total} rows resealed with key {sealer.current}; the saved index snapshot was removed (the next shutdown saves a sealed one)")
     return 0
 
 
@@ -446,13 +471,17 @@ def build_parser() -> argparse.ArgumentParser:
     g = gsub.add_parser("compact", help="rewrite the store's tables, so that nothing deleted rows left stays in its files "
                                         "(PostgreSQL: VACUUM FULL, which locks them while it runs)")
     g.set_defaults(func=_gallery_compact)
+    g = gsub.add_parser("rotate-key", help="seal every stored template with the key on FACEID_ENCRYPTION_KEY_FILE's first line "
+                                           "(resumable; also seals a gallery enrolled before encryption was on)")
+    g.add_argument("--batch", type=int, default=500, help="rows per transaction")
+    g.set_defaults(func=_gallery_rotate_key)
     g = gsub.add_parser("export", help="the collection in one file: persons, faces, embeddings, photo evidence (and crops)")
     g.add_argument("file", type=Path)
     g.add_argument("--crops", action="store_true", help="also the face crops, so a service running another model can import it")
     g.set_defaults(func=_gallery_export)
     for g in gsub.choices.values():
         g.add_argument("--data-dir", type=Path, default=None, help="the gallery's folder (default: FACEID_DATA_DIR)")
-    for name in ("import", "export", "compact"):
+    for name in ("import", "export", "compact", "rotate-key"):
         gsub.choices[name].add_argument("--collection", default="default", help="which collection (default: the default one)")
     g = gsub.add_parser("migrate", help="copy a gallery between stores, SQLite ⇄ PostgreSQL (resumable; checks counts and embeddings)")
     g.add_argument("source", help="a postgresql:// URL, a gallery.sqlite3 file or the folder holding it")

@@ -4,8 +4,11 @@ them), and the helpers several test modules share."""
 from __future__ import annotations
 
 import io
+import os
+import secrets
 import socket
 import struct
+import tempfile
 import threading
 import uuid
 import zlib
@@ -22,6 +25,11 @@ from core.faces.pipeline import Face, FacePipeline, PipelineConfig, load_pipelin
 from core.images import Decoded, load_image
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"  # the tests' own: the int8 calibration photos are apart
+
+if os.environ.get("FACEID_TEST_ENCRYPTION") == "1":  # `make test`'s second pass: the behaviour tests with templates sealed
+    _keys = Path(tempfile.mkdtemp(prefix="faceid-test-keys-")) / "keys"
+    _keys.write_text(secrets.token_hex(32) + "\n")
+    os.environ["FACEID_ENCRYPTION_KEY_FILE"] = str(_keys)  # read by every Settings(), inherited by every `faceid serve` started
 GROUP = FIXTURES / "group.jpg"
 PORTRAIT = FIXTURES / "portrait.png"
 
@@ -112,6 +120,11 @@ class HeldDetection:
 @pytest.fixture()
 def detection(pipeline: FacePipeline) -> HeldDetection:
     return HeldDetection(pipeline)
+
+
+def sealer():
+    """The keys the tests' services run with (none, but in the encrypted pass): for opening their stores directly."""
+    return Settings().sealer()
 
 
 def settings(tmp_path: Path, **kw) -> Settings:

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from app.gallery.records import AuditEvent, AuditQuery
 from app.gallery.store import open_store
 from app.main import create_app
-from tests.conftest import enroll, identify, jpeg, settings
+from tests.conftest import enroll, identify, jpeg, sealer, settings
 from tests.test_server_process import Server
 
 KEYS = {"admin": "a" * 20, "hr": "h" * 20, "desk": "d" * 20}
@@ -111,7 +111,7 @@ def test_a_kill_mid_storm_leaves_the_audit_and_the_gallery_in_step(tmp_path, gro
         stop.set()
         for f in futures:
             f.result()
-    store = open_store(tmp_path / "gallery")
+    store = open_store(tmp_path / "gallery", sealer=sealer())
     persons = {p[0] for p in store.all_persons()}
     entries, _ = store.audit_page(AuditQuery(action="enrol"), 0, 100_000)
     written = [e.event.persons[0] for e in entries if e.event.outcome == "ok"]

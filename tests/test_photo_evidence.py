@@ -35,7 +35,7 @@ from core.photos.descriptor import (
 )
 from evaluation.photo_strangers import report as stranger_grid
 from evaluation.photos import report
-from tests.conftest import enroll, identify, jpeg, settings
+from tests.conftest import enroll, identify, jpeg, sealer, settings
 from training.distortions import KINDS, build_distortions
 
 
@@ -208,7 +208,7 @@ def test_a_version_1_store_migrates_and_gallery_import_fills_its_photo_evidence(
         db.execute("ALTER TABLE persons DROP COLUMN consent")
         db.execute("PRAGMA user_version = 0")
     db.close()
-    store = SqliteStore(tmp_path / "gallery" / "gallery.sqlite3")
+    store = SqliteStore(tmp_path / "gallery" / "gallery.sqlite3", sealer=sealer())
     assert store.schema_version() == SCHEMA_VERSION and len(store.faces_without_photos()) == 7
     assert store.counts() == (6, 7)  # nothing lost on the way
     store.close()

@@ -20,7 +20,7 @@ from app.gallery.sqlite import SCHEMA_VERSION, STORE_FILE, SqliteStore
 from app.gallery.store import open_store
 from app.gallery.vector_index import IndexSettings
 from app.main import create_app
-from tests.conftest import KEY, enroll, identify, jpeg, settings
+from tests.conftest import KEY, enroll, identify, jpeg, sealer, settings
 
 PAGE = 4096  # SQLite's default page size: a file's pages are its size over this
 
@@ -270,7 +270,7 @@ def test_disk_full_answers_507_and_nothing_is_lost(tmp_path, group_faces):
     with TestClient(create_app(settings(tmp_path))) as c:
         assert enroll(c, "p0", [group_faces[0]]).status_code == 200
     file = tmp_path / "gallery" / STORE_FILE
-    with TestClient(create_app(settings(tmp_path), store=SqliteStore(file, max_pages=file.stat().st_size // PAGE))) as c:
+    with TestClient(create_app(settings(tmp_path), store=SqliteStore(file, max_pages=file.stat().st_size // PAGE, sealer=sealer()))) as c:
         r = enroll(c, "p1", [group_faces[1]] * 6)
         assert r.status_code == 507 and "disk is full" in r.json()["detail"]
         assert c.get("/readyz").json()["faces"] == 1
@@ -292,7 +292,7 @@ def test_a_read_only_store_answers_503_and_readyz_says_so(tmp_path, store, group
 
 def test_writes_by_another_process_are_noticed(sqlite_client, group_faces):
     data_dir = sqlite_client.app.state.settings.data_dir
-    other = Gallery(open_store(data_dir), data_dir, sqlite_client.app.state.collections.default.gallery.model_id)  # its own connection
+    other = Gallery(open_store(data_dir, sealer=sealer()), data_dir, sqlite_client.app.state.collections.default.gallery.model_id)  # its own connection
     assert enroll(sqlite_client, "p0", [group_faces[0]]).status_code == 200
     crop_vector = sqlite_client.app.state.collections.default.gallery.store.embeddings()[1][0]
     other.enroll("twin", None, [NewFace("twin.jpg", crop_vector)])

@@ -14,7 +14,7 @@ from PIL import Image, ImageFilter
 from app.config import Settings
 from app.gallery.sqlite import SqliteStore
 from app.main import create_app
-from tests.conftest import GROUP, KEY, enroll, identify, jpeg, png_header_only, settings
+from tests.conftest import GROUP, KEY, enroll, identify, jpeg, png_header_only, sealer, settings
 
 
 def test_enrolled_person_is_identified_from_a_blurred_photo(client, group_faces):
@@ -148,7 +148,7 @@ def test_restart_keeps_the_gallery(tmp_path, group_faces):
 def test_gallery_of_another_model_is_refused_until_reembedded(tmp_path, group_faces, monkeypatch):
     with TestClient(create_app(settings(tmp_path))) as c:
         enroll(c, "p0", [group_faces[0]])
-    store = SqliteStore(tmp_path / "gallery" / "gallery.sqlite3")
+    store = SqliteStore(tmp_path / "gallery" / "gallery.sqlite3", sealer=sealer())
     with store.write() as w:
         w.replace_embeddings([(1, np.eye(512, dtype=np.float32)[0])], "other-model@123")
     store.close()

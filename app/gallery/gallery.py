@@ -117,7 +117,7 @@ class Gallery:
     def __init__(self, store: Store, data_dir: Path, model_id: str, index: IndexSettings = IndexSettings()) -> None:
         self.store = store
         self.audit = AuditLog(store)
-        self.snapshot = Snapshot(data_dir)
+        self.snapshot = Snapshot(data_dir, store.sealer)
         self.model_id = model_id
         self.index_settings = index
         self._lock = threading.RLock()

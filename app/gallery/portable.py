@@ -22,6 +22,7 @@ from typing import IO, Any
 import numpy as np
 
 from app.gallery.records import FACE_COLUMNS, NewFace, PersonRow, PhotoRecord, box_of, now
+from app.gallery.sealing import CROP, EMBEDDING, THUMB, VECTOR, Sealer
 from app.gallery.store import Store
 from core.constants import EMBEDDING_DIM
 from core.errors import FaceIdError
@@ -61,14 +62,16 @@ def _bytes(text: str | None) -> bytes | None:
     return None if text is None else base64.b64decode(text, validate=True)
 
 
-def _face_line(row: tuple, crops: bool) -> dict[str, Any]:
+def _face_line(row: tuple, crops: bool, sealer: Sealer) -> dict[str, Any]:
+    """A face as the file holds it: its values opened (an export is in the clear; keep it as
+    carefully as the gallery)."""
     photo = None
     if row[COLUMN["photo_vector"]] is not None:
-        photo = {"thumb": _b64(row[COLUMN["photo_thumb"]]), "vector": _b64(row[COLUMN["photo_vector"]]),
+        photo = {"thumb": _b64(sealer.open(row[COLUMN["photo_thumb"]], THUMB)), "vector": _b64(sealer.open(row[COLUMN["photo_vector"]], VECTOR)),
                  "box": list(box_of(row[COLUMN["photo_box"]]))}
     return {"face": {"person_id": row[COLUMN["person_id"]], "source": row[COLUMN["source"]], "model_id": row[COLUMN["model_id"]],
-                     "created_at": row[COLUMN["created_at"]], "embedding": _b64(row[COLUMN["embedding"]]),
-                     "crop": _b64(row[COLUMN["crop"]]) if crops else None, "photo": photo}}
+                     "created_at": row[COLUMN["created_at"]], "embedding": _b64(sealer.open(row[COLUMN["embedding"]], EMBEDDING)),
+                     "crop": _b64(sealer.open(row[COLUMN["crop"]], CROP)) if crops else None, "photo": photo}}
 
 
 def write_export(store: Store, out: IO[bytes], collection: str, crops: bool) -> Header:
@@ -86,7 +89,7 @@ def write_export(store: Store, out: IO[bytes], collection: str, crops: bool) -> 
         after = 0
         while rows := store.face_rows(after, BATCH):
             for row in rows:
-                line(_face_line(row, crops))
+                line(_face_line(row, crops, store.sealer))
             after = int(rows[-1][0])
     return header
 

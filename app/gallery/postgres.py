@@ -66,6 +66,22 @@ from app.gallery.records import (
     sql_statements,
     stored_photo,
 )
+from app.gallery.sealing import (
+    CROP,
+    EMBEDDING,
+    KEY_ID_BYTES,
+    MAGIC,
+    OVERHEAD,
+    SEALED,
+    THUMB,
+    UNKNOWN_CROP,
+    UNKNOWN_EMBEDDING,
+    VECTOR,
+    Sealer,
+    missing_key,
+    resealed,
+    sealed_photo,
+)
 from app.gallery.sync import ChangeFollower, Sync
 from core.constants import EMBEDDING_DIM
 from core.photos.descriptor import PROJECTED_DIM
@@ -204,8 +220,9 @@ def store_error(where: str, exc: Exception) -> StoreError:
 class PgWriter:
     """The writes one transaction may make; each is also written to the change log."""
 
-    def __init__(self, cur: psycopg.Cursor) -> None:
+    def __init__(self, cur: psycopg.Cursor, sealer: Sealer) -> None:
         self._cur = cur
+        self._sealer = sealer
         self.changes: list[tuple[str, list[int]]] = []
         self.committed: Committed | None = None  # set once the transaction has committed
 
@@ -228,7 +245,8 @@ class PgWriter:
         self._cur.execute(
             "INSERT INTO faces (person_id, source, model_id, embedding, crop, created_at, photo_thumb, photo_vector, photo_box) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING face_id",
-            (person_id, face.source, model_id, blob(face.embedding), face.crop_png, face.created_at or at, *photo_columns(face.photo)))
+            (person_id, face.source, model_id, self._sealer.seal(blob(face.embedding), EMBEDDING), self._sealer.seal(face.crop_png, CROP),
+             face.created_at or at, *sealed_photo(self._sealer, photo_columns(face.photo))))
         row = self._cur.fetchone()
         assert row is not None  # RETURNING always gives the row
         return int(row[0])
@@ -255,7 +273,7 @@ class PgWriter:
 
     def replace_embeddings(self, updates: list[tuple[int, np.ndarray]], model_id: str) -> None:
         self._cur.executemany("UPDATE faces SET embedding = %s, model_id = %s WHERE face_id = %s",
-                              [(blob(e), model_id, i) for i, e in updates])
+                              [(self._sealer.seal(blob(e), EMBEDDING), model_id, i) for i, e in updates])
         self.changes.append(("embed", [i for i, _ in updates]))
 
     def purge_sources(self, before: str) -> list[int]:
@@ -273,7 +291,7 @@ class PgWriter:
 
     def set_photos(self, updates: list[tuple[int, PhotoRecord]]) -> None:
         self._cur.executemany("UPDATE faces SET photo_thumb = %s, photo_vector = %s, photo_box = %s WHERE face_id = %s",
-                              [(*photo_columns(p), i) for i, p in updates])
+                              [(*sealed_photo(self._sealer, photo_columns(p)), i) for i, p in updates])
         self.changes.append(("photo", [i for i, _ in updates]))
 
     def copy_in(self, persons: list[PersonRow], faces: list[tuple]) -> None:
@@ -320,8 +338,9 @@ class PostgresStore:
     kind: StoreKind = "postgresql"
 
     def __init__(self, url: str, password: str | None = None, max_connections: int = 8, read_only: bool = False,
-                 collection: str | None = None) -> None:
+                 collection: str | None = None, sealer: Sealer | None = None) -> None:
         self.url = url
+        self.sealer = sealer if sealer is not None else Sealer()
         self.schema = None if collection is None else SCHEMA_PREFIX + collection
         self.location = redacted(url) + (f" (collection {collection})" if collection is not None else "")
         self.channel = CHANNEL if collection is None else f"{CHANNEL}_{collection}"
@@ -337,9 +356,14 @@ class PostgresStore:
                                         timeout=CONNECT_TIMEOUT_S, check=ConnectionPool.check_connection, name="faceid")
             self._pool.wait(timeout=CONNECT_TIMEOUT_S * 3)
             self._refuse_old_schema() if read_only else self._migrate()
-        except (PoolTimeout, psycopg.Error) as exc:
+            sealed_with = {bytes(r[0]).decode("ascii", "replace") for r in self._all(
+                f"SELECT DISTINCT substring(embedding from 4 for {KEY_ID_BYTES}) FROM faces WHERE substring(embedding from 1 for 3) = %s", (MAGIC,))}
+        except (PoolTimeout, psycopg.Error, StoreError) as exc:
             self.close()
             raise StoreUnavailable(self.location, f"cannot open the gallery store ({type(exc).__name__}: {_first_line(exc)})") from exc
+        if unknown := sorted(k for k in sealed_with if not self.sealer.knows(k)):
+            self.close()
+            raise StoreUnavailable(self.location, missing_key(unknown[0]))
 
     # -- connections ----------------------------------------------------------------------
     @contextmanager
@@ -418,7 +442,7 @@ class PostgresStore:
                     cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._write_lock,))
                     row = cur.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()
                     before = seq = int(row[0]) if row else 0
-                    writer = PgWriter(cur)
+                    writer = PgWriter(cur, self.sealer)
                     yield writer
                     for op, ids in writer.changes:
                         row = cur.execute("INSERT INTO changes (op, face_ids) VALUES (%s, %s) RETURNING seq", (op, ids)).fetchone()
@@ -445,7 +469,7 @@ class PostgresStore:
         """The faces that still exist among `face_ids`, as the indexes take them."""
         rows = self._all("SELECT face_id, person_id, model_id, embedding, photo_vector FROM faces WHERE face_id = ANY(%s) ORDER BY face_id",
                          (face_ids,))
-        return [indexed_face(*r) for r in rows]
+        return [indexed_face(i, p, m, self.sealer.open(e, EMBEDDING) or b"", self.sealer.open(v, VECTOR)) for i, p, m, e, v in rows]
 
     # -- reads, as the SQLite store's -------------------------------------------------------
 
@@ -486,7 +510,7 @@ class PostgresStore:
 
     def crop_of(self, person_id: str, face_id: int) -> tuple[bool, bytes | None]:
         row = self._one("SELECT crop FROM faces WHERE person_id = %s AND face_id = %s", (person_id, face_id))
-        return (False, None) if row is None else (True, None if row[0] is None else bytes(row[0]))
+        return (False, None) if row is None else (True, self.sealer.open(row[0], CROP))
 
     def names(self, person_ids: set[str]) -> dict[str, str | None]:
         if not person_ids:
@@ -501,7 +525,7 @@ class PostgresStore:
         table's order: sorting 1M rows by id in the database took longer than reading them."""
         with self._conn() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")  # both reads see the same faces
-            ids, vectors = _copy_vectors(conn, "SELECT face_id, embedding FROM faces", EMBEDDING_DIM)
+            ids, vectors = _copy_vectors(conn, "SELECT face_id, embedding FROM faces", EMBEDDING_DIM, self.sealer, EMBEDDING)
             rows = conn.execute("SELECT face_id, person_id FROM faces ORDER BY face_id").fetchall()
         by_id = np.array([r[0] for r in rows], dtype=np.int64)
         return ids, vectors, [rows[i][1] for i in np.searchsorted(by_id, ids)]
@@ -523,21 +547,22 @@ class PostgresStore:
 
     def embeddings_of(self, face_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
         rows = self._all("SELECT face_id, embedding FROM faces WHERE face_id = ANY(%s)", (face_ids,))
-        return np.array([r[0] for r in rows], dtype=np.int64), embeddings_of([r[1] for r in rows])
+        return np.array([r[0] for r in rows], dtype=np.int64), embeddings_of([self.sealer.open(r[1], EMBEDDING) or b"" for r in rows])
 
     def person_embeddings(self, person_id: str) -> np.ndarray:
-        return embeddings_of([r[0] for r in self._all("SELECT embedding FROM faces WHERE person_id = %s ORDER BY face_id", (person_id,))])
+        rows = self._all("SELECT embedding FROM faces WHERE person_id = %s ORDER BY face_id", (person_id,))
+        return embeddings_of([self.sealer.open(r[0], EMBEDDING) or b"" for r in rows])
 
     def photo_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         with self._conn() as conn, conn.transaction():
-            return _copy_vectors(conn, "SELECT face_id, photo_vector FROM faces WHERE photo_vector IS NOT NULL", PROJECTED_DIM)
+            return _copy_vectors(conn, "SELECT face_id, photo_vector FROM faces WHERE photo_vector IS NOT NULL", PROJECTED_DIM, self.sealer, VECTOR)
 
     def photos_of(self, face_ids: list[int]) -> list[StoredPhoto]:
         if not face_ids:
             return []
         rows = self._all("SELECT face_id, person_id, source, photo_thumb, photo_box FROM faces "
                          "WHERE photo_thumb IS NOT NULL AND face_id = ANY(%s)", (face_ids,))
-        found = {int(r[0]): stored_photo(*r) for r in rows}
+        found = {int(r[0]): stored_photo(r[0], r[1], r[2], self.sealer.open(r[3], THUMB) or b"", r[4]) for r in rows}
         return [found[i] for i in face_ids if i in found]
 
     def faces_without_photos(self) -> list[tuple[int, str, str]]:
@@ -547,7 +572,7 @@ class PostgresStore:
         return {r[0]: int(r[1]) for r in self._all("SELECT model_id, COUNT(*) FROM faces GROUP BY model_id")}
 
     def crops(self) -> list[tuple[int, bytes | None]]:
-        return [(int(r[0]), None if r[1] is None else bytes(r[1])) for r in self._all("SELECT face_id, crop FROM faces ORDER BY face_id")]
+        return [(int(r[0]), self.sealer.open(r[1], CROP)) for r in self._all("SELECT face_id, crop FROM faces ORDER BY face_id")]
 
     def all_persons(self) -> list[PersonRow]:
         return [(r[0], r[1], r[2], r[3]) for r in self._all(f"SELECT {', '.join(PERSON_COLUMNS)} FROM persons ORDER BY person_id")]
@@ -556,20 +581,37 @@ class PostgresStore:
         rows = self._all(f"SELECT {', '.join(FACE_COLUMNS)} FROM faces WHERE face_id > %s ORDER BY face_id LIMIT %s", (after, limit))
         return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
 
+    def reseal(self, batch: int = 500) -> Iterator[int]:
+        """As the SQLite store's: every sensitive value sealed with the current key, a batch per
+        transaction, outside the change log (the values do not change)."""
+        for table, id_column, columns in SEALED:
+            after = 0
+            while True:
+                with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
+                    rows = cur.execute(f"SELECT {id_column}, {', '.join(c for c, _ in columns)} FROM {table} WHERE {id_column} > %s "
+                                       f"ORDER BY {id_column} LIMIT %s", (after, batch)).fetchall()
+                    updates = [(*new, r[0]) for r in rows if (new := resealed(self.sealer, r[1:], columns)) is not None]
+                    cur.executemany(f"UPDATE {table} SET {', '.join(f'{c} = %s' for c, _ in columns)} WHERE {id_column} = %s", updates)
+                if not rows:
+                    break
+                after = int(rows[-1][0])
+                yield len(updates)
+
     # -- unknown faces (FACEID_UNKNOWNS): outside the change log ---------------------------------
     def add_unknowns(self, rows: list[NewUnknown]) -> None:
         if rows:
             with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
                 cur.executemany("INSERT INTO unknowns (at, key_id, embedding, crop, quality) VALUES (%s, %s, %s, %s, %s)",
-                                [(u.at, u.key_id, blob(u.embedding), u.crop_png, float(u.quality)) for u in rows])
+                                [(u.at, u.key_id, self.sealer.seal(blob(u.embedding), UNKNOWN_EMBEDDING), self.sealer.seal(u.crop_png, UNKNOWN_CROP),
+                                  float(u.quality)) for u in rows])
 
     def unknowns(self, limit: int) -> list[Unknown]:
         rows = self._all("SELECT id, at, key_id, embedding, quality FROM unknowns WHERE enrolled_as IS NULL ORDER BY id DESC LIMIT %s", (limit,))
-        return [Unknown(int(r[0]), r[1], r[2], embeddings_of([r[3]])[0], float(r[4])) for r in rows]
+        return [Unknown(int(r[0]), r[1], r[2], embeddings_of([self.sealer.open(r[3], UNKNOWN_EMBEDDING) or b""])[0], float(r[4])) for r in rows]
 
     def unknown_crop(self, unknown_id: int) -> tuple[bool, bytes | None]:
         row = self._one("SELECT crop FROM unknowns WHERE id = %s", (unknown_id,))
-        return (False, None) if row is None else (True, None if row[0] is None else bytes(row[0]))
+        return (False, None) if row is None else (True, self.sealer.open(row[0], UNKNOWN_CROP))
 
     def enrolled_unknowns(self, person_id: str) -> list[str]:
         return [r[0] for r in self._all("SELECT at FROM unknowns WHERE enrolled_as = %s ORDER BY at", (person_id,))]
@@ -654,11 +696,29 @@ COPY_HEADER = len(COPY_SIGNATURE) + 8  # then 4 bytes of flags and 4 of header-e
 COPY_TRAILER = b"\xff\xff"
 
 
-def _copy_vectors(conn: psycopg.Connection, query: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
+def _copy_vectors(conn: psycopg.Connection, query: str, dim: int, sealer: Sealer, column: str) -> tuple[np.ndarray, np.ndarray]:
     """(ids, N×dim float32) of a query's (bigint, bytea of dim float32) rows, by binary COPY
     parsed with numpy: every row has the same width, so no Python object is made per row
-    (fetching 1M embeddings as rows took 28 s on 2 cores)."""
-    row = np.dtype([("fields", ">i2"), ("id_size", ">i4"), ("id", ">i8"), ("vector_size", ">i4"), ("vector", "<f4", (dim,))])
+    (fetching 1M embeddings as rows took 28 s on 2 cores). Sealed rows have one width too; each
+    is opened. Rows of mixed widths (a gallery part sealed: encryption just turned on, before
+    `faceid gallery rotate-key` ran) are read as rows."""
+    raw: np.ndarray | list[bytes]
+    try:
+        ids, raw = _copy_rows(conn, query, dim * 4 + (OVERHEAD if sealer.on else 0))
+    except ValueError:
+        if not sealer.on:
+            raise
+        rows = conn.execute(query).fetchall()
+        ids, raw = np.array([r[0] for r in rows], dtype=np.int64), [bytes(r[1]) for r in rows]
+    if not sealer.on:
+        return ids, np.ascontiguousarray(np.asarray(raw).view("<f4").reshape(len(ids), dim))
+    opened = b"".join(sealer.open(bytes(r), column) or b"" for r in raw)
+    return ids, np.frombuffer(opened, dtype="<f4").reshape(len(ids), dim).copy()
+
+
+def _copy_rows(conn: psycopg.Connection, query: str, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, N×width bytes) of a query's (bigint, bytea of `width` bytes) rows, by binary COPY."""
+    row = np.dtype([("fields", ">i2"), ("id_size", ">i4"), ("id", ">i8"), ("vector_size", ">i4"), ("vector", "u1", (width,))])
     pieces: list[np.ndarray] = []
     pending = bytearray()
     with conn.cursor() as cur, cur.copy(f"COPY ({query}) TO STDOUT (FORMAT BINARY)") as copy:
@@ -671,7 +731,7 @@ def _copy_vectors(conn: psycopg.Connection, query: str, dim: int) -> tuple[np.nd
     del pending[-len(COPY_TRAILER):]
     pieces.append(_take_rows(pending, row, COPY_HEADER if not pieces else 0))
     if pending:
-        raise ValueError(f"a stored vector is not {dim} float32 values")
+        raise ValueError(f"a stored vector is not {width // 4} float32 values")
     rows = np.concatenate(pieces)
     return rows["id"].astype(np.int64), np.ascontiguousarray(rows["vector"])
 
@@ -687,7 +747,7 @@ def _take_rows(pending: bytearray, row: np.dtype, header: int) -> np.ndarray:
     rows = np.frombuffer(bytes(pending[:whole]), dtype=row)
     del pending[:whole]
     if not (np.all(rows["fields"] == 2) and np.all(rows["id_size"] == 8) and np.all(rows["vector_size"] == row["vector"].itemsize)):
-        raise ValueError(f"a stored vector is not {row['vector'].shape[0]} float32 values")
+        raise ValueError(f"a stored vector is not {row['vector'].shape[0] // 4} float32 values")
     return rows
 
 

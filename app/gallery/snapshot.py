@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.gallery.sealing import MAGIC, SNAPSHOT, Sealer
 from app.gallery.vector_index import IndexSettings, VectorIndex
 from core.files import atomic_write, sha256_of, write_text_atomic
 
@@ -59,8 +60,11 @@ class Loaded:
 
 
 class Snapshot:
-    def __init__(self, folder: Path) -> None:
+    """With a sealer that has a key, the index file is sealed (its embeddings never on disk in the clear)."""
+
+    def __init__(self, folder: Path, sealer: Sealer | None = None) -> None:
         self.folder = Path(folder)
+        self.sealer = sealer if sealer is not None else Sealer()
         self._note, self._index, self._ids = self.folder / NOTE_FILE, self.folder / INDEX_FILE, self.folder / IDS_FILE
 
     def save(self, index: VectorIndex, face_ids: np.ndarray, built: Built, version: int) -> None:
@@ -68,7 +72,7 @@ class Snapshot:
         first, so no stale pairing of note and files is ever on disk."""
         self._note.unlink(missing_ok=True)
         self.folder.mkdir(parents=True, exist_ok=True)
-        index.save(self._index)
+        index.save(self._index, (lambda data: self.sealer.seal(data, SNAPSHOT) or b"") if self.sealer.on else None)
         with atomic_write(self._ids) as tmp, open(tmp, "wb") as f:
             np.save(f, np.sort(np.asarray(face_ids, dtype=np.int64)))
         note = built.note() | {"version": version, "trained_on": index.trained_on, "faces": index.size,
@@ -103,7 +107,9 @@ class Snapshot:
         try:
             if sha256_of(self._index) != note.sha256 or sha256_of(self._ids) != note.ids_sha256:
                 raise SnapshotRejected(f"its files are not the ones that were saved ({self._index.name}'s sha256 differs)")
-            return Loaded(VectorIndex.load(self._index, note.trained_on, note.built.index), np.load(self._ids))
+            sealed = self.sealer.on or self._index.read_bytes()[: len(MAGIC)] == MAGIC
+            opener = (lambda data: self.sealer.open(data, SNAPSHOT) or b"") if sealed else None
+            return Loaded(VectorIndex.load(self._index, note.trained_on, note.built.index, opener), np.load(self._ids))
         except SnapshotRejected:
             raise
         except (OSError, ValueError, RuntimeError) as exc:  # unreadable or damaged

@@ -60,6 +60,21 @@ from app.gallery.records import (
     sql_statements,
     stored_photo,
 )
+from app.gallery.sealing import (
+    CROP,
+    EMBEDDING,
+    KEY_ID_BYTES,
+    MAGIC,
+    SEALED,
+    THUMB,
+    UNKNOWN_CROP,
+    UNKNOWN_EMBEDDING,
+    VECTOR,
+    Sealer,
+    missing_key,
+    resealed,
+    sealed_photo,
+)
 from app.gallery.sync import LocalWatcher, Sync
 
 STORE_FILE = "gallery.sqlite3"  # its name in the data folder
@@ -167,8 +182,9 @@ def _store_error(path: Path, exc: sqlite3.Error) -> StoreError:
 class SqliteWriter:
     """The writes one transaction may make."""
 
-    def __init__(self, cur: sqlite3.Cursor) -> None:
+    def __init__(self, cur: sqlite3.Cursor, sealer: Sealer) -> None:
         self._cur = cur
+        self._sealer = sealer
         self.committed: Committed | None = None  # set once the transaction has committed
 
     def add_faces(self, entries: list[Entry], model_id: str) -> list[tuple[list[int], bool]]:
@@ -185,7 +201,8 @@ class SqliteWriter:
                 cur.execute(
                     "INSERT INTO faces (person_id, source, model_id, embedding, crop, created_at, photo_thumb, photo_vector, photo_box) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (person_id, face.source, model_id, blob(face.embedding), face.crop_png, face.created_at or at, *photo_columns(face.photo)),
+                    (person_id, face.source, model_id, self._sealer.seal(blob(face.embedding), EMBEDDING), self._sealer.seal(face.crop_png, CROP),
+                     face.created_at or at, *sealed_photo(self._sealer, photo_columns(face.photo))),
                 )
                 assert cur.lastrowid is not None  # an INSERT always sets it
                 ids.append(cur.lastrowid)
@@ -214,7 +231,8 @@ class SqliteWriter:
         self._cur.executemany("UPDATE unknowns SET enrolled_as = ? WHERE id = ?", [(person_id, i) for i in ids])
 
     def replace_embeddings(self, updates: list[tuple[int, np.ndarray]], model_id: str) -> None:
-        self._cur.executemany("UPDATE faces SET embedding = ?, model_id = ? WHERE face_id = ?", [(blob(e), model_id, i) for i, e in updates])
+        self._cur.executemany("UPDATE faces SET embedding = ?, model_id = ? WHERE face_id = ?",
+                              [(self._sealer.seal(blob(e), EMBEDDING), model_id, i) for i, e in updates])
 
     def purge_sources(self, before: str) -> list[int]:
         """Crops and photo evidence of faces created before `before`, gone; the embeddings stay.
@@ -233,7 +251,7 @@ class SqliteWriter:
     def set_photos(self, updates: list[tuple[int, PhotoRecord]]) -> None:
         """Photo evidence for faces stored without it (a gallery enrolled before it existed)."""
         self._cur.executemany("UPDATE faces SET photo_thumb = ?, photo_vector = ?, photo_box = ? WHERE face_id = ?",
-                              [(*photo_columns(p), i) for i, p in updates])
+                              [(*sealed_photo(self._sealer, photo_columns(p)), i) for i, p in updates])
 
     def copy_in(self, persons: list[PersonRow], faces: list[tuple]) -> None:
         """Persons (kept if there) and faces with their ids, as another store holds them."""
@@ -257,8 +275,9 @@ class SqliteStore:
 
     kind: StoreKind = "sqlite"
 
-    def __init__(self, path: Path, read_only: bool = False, max_pages: int | None = None) -> None:
+    def __init__(self, path: Path, read_only: bool = False, max_pages: int | None = None, sealer: Sealer | None = None) -> None:
         self.path = path
+        self.sealer = sealer if sealer is not None else Sealer()
         self.location = str(path)  # what messages show: a path here, a URL without password there
         self._lock = threading.Lock()  # one connection shared by the threadpool; sqlite serialises anyway
         try:
@@ -276,8 +295,13 @@ class SqliteStore:
             if max_pages is not None:
                 self._db.execute(f"PRAGMA max_page_count = {int(max_pages)}")
             self._db.execute(f"PRAGMA query_only = {'ON' if read_only else 'OFF'}")
+            sealed_with = {r[0] for r in self._db.execute(f"SELECT DISTINCT substr(embedding, 4, {KEY_ID_BYTES}) FROM faces "
+                                                          "WHERE substr(embedding, 1, 3) = ?", (MAGIC,))}
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(str(path), f"cannot open the gallery store ({exc}); check that its folder exists and is writable") from exc
+        if unknown := sorted(_text(k) for k in sealed_with if not self.sealer.knows(_text(k))):
+            self._db.close()
+            raise StoreUnavailable(str(path), missing_key(unknown[0]))
 
     def _migrate(self) -> None:
         """Bring the schema to SCHEMA_VERSION, one transaction per step (a store made before
@@ -315,7 +339,7 @@ class SqliteStore:
         before and after."""
         with self._transaction() as cur:
             before, rows_before = _version(cur), self._db.total_changes
-            writer = SqliteWriter(cur)
+            writer = SqliteWriter(cur, self.sealer)
             yield writer
             changed = self._db.total_changes != rows_before  # a write that changed nothing leaves the version alone
             if changed:
@@ -409,7 +433,7 @@ class SqliteStore:
     def crop_of(self, person_id: str, face_id: int) -> tuple[bool, bytes | None]:
         """(whether the person has this face, its stored crop PNG if any)."""
         row = self._one("SELECT crop FROM faces WHERE person_id = ? AND face_id = ?", (person_id, face_id))
-        return (False, None) if row is None else (True, row[0])
+        return (False, None) if row is None else (True, self.sealer.open(row[0], CROP))
 
     def names(self, person_ids: set[str]) -> dict[str, str | None]:
         if not person_ids:
@@ -423,7 +447,10 @@ class SqliteStore:
     def embeddings(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(face ids, N×512 matrix, person id per face) for building the index."""
         rows = self._all("SELECT face_id, person_id, embedding FROM faces ORDER BY face_id")
-        return np.array([r[0] for r in rows], dtype=np.int64), embeddings_of([r[2] for r in rows]), [r[1] for r in rows]
+        return np.array([r[0] for r in rows], dtype=np.int64), self._embeddings([r[2] for r in rows]), [r[1] for r in rows]
+
+    def _embeddings(self, values: list[bytes]) -> np.ndarray:
+        return embeddings_of([self.sealer.open(v, EMBEDDING) or b"" for v in values])
 
     def face_persons(self) -> tuple[np.ndarray, list[str]]:
         """(face ids, person id per face), without the embeddings: what a snapshot lacks."""
@@ -434,18 +461,18 @@ class SqliteStore:
         """(face ids found, their embeddings) for some faces."""
         marks = ",".join("?" * len(face_ids))
         rows = self._all(f"SELECT face_id, embedding FROM faces WHERE face_id IN ({marks})", tuple(face_ids))
-        return np.array([r[0] for r in rows], dtype=np.int64), embeddings_of([r[1] for r in rows])
+        return np.array([r[0] for r in rows], dtype=np.int64), self._embeddings([r[1] for r in rows])
 
     def person_embeddings(self, person_id: str) -> np.ndarray:
         """N×512: the embeddings of one person's faces (1:1 verification against them)."""
-        return embeddings_of([r[0] for r in self._all("SELECT embedding FROM faces WHERE person_id = ? ORDER BY face_id", (person_id,))])
+        return self._embeddings([r[0] for r in self._all("SELECT embedding FROM faces WHERE person_id = ? ORDER BY face_id", (person_id,))])
 
     def faces_for_index(self, face_ids: list[int]) -> list[IndexedFace]:
         """The faces that still exist among `face_ids`, as the indexes take them."""
         marks = ",".join("?" * len(face_ids))
         rows = self._all(f"SELECT face_id, person_id, model_id, embedding, photo_vector FROM faces WHERE face_id IN ({marks}) "
                          "ORDER BY face_id", tuple(face_ids)) if face_ids else []
-        return [indexed_face(*r) for r in rows]
+        return [indexed_face(i, p, m, self.sealer.open(e, EMBEDDING) or b"", self.sealer.open(v, VECTOR)) for i, p, m, e, v in rows]
 
     def index_cells(self, space: str) -> Cells | None:
         """The IVF cells kept for this vector space, if any."""
@@ -466,7 +493,7 @@ class SqliteStore:
     def photo_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """(face ids, N×PROJECTED_DIM) of the faces that have photo evidence, for its index."""
         rows = self._all("SELECT face_id, photo_vector FROM faces WHERE photo_vector IS NOT NULL ORDER BY face_id")
-        return np.array([r[0] for r in rows], dtype=np.int64), photo_vectors_of([r[1] for r in rows])
+        return np.array([r[0] for r in rows], dtype=np.int64), photo_vectors_of([self.sealer.open(r[1], VECTOR) or b"" for r in rows])
 
     def photos_of(self, face_ids: list[int]) -> list[StoredPhoto]:
         """The stored photos of some faces (those that have one), in the order asked."""
@@ -475,7 +502,7 @@ class SqliteStore:
         marks = ",".join("?" * len(face_ids))
         rows = self._all(f"SELECT face_id, person_id, source, photo_thumb, photo_box FROM faces "
                          f"WHERE photo_thumb IS NOT NULL AND face_id IN ({marks})", tuple(face_ids))
-        found = {r[0]: stored_photo(*r) for r in rows}
+        found = {r[0]: stored_photo(r[0], r[1], r[2], self.sealer.open(r[3], THUMB) or b"", r[4]) for r in rows}
         return [found[i] for i in face_ids if i in found]
 
     def faces_without_photos(self) -> list[tuple[int, str, str]]:
@@ -486,7 +513,7 @@ class SqliteStore:
         return dict(self._all("SELECT model_id, COUNT(*) FROM faces GROUP BY model_id"))
 
     def crops(self) -> list[tuple[int, bytes | None]]:
-        return self._all("SELECT face_id, crop FROM faces ORDER BY face_id")
+        return [(r[0], self.sealer.open(r[1], CROP)) for r in self._all("SELECT face_id, crop FROM faces ORDER BY face_id")]
 
     def all_persons(self) -> list[PersonRow]:
         return self._all(f"SELECT {', '.join(PERSON_COLUMNS)} FROM persons ORDER BY person_id")
@@ -495,21 +522,39 @@ class SqliteStore:
         """Up to `limit` faces with ids above `after`, every column (FACE_COLUMNS), by id."""
         return self._all(f"SELECT {', '.join(FACE_COLUMNS)} FROM faces WHERE face_id > ? ORDER BY face_id LIMIT ?", (after, limit))
 
+    def reseal(self, batch: int = 500) -> Iterator[int]:
+        """Seal every sensitive value with the current key (what was sealed with an older one, or
+        not sealed), a batch per transaction, yielding how many each batch resealed: what a kill
+        interrupts, the next run skips. The values do not change, so the version stays."""
+        for table, id_column, columns in SEALED:
+            after = 0
+            while True:
+                with self._transaction() as cur:
+                    rows = cur.execute(f"SELECT {id_column}, {', '.join(c for c, _ in columns)} FROM {table} WHERE {id_column} > ? "
+                                       f"ORDER BY {id_column} LIMIT ?", (after, batch)).fetchall()
+                    updates = [(*new, r[0]) for r in rows if (new := resealed(self.sealer, r[1:], columns)) is not None]
+                    cur.executemany(f"UPDATE {table} SET {', '.join(f'{c} = ?' for c, _ in columns)} WHERE {id_column} = ?", updates)
+                if not rows:
+                    break
+                after = rows[-1][0]
+                yield len(updates)
+
     # -- unknown faces (FACEID_UNKNOWNS): kept apart from the gallery's version -------------------
     def add_unknowns(self, rows: list[NewUnknown]) -> None:
         if rows:
             with self._transaction() as cur:
                 cur.executemany("INSERT INTO unknowns (at, key_id, embedding, crop, quality) VALUES (?, ?, ?, ?, ?)",
-                                [(u.at, u.key_id, blob(u.embedding), u.crop_png, float(u.quality)) for u in rows])
+                                [(u.at, u.key_id, self.sealer.seal(blob(u.embedding), UNKNOWN_EMBEDDING), self.sealer.seal(u.crop_png, UNKNOWN_CROP),
+                                  float(u.quality)) for u in rows])
 
     def unknowns(self, limit: int) -> list[Unknown]:
         """The newest `limit` unknown faces not enrolled yet, newest first."""
         rows = self._all("SELECT id, at, key_id, embedding, quality FROM unknowns WHERE enrolled_as IS NULL ORDER BY id DESC LIMIT ?", (limit,))
-        return [Unknown(int(r[0]), r[1], r[2], embeddings_of([r[3]])[0], float(r[4])) for r in rows]
+        return [Unknown(int(r[0]), r[1], r[2], embeddings_of([self.sealer.open(r[3], UNKNOWN_EMBEDDING) or b""])[0], float(r[4])) for r in rows]
 
     def unknown_crop(self, unknown_id: int) -> tuple[bool, bytes | None]:
         row = self._one("SELECT crop FROM unknowns WHERE id = ?", (unknown_id,))
-        return (False, None) if row is None else (True, row[0])
+        return (False, None) if row is None else (True, self.sealer.open(row[0], UNKNOWN_CROP))
 
     def enrolled_unknowns(self, person_id: str) -> list[str]:
         """When a person's unknown faces were seen, before their cluster was enrolled as them."""
@@ -550,11 +595,11 @@ class SqliteStore:
     def add_collection(self, row: CollectionRow) -> None:
         """Registered outside the version: a collection is not a change to this gallery's faces."""
         with self._transaction() as cur:
-            SqliteWriter(cur).add_collection(row)
+            SqliteWriter(cur, self.sealer).add_collection(row)
 
     def remove_collection(self, name: str) -> bool:
         with self._transaction() as cur:
-            return SqliteWriter(cur).remove_collection(name)
+            return SqliteWriter(cur, self.sealer).remove_collection(name)
 
     def scrub(self) -> str:
         """After an erasure: what deleted rows left in the files goes too. Deleted pages are
@@ -585,6 +630,10 @@ class SqliteStore:
             persons = self._db.execute("SELECT COUNT(*) FROM persons").fetchone()[0]
             faces = self._db.execute("SELECT COUNT(*) FROM faces").fetchone()[0]
         return int(persons), int(faces)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else value
 
 
 def _version(db: sqlite3.Connection | sqlite3.Cursor) -> int:

@@ -9,7 +9,7 @@ changes where the store keeps a log, None where the index must be rebuilt).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
@@ -36,6 +36,7 @@ from app.gallery.records import (
     StoreKind,
     Unknown,
 )
+from app.gallery.sealing import Sealer
 from app.gallery.sqlite import STORE_FILE, SqliteStore
 from app.gallery.sync import Sync
 
@@ -62,6 +63,7 @@ class Writes(Protocol):
 class Store(Protocol):
     kind: StoreKind
     location: str  # what messages show: a path, or a URL without its password
+    sealer: Sealer  # seals and opens the sensitive values (app/gallery/sealing.py)
 
     # -- writes, versions and following them
     def write(self) -> AbstractContextManager[Writes]: ...
@@ -113,22 +115,24 @@ class Store(Protocol):
     def remove_collection(self, name: str) -> bool: ...
     def destroy(self) -> None: ...
     def scrub(self) -> str: ...
+    def reseal(self, batch: int = 500) -> Iterator[int]: ...
     def compact(self) -> str: ...
 
 
 def open_store(location: str | Path, password: str | None = None, pool_size: int = 8, read_only: bool = False,
-               collection: str | None = None) -> Store:
+               collection: str | None = None, sealer: Sealer | None = None) -> Store:
     """The store at `location`: a postgresql:// URL, an SQLite file (*.sqlite3), or a folder
     holding (or to hold) gallery.sqlite3; with `collection`, that collection's store beside the
     default one (its own schema in the database, its own file under collections/<name>/)."""
     if str(location).startswith(POSTGRES_SCHEMES):
         from app.gallery.postgres import PostgresStore  # psycopg is needed only here
 
-        return PostgresStore(str(location), password, pool_size, read_only, collection)
+        return PostgresStore(str(location), password, pool_size, read_only, collection, sealer)
     path = Path(location)
     if collection is not None:
-        return SqliteStore(collection_folder(path if path.suffix != ".sqlite3" else path.parent, collection) / STORE_FILE, read_only)
-    return SqliteStore(path if path.suffix == ".sqlite3" else path / STORE_FILE, read_only)
+        return SqliteStore(collection_folder(path if path.suffix != ".sqlite3" else path.parent, collection) / STORE_FILE, read_only,
+                           sealer=sealer)
+    return SqliteStore(path if path.suffix == ".sqlite3" else path / STORE_FILE, read_only, sealer=sealer)
 
 
 def collection_folder(data_dir: Path, collection: str) -> Path:

@@ -4,6 +4,7 @@ gallery keeps one over the faces' embeddings and one over their photos' projecte
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -100,17 +101,26 @@ class VectorIndex:
         ivf = faiss.extract_index_ivf(self._index)
         return Cells(ivf.quantizer.reconstruct_n(0, ivf.nlist), self.trained_on)
 
-    def save(self, path: Path) -> None:
-        """Write the index (never one with masked deletions) to `path` atomically."""
+    def save(self, path: Path, seal: Callable[[bytes], bytes] | None = None) -> None:
+        """Write the index (never one with masked deletions) to `path` atomically; with `seal`,
+        its bytes sealed (app/gallery/sealing.py), never written in the clear."""
         if self._masked:
             raise ValueError("an index with masked deletions is not saved; rebuild it first")
         with atomic_write(path) as tmp:
-            faiss.write_index(self._index, str(tmp))
+            if seal is None:
+                faiss.write_index(self._index, str(tmp))
+            else:
+                tmp.write_bytes(seal(faiss.serialize_index(self._index).tobytes()))
 
     @classmethod
-    def load(cls, path: Path, trained_on: int, settings: IndexSettings = IndexSettings()) -> VectorIndex:
+    def load(cls, path: Path, trained_on: int, settings: IndexSettings = IndexSettings(),
+             open_: Callable[[bytes], bytes] | None = None) -> VectorIndex:
+        """The index saved at `path`; with `open_`, from the bytes it gives back."""
         index = cls(settings)
-        index._index = faiss.read_index(str(path))
+        if open_ is None:
+            index._index = faiss.read_index(str(path))
+        else:
+            index._index = faiss.deserialize_index(np.frombuffer(open_(path.read_bytes()), dtype=np.uint8))
         index.trained_on = trained_on
         if trained_on:
             faiss.extract_index_ivf(index._index).nprobe = settings.nprobe
