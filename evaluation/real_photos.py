@@ -173,17 +173,19 @@ def stranger_threshold(data: Embedded, rate: float = TARGET_STRANGER_RATE) -> fl
     return threshold_for_stranger_rate(top, rate, confidence=CONFIDENCE)
 
 
-def one_photo_enrolled(data: Embedded, threshold: float, enrolled_photos: int = 1) -> dict:
-    """Each person with more than `enrolled_photos` photos is enrolled with their first ones, the
-    rest are queries; people with exactly one photo are strangers. A query is named by its best
-    enrolled photo's person when that similarity reaches `threshold`, its face was found and is
-    not gone."""
+def one_photo_enrolled(data: Embedded, threshold: float, enrolled_photos: int = 1, queries_from: int | None = None) -> dict:
+    """Each person with more than `enrolled_photos` photos (more than `queries_from`, when given)
+    is enrolled with their first ones, the rest (from photo `queries_from` on, when given: the
+    same queries for one or two enrolled photos) are queries; people with exactly one photo are
+    strangers. A query is named by its best enrolled photo's person when that similarity reaches
+    `threshold`, its face was found and is not gone."""
     people = np.asarray(data.people)
     first: dict[str, list[int]] = {}
     for i, person in enumerate(people):
         first.setdefault(person, []).append(i)
-    enrolled_idx = [i for idx in first.values() if len(idx) > enrolled_photos for i in idx[:enrolled_photos]]
-    query_idx = [i for idx in first.values() if len(idx) > enrolled_photos for i in idx[enrolled_photos:]]
+    start = enrolled_photos if queries_from is None else queries_from
+    enrolled_idx = [i for idx in first.values() if len(idx) > start for i in idx[:enrolled_photos]]
+    query_idx = [i for idx in first.values() if len(idx) > start for i in idx[start:]]
     stranger_idx = [i for idx in first.values() if len(idx) == 1 for i in idx]
     gallery = data.vectors[enrolled_idx]
     gallery_people = people[enrolled_idx]
@@ -250,7 +252,9 @@ def run(data: Path, pairs_file: Path | None, weights: str | None, exclude: set[s
                                        "report": one_photo_enrolled(report, for_strangers)},
            "verification_1to1": {"choose": chosen, "report": verification_1to1(report, threshold=chosen["threshold"])},
            "one_photo_enrolled": {"choose": one_photo_enrolled(choose, threshold), "report": one_photo_enrolled(report, threshold)},
-           "two_photos_enrolled": {"report": one_photo_enrolled(report, threshold, enrolled_photos=2)}}
+           "two_photos_enrolled": {"report": one_photo_enrolled(report, threshold, enrolled_photos=2)},
+           # paired: the people with three or more photos, the same queries (their third photo on), one or two enrolled
+           "second_photo": {s: {k: one_photo_enrolled(d, threshold, k, queries_from=2) for k in (1, 2)} for s, d in (("choose", choose), ("report", report))}}
     chosen = choose_clustering(choose)
     out["clustering"] = {"choose": chosen, "report_at_chosen": clustering(report, chosen["chosen"]["max_distance"], chosen["chosen"]["method"]),
                          "report_at_default": clustering(report)}
