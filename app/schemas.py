@@ -77,6 +77,7 @@ class EnrollResponse(BaseModel):
     faces_added: int
     created: bool
     faces: list[EnrolledFace]
+    advice: str | None = Field(None, description="how to enrol this person better (a person with one photo only: add a second, different one)")
     seen_before_as_unknown: list[str] = Field(default_factory=list, description=(
         "with the unknown-faces log on: when faces like this person's were answered as unknown before (ISO 8601, UTC)"))
 

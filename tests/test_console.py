@@ -174,6 +174,7 @@ def test_enrol_two_then_identify_both_in_an_exif_rotated_photo(ready, server, tm
         ready.enrol(person_id, name, write(tmp_path / f"{person_id}.jpg", jpeg(group_faces[face])))
         page.wait_for_selector("#enroll-result .box")
         assert f"{person_id}: 1 face(s) added" in page.inner_text("#enroll-result")
+        assert "second, different photo" in page.inner_text("#enroll-result .advice")
 
     group = Image.open(GROUP).convert("RGB")
     truth = sorted(f.box for f in pipeline.detect_all(group))  # left to right, as group_faces

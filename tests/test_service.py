@@ -59,9 +59,11 @@ def test_enrolment_is_all_or_nothing(client, group_faces):
 
 
 def test_enrolling_an_existing_person_adds_faces(client, group_faces):
-    assert enroll(client, "p0", [group_faces[0]]).json()["created"] is True
+    first = enroll(client, "p0", [group_faces[0]]).json()
+    assert first["created"] is True and "second, different photo" in first["advice"]
     r = enroll(client, "p0", [group_faces[0].transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
     assert r.json()["created"] is False and r.json()["person"]["n_faces"] == 2
+    assert r.json()["advice"] is None
 
 
 @pytest.mark.parametrize(

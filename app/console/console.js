@@ -235,6 +235,12 @@ async function enroll(event) {
     const summary = document.createElement("p");
     summary.textContent = `${answer.person.person_id}: ${answer.faces_added} face(s) added, ${answer.person.n_faces} in all.`;
     result.append(summary);
+    if (answer.advice) {
+      const advice = document.createElement("p");
+      advice.className = "advice";
+      advice.textContent = `Tip: ${answer.advice}.`;
+      result.append(advice);
+    }
     for (const [i, face] of answer.faces.entries()) {
       const holder = document.createElement("div");
       holder.className = "photo";

@@ -25,7 +25,7 @@ from app.gallery.records import NewFace, PhotoRecord
 from app.http.audit import Trail
 from app.schemas import EnrolledFace, EnrollResponse, PhotoMatch, rounded_box
 from app.usecases.evidence import photo_match
-from app.usecases.persons import public
+from app.usecases.persons import advice_for, public
 from app.usecases.unknowns import seen_before
 from core.faces.geometry import OVERLAPS_FACE_IOU, fractions_of, iou
 from core.faces.pipeline import Face
@@ -139,4 +139,4 @@ async def enrol(engine: Engine, gallery: Gallery, settings: Settings, person_id:
         trail.recorded = True
     seen = await run_in_threadpool(seen_before, gallery, settings.answer_threshold(), vectors) if settings.unknowns else []
     return EnrollResponse(person=public(person), faces_added=added, created=created, faces=[c.public() for c in chosen],
-                          seen_before_as_unknown=seen)
+                          advice=advice_for(person), seen_before_as_unknown=seen)

@@ -20,7 +20,7 @@ from app.gallery.gallery import Gallery
 from app.gallery.records import NewFace, NewUnknown, Unknown
 from app.http.audit import Trail
 from app.schemas import EnrollResponse, FaceResult, UnknownCluster, UnknownsPage
-from app.usecases.persons import public
+from app.usecases.persons import advice_for, public
 from core.clusters import cluster
 from core.faces.pipeline import Face
 
@@ -87,7 +87,7 @@ def enrol_cluster(gallery: Gallery, settings: Settings, cluster_id: int, person_
     person, added, created = gallery.enroll(person_id, name, new, consent, audit, [u.id for u in chosen.faces])
     if trail is not None:
         trail.recorded = True
-    return EnrollResponse(person=public(person), faces_added=added, created=created, faces=[],
+    return EnrollResponse(person=public(person), faces_added=added, created=created, faces=[], advice=advice_for(person),
                           seen_before_as_unknown=sorted(u.at for u in chosen.faces))
 
 
