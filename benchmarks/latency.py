@@ -1,6 +1,8 @@
 """Where one /identify's milliseconds go, stage by stage, through the service's own Engine and
-Gallery (no HTTP): decode, detect (with crop and quality), embed, search. For FACECOM photos as they
-are (224x336 portraits, 250x250 LFW-style) and the portraits at 1024 px.
+Gallery (no HTTP): decode, detect (with crop and quality), embed, search. For FACECOM photos of
+the test people as they are (224x336 portraits, 224x224 LFW-style), clean and each distortion
+apart, the distortions mixed, and clean and mixed photos at 1024 px; with the detection path
+that found each face (direct, denoised, regressed) and the yardstick (benchmarks/yardstick.py).
 
     .venv/bin/python -m benchmarks.latency [--data DIR] [--n 40] [--out reports/bench_latency.json]
 """
@@ -12,6 +14,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +26,18 @@ from app.gallery.gallery import Gallery
 from app.gallery.records import NewFace
 from app.wiring import build_engine, open_gallery, set_serving_threads
 from benchmarks.machine import machine
-from benchmarks.photos import jpeg_at
+from benchmarks.photos import MIXED, jpeg_at, photos_by_kind
+from benchmarks.yardstick import yardstick_ms
 
 
-def stages(engine: Engine, gallery: Gallery, data: bytes) -> dict[str, float]:
+def stages(engine: Engine, gallery: Gallery, data: bytes, paths: Counter | None = None) -> dict[str, float]:
     t = [time.perf_counter()]
     decoded = engine.decode(data, "q.jpg")
     t.append(time.perf_counter())
     (crops,) = engine.detect([decoded])  # MTCNN, then the crops and their quality
     t.append(time.perf_counter())
+    if paths is not None:
+        paths.update(c.path for c in crops)
     vectors = engine.embed([c.crop for c in crops])
     t.append(time.perf_counter())
     gallery.search(vectors, 5)
@@ -42,7 +48,7 @@ def stages(engine: Engine, gallery: Gallery, data: bytes) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/facecom-train"))
-    parser.add_argument("--n", type=int, default=40)
+    parser.add_argument("--n", type=int, default=42, help="photos of each kind")
     parser.add_argument("--gallery", type=int, default=1000, help="faces in the gallery searched")
     parser.add_argument("--out", type=Path, default=Path("reports/bench_latency.json"))
     args = parser.parse_args()
@@ -55,19 +61,24 @@ def main() -> None:
         vectors = rng.normal(size=(args.gallery, 512)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         gallery.enroll_many([(f"p{i}", None, [NewFace(f"{i}.jpg", v)]) for i, v in enumerate(vectors)])
-        portraits = sorted(args.data.glob("*_frontal/*.jpg"))[: args.n]
-        lfw = sorted(p for p in args.data.glob("*/*_0001.jpg") if "_frontal" not in p.parent.name)[: args.n]
-        report = {"machine": machine(), "torch_threads": torch.get_num_threads(),
+        sets = photos_by_kind(args.data, args.n)
+        report = {"machine": machine(), "torch_threads": torch.get_num_threads(), "yardstick_ms": yardstick_ms(),
                   "embedder": type(engine.embedder).__name__, "gallery_faces": args.gallery, "ms": {}}
-        for label, files, side in (("portrait_224x336", portraits, None), ("lfw_250x250", lfw, None), ("portrait_1024px", portraits, 1024)):
+        runs_of = [(kind, files, None) for kind, files in sets.items()] + [(f"{k}_1024px", sets[k], 1024) for k in ("clean", MIXED)]
+        for label, files, side in runs_of:
             photos = [jpeg_at(p, side) for p in files]
             stages(engine, gallery, photos[0])  # warm-up
-            runs = [stages(engine, gallery, p) for p in photos]
-            report["ms"][label] = {k: round(statistics.median(r[k] for r in runs), 2) for k in runs[0]}
-            report["ms"][label]["total"] = round(statistics.median(sum(r.values()) for r in runs), 2)
+            paths: Counter = Counter()
+            runs = [stages(engine, gallery, p, paths) for p in photos]
+            row = {k: round(statistics.median(r[k] for r in runs), 2) for k in runs[0]}
             totals = [sum(r.values()) for r in runs]  # over the photos: the spread of one request's cost
-            report["ms"][label]["total_p10_p90"] = [round(float(np.percentile(totals, q)), 2) for q in (10, 90)]
-            print(label, report["ms"][label], flush=True)
+            row |= {"total": round(statistics.median(totals), 2), "total_mean": round(statistics.mean(totals), 2),
+                    "total_p10_p90": [round(float(np.percentile(totals, q)), 2) for q in (10, 90)],
+                    "photos": len(photos), "faces_by_path": dict(paths)}
+            row["total_yardsticks"] = round(row["total"] / report["yardstick_ms"], 3)
+            report["ms"][label] = row
+            print(label, row, flush=True)
+        report["yardstick_ms_after"] = yardstick_ms()  # the machine's drift over the run
         gallery.close()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

@@ -1,5 +1,7 @@
-"""Service benchmark on loopback: identify latency/throughput under 1, 4 and 16 concurrent
-clients, enrolment throughput, and search time vs gallery size, flat vs HNSW, with recall@1.
+"""Service benchmark on loopback: identify latency and throughput on the test people's photos,
+clean and distorted (each kind apart and mixed; 1 client, and 1 and 4 concurrent clients on the
+clean and mixed sets), enrolment throughput, and search time vs gallery size, flat vs HNSW, with
+recall@1. Every figure also in yardsticks, and the report names the CPU kind.
 
     .venv/bin/python -m benchmarks.service [--data DIR] [--out reports/bench_service.json]
 
@@ -26,8 +28,9 @@ import numpy as np
 
 from app.gallery.vector_index import IndexSettings, VectorIndex
 from benchmarks.machine import machine, spread
-from benchmarks.photos import jpeg_at
+from benchmarks.photos import MIXED, jpeg_at, photos_by_kind
 from benchmarks.yardstick import yardstick_ms
+from core.data.dataset import CLEAN, DEFAULT_TEST_SPLIT, read_split, scan
 
 
 def free_port() -> int:
@@ -57,21 +60,25 @@ def start_server(data_dir: Path, weights: str) -> tuple[subprocess.Popen, str]:
     raise SystemExit("server did not become ready")
 
 
-def query_sets(people: list[Path]) -> dict[str, list[bytes]]:
-    """FACECOM photos of both sizes the service meets: LFW-style 250x250 photos as they are,
-    and the 224x336 portraits enlarged to 1024 px (a phone photo after draft decoding)."""
-    lfw = [min(p.glob("*.jpg")) for p in people if "_frontal" not in p.name]
-    portraits = [min(p.glob("*.jpg")) for p in people if "_frontal" in p.name]
-    return {"lfw_250x250": [p.read_bytes() for p in lfw], "portrait_1024px": [jpeg_at(p, 1024) for p in portraits]}
+def query_sets(data: Path, per_kind: int) -> dict[str, tuple[list[bytes], bool]]:
+    """The test people's photos as clients send them, each set with whether it is loaded by
+    several clients too: clean and each distortion apart (224x224 LFW-style photos and 224x336
+    portraits, as the data set holds them), the distortions mixed, and clean and mixed photos
+    enlarged to 1024 px (a phone photo after draft decoding)."""
+    sets = photos_by_kind(data, per_kind)
+    out = {kind: ([jpeg_at(p, None) for p in paths], kind in (CLEAN, MIXED)) for kind, paths in sets.items()}
+    for kind in (CLEAN, MIXED):
+        out[f"{kind}_1024px"] = ([jpeg_at(p, 1024) for p in sets[kind]], True)
+    return out
 
 
-def http_benchmarks(data: Path, weights: str, n_persons: int, n_requests: int, client_counts: list[int]) -> dict:
-    """One run, with its own server. Each figure also in yardsticks (benchmarks/yardstick.py,
-    measured just before the figure's own load, with the server idle: this machine's speed
-    drifts by a third within minutes): p50 / yardstick, and identifies/s × yardstick."""
-    people = sorted(d for d in data.iterdir() if d.is_dir())
-    people = [p for p in people if "_frontal" not in p.name][: n_persons // 2] + [p for p in people if "_frontal" in p.name][: n_persons // 2]
-    clean = [(p.name, min(p.glob("*.jpg"))) for p in people]
+def http_benchmarks(data: Path, weights: str, per_kind: int, n_requests: int, client_counts: list[int]) -> dict:
+    """One run, with its own server and the test people's clean photos enrolled. Each figure
+    also in yardsticks (benchmarks/yardstick.py, measured just before the figure's own load,
+    with the server idle: this machine's speed drifts by a third within minutes): p50 /
+    yardstick, and identifies/s × yardstick. Each distortion alone runs with one client; clean,
+    mixed and the 1024-px sets with each count of clients."""
+    clean = [s for s in scan(data, read_split(DEFAULT_TEST_SPLIT)) if s.is_clean]
     yardstick = yardstick_ms()
     out: dict = {"yardstick_ms": yardstick}
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,12 +86,13 @@ def http_benchmarks(data: Path, weights: str, n_persons: int, n_requests: int, c
         try:
             with httpx.Client(base_url=base, timeout=120) as http:
                 start = time.perf_counter()
-                for person, path in clean:
-                    http.post("/enroll", data={"person_id": person}, files=[("images", (path.name, path.read_bytes(), "image/jpeg"))])
+                for sample in clean:
+                    http.post("/enroll", data={"person_id": sample.identity},
+                              files=[("images", (sample.path.name, sample.path.read_bytes(), "image/jpeg"))])
                 out["enroll_images_per_s"] = round(len(clean) / (time.perf_counter() - start), 2)
             local = threading.local()
 
-            for label, photos in query_sets(people).items():
+            for label, (photos, loaded) in query_sets(data, per_kind).items():
                 def one(i: int, photos: list[bytes] = photos) -> tuple[float, int, float]:
                     """(seconds, status, seconds of it the server spent on the face work)."""
                     if not hasattr(local, "client"):  # one keep-alive connection per client thread
@@ -95,14 +103,14 @@ def http_benchmarks(data: Path, weights: str, n_persons: int, n_requests: int, c
                     timing = r.headers.get("server-timing", "faces;dur=nan")
                     return elapsed, r.status_code, float(timing.split("dur=")[1]) / 1000
 
-                for clients in client_counts:
+                for clients in client_counts if loaded else [1]:
                     one(0)
                     yardstick = yardstick_ms(15)
                     start = time.perf_counter()
                     with ThreadPoolExecutor(clients) as pool:
-                        results = list(pool.map(one, range(n_requests)))
+                        results = list(pool.map(one, range(max(n_requests, len(photos)))))
                     wall = time.perf_counter() - start
-                    row = {**percentiles([t for t, _, _ in results]), "requests_per_s": round(n_requests / wall, 2),
+                    row = {**percentiles([t for t, _, _ in results]), "requests_per_s": round(len(results) / wall, 2),
                            "non_200": sum(1 for _, code, _ in results if code != 200),
                            # what a request cost beyond the face work: multipart, routing, JSON, the connection
                            "http_overhead_p50": round(1000 * float(np.median([t - work for t, _, work in results])), 1)}
@@ -155,9 +163,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/facecom-train"))
     parser.add_argument("--weights", default=None, help="default: the service's default model")
-    parser.add_argument("--persons", type=int, default=100)
-    parser.add_argument("--requests", type=int, default=64)
-    parser.add_argument("--clients", default="1,4,16", help="concurrent clients, each setting in turn")
+    parser.add_argument("--per-kind", type=int, default=42, help="photos of each kind")
+    parser.add_argument("--requests", type=int, default=64, help="requests per figure (at least each photo once)")
+    parser.add_argument("--clients", default="1,4", help="concurrent clients, each setting in turn (clean and mixed sets)")
     parser.add_argument("--repeat", type=int, default=3, help="whole runs, each with its own server: the JSON gives each figure's spread")
     parser.add_argument("--sizes", default="1000,100000,1000000")
     parser.add_argument("--queries", type=int, default=200)
@@ -165,7 +173,7 @@ def main() -> None:
     args = parser.parse_args()
     from core.models.backbone import default_weights
 
-    runs = [http_benchmarks(args.data, args.weights or default_weights(), args.persons, args.requests,
+    runs = [http_benchmarks(args.data, args.weights or default_weights(), args.per_kind, args.requests,
                             [int(c) for c in args.clients.split(",")]) for _ in range(args.repeat)]
     report: dict = {"machine": machine(), "repeats": args.repeat, "http_runs": runs,
                     "http": {"enroll_images_per_s": spread([r["enroll_images_per_s"] for r in runs]),
