@@ -5,6 +5,7 @@ the `faceid gallery` commands both build them here."""
 from __future__ import annotations
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from app.config import Settings
 from app.engine import Admission, Engine, FaceFinder
@@ -21,10 +22,13 @@ def set_serving_threads(settings: Settings) -> None:
     """For a serving process, before its engine is built. With embeddings on ONNX Runtime (its
     own threads, all cores), torch only detects, one photo per core side by side (see
     app/engine.py), so each detection gets one torch thread: two-threaded detections side by
-    side oversubscribed the cores (docs/design.md)."""
+    side oversubscribed the cores (docs/design.md). The BLAS libraries numpy, scipy and
+    OpenCV bring (OpenBLAS, each its own pool) get one thread too: a request's few small
+    matrix products woke a pool whose threads then spun on a core for a long while after,
+    doubling a request's CPU time (docs/benchmarks.md)."""
     if embeds_on_onnx(settings.resolved_device(), settings.runtime):
         torch.set_num_threads(1)
-
+    threadpool_limits(1, user_api="blas")
 
 def build_engine(settings: Settings, pipeline: FaceFinder | None = None) -> Engine:
     """The engine for these settings; `pipeline` replaces the service's own face pipeline (tests

@@ -4,14 +4,21 @@ by a stand-in forward pass), and the admission limit."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from app.engine import Admission, Batcher, Overloaded
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def rows_of(crops: torch.Tensor) -> np.ndarray:
@@ -86,3 +93,24 @@ def test_admission_refuses_past_its_limit_and_counts_work_until_it_ends():
         assert admission.saturation() is None and admission.alone()
 
     asyncio.run(scenario())
+
+
+def test_a_serving_process_keeps_every_blas_pool_to_one_thread(tmp_path):
+    """An OpenBLAS pool woken by a request's small matrix products spins on a core long after;
+    serving keeps each loaded one (numpy's, scipy's, OpenCV's) to one thread. In a subprocess:
+    the settings are the process's own."""
+    script = (
+        "import json, numpy, scipy.ndimage, threadpoolctl\n"
+        "from app.config import Settings\n"
+        "from app.wiring import set_serving_threads\n"
+        "before = [p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas']\n"
+        f"set_serving_threads(Settings(data_dir={str(tmp_path)!r}))\n"
+        "after = [p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas']\n"
+        "print(json.dumps([before, after]))\n"
+    )
+    env = os.environ | {"OPENBLAS_NUM_THREADS": "2"}  # a pool of two even on a one-core runner
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    before, after = json.loads(out.stdout.strip().splitlines()[-1])
+    assert before and max(before) == 2
+    assert after == [1] * len(before)
