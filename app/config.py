@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     max_pending: int = Field(16, ge=1, description="photos waiting for detection; past this, 503 with Retry-After")
     request_timeout_s: float = Field(30.0, gt=0, description="a request's face work past this answers 503")
     batch_size: int = Field(32, ge=1, le=512, description="faces per embedder batch")
+    detect_processes: int | None = Field(None, ge=0, description=(
+        "worker processes that detect photos arriving together on the CPU, started when two first do "
+        "(0: detect in the serving process only; default: one per core where there are two or more)"))
     max_connections: int = Field(1000, ge=1, description="open connections; past this a new one gets 503 (capped below the process's file limit)")
     header_timeout_s: float = Field(10.0, gt=0, description="a request's head (line and headers) must arrive within this, else 408")
     max_header_bytes: int = Field(64 * 1024, ge=1024, description="a request head over this gets 431")
@@ -135,6 +138,14 @@ class Settings(BaseSettings):
 
     def connection_limits(self) -> ConnectionLimits:
         return ConnectionLimits(self.max_connections, self.header_timeout_s, self.max_header_bytes, self.min_body_rate, self.body_grace_s)
+
+    def detect_workers(self) -> int:
+        """Detection processes for photos side by side on the CPU (app/detector_pool.py)."""
+        if self.detect_processes is not None:
+            return self.detect_processes
+        from core.device import cpu_cores
+
+        return cpu_cores() if cpu_cores() > 1 else 0
 
     def resolved_device(self) -> str:
         # Imported here: torch loads only when a model is about to.

@@ -3,9 +3,10 @@ scheduled and bounded. It knows nothing of the gallery; the use cases (app/useca
 
 Every request runs its whole sequence (the gallery check, decode, detect, embed, search) in one
 worker thread, on the CPU and on CUDA alike: each hop back to the event loop costs its own
-scheduling. On the CPU, as many photos are detected at once as there are cores, each on one
-torch thread; a lone request embeds on every core, requests side by side on one core each (a
-second ONNX Runtime session), so no run waits on a core another is using (docs/design.md). On
+scheduling. On the CPU a lone photo is detected here, on one torch thread; photos side by side
+are detected in worker processes, one per core (app/detector_pool.py: threads of one process
+queue for the GIL). A lone request embeds on every core, requests side by side on one core each
+(a second ONNX Runtime session), so no run waits on a core another is using (docs/design.md). On
 CUDA, the crops of requests that arrive together are embedded in one forward pass by the
 batching thread (up to `batch_size` faces), which is where a GPU gains most.
 
@@ -23,6 +24,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import ParamSpec, Protocol, TypeVar
 
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 from starlette.concurrency import run_in_threadpool
 
+from app.detector_pool import DetectorPool
 from core.constants import DECODE_MAX_SIDE, EMBEDDING_DIM
 from core.device import cpu_cores
 from core.embedding.embedder import Embedder
@@ -166,7 +169,7 @@ class Engine:
 
     def __init__(self, backbone: Backbone, pipeline: FaceFinder, embedder: Embedder, device: str, max_pixels: int,
                  detect_max_side: int = DECODE_MAX_SIDE, admission: Admission | None = None,
-                 max_image_bytes: int = DEFAULT_MAX_BYTES) -> None:
+                 max_image_bytes: int = DEFAULT_MAX_BYTES, detector_pool: DetectorPool | None = None) -> None:
         self.backbone = backbone
         self.device = device
         self.pipeline = pipeline
@@ -178,6 +181,7 @@ class Engine:
         self._embed_lock = threading.Lock()
         self.on_batch: Callable[[int], None] = lambda size: None  # metrics hook
         self._batcher: Batcher | None = None
+        self.detector_pool = detector_pool
 
     @property
     def model_id(self) -> str:
@@ -201,13 +205,23 @@ class Engine:
         if self._batcher is not None:
             self._batcher.stop()
             self._batcher = None
+        if self.detector_pool is not None:
+            self.detector_pool.close()
 
     # -- blocking work: worker threads and the command line --------------------------------
     def decode(self, data: bytes, source: str) -> Decoded:
         return decode_reduced(data, source, self.max_pixels, self.detect_max_side, self.max_image_bytes, self._large_decodes)
 
     def detect(self, photos: Sequence[Decoded]) -> list[list[Face]]:
-        """Every face of each photo, whole; same-sized photos share detection passes."""
+        """Every face of each photo, whole; same-sized photos share detection passes. Photos
+        side by side go to the detection processes once they are ready (app/detector_pool.py)."""
+        if self.detector_pool is not None and not self.admission.alone():
+            try:
+                faces = self.detector_pool.faces(photos)
+            except BrokenProcessPool as exc:
+                raise Overloaded("face detection stopped in a worker process; try again shortly") from exc
+            if faces is not None:
+                return faces
         with self._detect_slots:
             return self.pipeline.faces(photos)
 

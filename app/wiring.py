@@ -8,6 +8,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from app.config import Settings
+from app.detector_pool import DetectorPool
 from app.engine import Admission, Engine, FaceFinder
 from app.gallery.collections import Collections
 from app.gallery.gallery import Gallery
@@ -35,10 +36,14 @@ def build_engine(settings: Settings, pipeline: FaceFinder | None = None) -> Engi
     give a wrapped one to hold or watch detection)."""
     device = settings.resolved_device()
     backbone = load_backbone(settings.weights, device)
-    return Engine(backbone, pipeline if pipeline is not None else load_pipeline(SERVICE_PIPELINE, device),
-                  make_embedder(backbone, device, settings.batch_size, settings.runtime), device, settings.max_pixels,
+    pool = None
+    if pipeline is None:
+        pipeline = load_pipeline(SERVICE_PIPELINE, device)
+        if device == "cpu" and (workers := settings.detect_workers()) > 0:
+            pool = DetectorPool(pipeline, workers)
+    return Engine(backbone, pipeline, make_embedder(backbone, device, settings.batch_size, settings.runtime), device, settings.max_pixels,
                   detect_max_side=settings.detect_max_side, admission=Admission(settings.max_pending, settings.request_timeout_s),
-                  max_image_bytes=settings.max_image_bytes)
+                  max_image_bytes=settings.max_image_bytes, detector_pool=pool)
 
 
 def open_settings_store(settings: Settings, sealer: Sealer | None = None) -> Store:

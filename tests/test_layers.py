@@ -40,6 +40,7 @@ CORE_ALLOWED = {
 # parts from them and the HTTP plumbing, the use cases, what routes stand on, the routes, the app.
 APP_LAYERS = (
     {"errors", "schemas"},  # the service's own errors; request and response bodies
+    {"detector_pool"},  # detection in worker processes, for the engine's photos side by side
     {"engine", "gallery"},  # model work; the store and its indexes
     {"config"},  # typed settings, whose defaults come from the machinery
     {"wiring", "http"},  # settings become parts; connection limits, the guard, headers, metrics, uploads

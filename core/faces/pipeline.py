@@ -129,7 +129,10 @@ class FacePipeline:
     # -- whole faces -------------------------------------------------------------------------
     def faces(self, photos: Sequence[Decoded]) -> list[list[Face]]:
         """Every face of each decoded photo, whole; same-sized photos share detection passes."""
-        found = self.detect_batch([p.image for p in photos])
+        return self.faces_from(photos, self.detect_batch([p.image for p in photos]))
+
+    def faces_from(self, photos: Sequence[Decoded], found: Sequence[Sequence[DetectedFace]]) -> list[list[Face]]:
+        """The whole faces of what `detect_batch` found in each photo (here, or in another process)."""
         return [[self.face(photo, d) for d in detected] for photo, detected in zip(photos, found)]
 
     def face(self, photo: Decoded, detected: DetectedFace) -> Face:
