@@ -247,3 +247,30 @@ def test_on_a_glared_photo_the_regressor_adds_the_face_mtcnn_missed():
     (mtcnn_face,) = [f for f in faces if f.path == "direct"]
     same = with_regressor(config, Recording(Found(mtcnn_face.box, 0.9)))
     assert [f.path for f in same.detect_batch([photo])[0]] == ["direct"]
+
+
+class CountingMtcnn:
+    """MTCNN as the pipeline uses it, counting the images of each pass."""
+
+    def __init__(self, mtcnn: Mtcnn) -> None:
+        self.mtcnn, self.passes = mtcnn, []
+
+    def detect(self, images):
+        self.passes.append(len(images))
+        return self.mtcnn.detect(images)
+
+
+def test_a_glared_photo_goes_from_the_first_pass_to_the_regressor_without_the_denoised_retry():
+    """A median filter does not bring a blown-out face back; the retry is for the other photos."""
+    white, grey = Image.new("RGB", (200, 160), (255, 255, 255)), Image.new("RGB", (200, 160), (90, 90, 90))
+    assert glared(white) and not glared(grey)
+    counting = CountingMtcnn(Mtcnn(SERVICE_PIPELINE.min_face_size))
+    recording = Recording(None)
+    pipeline = FacePipeline(SERVICE_PIPELINE, counting, recording)
+    assert pipeline.detect_batch([white, grey]) == [[], []]
+    assert counting.passes == [2, 1]  # both photos, then the grey one's denoised copy
+    assert recording.asked == [(200, 160), (200, 160)]
+    without = FacePipeline(SERVICE_PIPELINE, counting, None)  # no regressor: every photo gets the retry
+    counting.passes.clear()
+    without.detect_batch([white, grey])
+    assert counting.passes == [2, 2]

@@ -4,9 +4,10 @@ training, evaluation and the service use.
 
 Distorted photos defeat MTCNN (over-exposed ones most of all), so detection retries on a
 denoised copy of the image, then asks the box regressor (core/faces/box_regressor.py), a small
-net trained to place the face in glared, rainy and noisy photos and to say when there is none;
-on glared photos it asks the regressor too, since MTCNN there finds the people around the glare
-but not the subject under it. Only where the caller knows its images are face photos
+net trained to place the face in glared, rainy and noisy photos and to say when there is none.
+Glared photos go to the regressor straight after the first pass, without the denoised retry:
+MTCNN there finds the people around the glare but not the subject under it, and a median
+filter does not bring a blown-out face back. Only where the caller knows its images are face photos
 (FACECOM-style data sets) does it fall back to the box where faces usually are. Every face
 records which of these paths found it, so evaluation can score each path.
 """
@@ -153,15 +154,19 @@ class FacePipeline:
 
     def detect_batch(self, images: Sequence[Image.Image]) -> list[list[DetectedFace]]:
         """`detect_all` for many images. Each step runs on the images still without a face
-        (the regressor also on glared ones), same-sized images in one MTCNN pass."""
+        (glared ones go from the first pass to the regressor), same-sized images in one MTCNN pass."""
         found: list[list[DetectedFace]] = [[] for _ in images]
         # No face fits an image smaller than the smallest face looked for.
         detectable = [i for i, img in enumerate(images) if self._detectable(img.size)]
         self._mtcnn_into(found, images, detectable, "direct", None)
+        # Measured on the training people's 1,926 glared photos: the denoised retry found a face
+        # on 4 of the 1,808 it ran on (the regressor runs on all of them), at a third of a sunny
+        # photo's detection time.
+        glare = {i for i in detectable if glared(images[i])} if self.regressor is not None else set()
         for path, enhance in ENHANCEMENTS if self.config.retry_enhanced else ():
-            self._mtcnn_into(found, images, [i for i in detectable if not found[i]], path, enhance)
+            self._mtcnn_into(found, images, [i for i in detectable if not found[i] and i not in glare], path, enhance)
         if self.regressor is not None:
-            self._regressed_into(found, images, [i for i in detectable if not found[i] or glared(images[i])])
+            self._regressed_into(found, images, [i for i in detectable if not found[i] or i in glare])
         if self.config.use_fallback:
             for i, faces in enumerate(found):
                 if not faces:
