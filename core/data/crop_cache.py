@@ -31,7 +31,7 @@ def content_key(path: Path) -> str:
 def pipeline_key(pipeline: FacePipeline) -> str:
     regressor = pipeline.regressor.sha256 if pipeline.regressor is not None else None
     retries = [name for name, _ in ENHANCEMENTS]
-    config = json.dumps({**dataclasses.asdict(pipeline.config), "detector": MTCNN_VERSION, "retries": retries,
+    config = json.dumps({**dataclasses.asdict(pipeline.config), "detector": MTCNN_VERSION, "retries": retries, "retries_skip_glared": True,
                          "box_regressor": regressor, "glare_share": GLARE_SHARE}, sort_keys=True)
     return hashlib.sha1(config.encode()).hexdigest()[:12]
 
