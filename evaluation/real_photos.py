@@ -34,8 +34,10 @@ import numpy as np
 from core.clusters import LINKAGE, MAX_DISTANCE, Linkage, cluster, purity_and_completeness
 from core.data.dataset import Sample, read_split
 from core.faces.pipeline import DetectedFace
+from core.files import atomic_write
 from evaluation.metrics import tar_at_far
 from evaluation.open_set import CONFIDENCE, TARGET_STRANGER_RATE, UNDETECTED_PATHS, rate_upper_bound, threshold_for_stranger_rate
+from evaluation.photo_distortions import KINDS, distort, seed_of
 
 SETS = ("train", "choose", "report")
 SHARES = (4, 3, 3)  # tenths of the people in each set
@@ -173,12 +175,17 @@ def stranger_threshold(data: Embedded, rate: float = TARGET_STRANGER_RATE) -> fl
     return threshold_for_stranger_rate(top, rate, confidence=CONFIDENCE)
 
 
-def one_photo_enrolled(data: Embedded, threshold: float, enrolled_photos: int = 1, queries_from: int | None = None) -> dict:
+def one_photo_enrolled(data: Embedded, threshold: float, enrolled_photos: int = 1, queries_from: int | None = None,
+                       queries: Embedded | None = None) -> dict:
     """Each person with more than `enrolled_photos` photos (more than `queries_from`, when given)
     is enrolled with their first ones, the rest (from photo `queries_from` on, when given: the
     same queries for one or two enrolled photos) are queries; people with exactly one photo are
     strangers. A query is named by its best enrolled photo's person when that similarity reaches
-    `threshold`, its face was found and is not gone."""
+    `threshold`, its face was found and is not gone. With `queries` (the same photos, in the same
+    order, distorted), the queries and strangers are those; the enrolled photos stay `data`'s.
+    TAR at FAR 1e-3 counts each query against its own person's enrolled photos (genuine) and
+    every other person's (impostor)."""
+    asked = data if queries is None else queries
     people = np.asarray(data.people)
     first: dict[str, list[int]] = {}
     for i, person in enumerate(people):
@@ -190,27 +197,51 @@ def one_photo_enrolled(data: Embedded, threshold: float, enrolled_photos: int = 
     gallery = data.vectors[enrolled_idx]
     gallery_people = people[enrolled_idx]
 
-    def answer(idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        sims = data.vectors[idx] @ gallery.T
+    def answer(idx: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        sims = asked.vectors[idx] @ gallery.T
         best = sims.argmax(axis=1)
-        return gallery_people[best], sims[np.arange(len(idx)), best]
+        return gallery_people[best], sims[np.arange(len(idx)), best], sims
 
-    named, top = answer(query_idx)
-    right = (named == people[query_idx]) & data.found[query_idx]
-    can_name = data.found[query_idx] & ~data.gone[query_idx]
+    named, top, sims = answer(query_idx)
+    right = (named == people[query_idx]) & asked.found[query_idx]
+    can_name = asked.found[query_idx] & ~asked.gone[query_idx]
     correct = right & can_name & (top >= threshold)
-    _, stranger_top = answer(stranger_idx)
-    stranger_named = data.found[stranger_idx] & ~data.gone[stranger_idx] & (stranger_top >= threshold)
+    _, stranger_top, _ = answer(stranger_idx)
+    stranger_named = asked.found[stranger_idx] & ~asked.gone[stranger_idx] & (stranger_top >= threshold)
     n_named = int(stranger_named.sum())
+    own = people[query_idx][:, None] == gallery_people[None, :]
+    with_face = asked.found[query_idx]
+    tar = tar_at_far(sims[own & with_face[:, None]], sims[~own & with_face[:, None]], FAR)[0] if with_face.any() else float("nan")
     return {"enrolled_people": len(set(gallery_people.tolist())), "photos_enrolled_each": enrolled_photos, "queries": len(query_idx),
-            "strangers": len(stranger_idx), "no_face": float(1 - data.found[query_idx].mean()) if query_idx else float("nan"),
+            "strangers": len(stranger_idx), "no_face": float(1 - asked.found[query_idx].mean()) if query_idx else float("nan"),
             "top1": float(right.mean()) if query_idx else float("nan"),
             "named_correctly": float(correct.mean()) if query_idx else float("nan"), "threshold": threshold,
-            "strangers_named": n_named / max(1, len(stranger_idx)), "strangers_named_ucb95": rate_upper_bound(n_named, len(stranger_idx))}
+            "strangers_named": n_named / max(1, len(stranger_idx)), "strangers_named_ucb95": rate_upper_bound(n_named, len(stranger_idx)),
+            # a query whose face was not found counts as a miss in top1, and is left out of the TAR
+            f"tar_at_far_{FAR:g}": tar}
 
 
-def embed(names: Sequence[str], people: dict[str, list[Path]], weights: str | None, cache: Path, runtime: str = "auto") -> Embedded:
-    """The service's detection (subject face, no fallback) and embedder on every photo of `names`."""
+def distorted_copies(paths: Sequence[Path], kind: str, folder: Path) -> list[Path]:
+    """Each photo under distortion `kind` (evaluation/photo_distortions.py), written once as a
+    PNG under `folder/kind/` (the same pixels every run: the seed is the photo's name)."""
+    from PIL import Image
+
+    out = []
+    for path in paths:
+        target = folder / kind / path.parent.name / f"{path.stem}.png"
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            pixels = distort(np.asarray(Image.open(path).convert("RGB")), kind, seed_of(path.name, kind))
+            with atomic_write(target) as tmp:
+                Image.fromarray(pixels).save(tmp, format="PNG")
+        out.append(target)
+    return out
+
+
+def embed(names: Sequence[str], people: dict[str, list[Path]], weights: str | None, cache: Path, runtime: str = "auto",
+          kind: str | None = None) -> Embedded:
+    """The service's detection (subject face, no fallback) and embedder on every photo of `names`
+    (under distortion `kind`, when given)."""
     from core.embedding.runtime import make_embedder
     from core.faces.pipeline import SERVICE_PIPELINE, load_pipeline
     from core.faces.quality import assess
@@ -218,6 +249,9 @@ def embed(names: Sequence[str], people: dict[str, list[Path]], weights: str | No
     from evaluation.embeddings import embed_samples, embedder_id
 
     samples = [Sample(name, path, "clean", path.stem) for name in names for path in people[name]]
+    if kind is not None:
+        copies = distorted_copies([s.path for s in samples], kind, cache / "real-photos")
+        samples = [Sample(s.identity, copy, kind, s.source) for s, copy in zip(samples, copies)]
     backbone = load_backbone(weights, "cpu")
     embedder = make_embedder(backbone, "cpu", 64, runtime)
     pipeline = load_pipeline(SERVICE_PIPELINE)
@@ -225,6 +259,13 @@ def embed(names: Sequence[str], people: dict[str, list[Path]], weights: str | No
     found = np.array([f.path not in UNDETECTED_PATHS for f in faces])
     gone = np.array([_gone(assess, crop, face) for crop, face in zip(crops, faces)])
     return Embedded([s.identity for s in samples], [s.path for s in samples], vectors, found, gone)
+
+
+def distorted_queries(report: Embedded, names: Sequence[str], people: dict[str, list[Path]], weights: str | None, cache: Path,
+                      runtime: str, threshold: float, kinds: Sequence[str]) -> dict:
+    """One clean photo enrolled per person, the other photos and the strangers' under each
+    distortion in turn: what the service answers, per kind."""
+    return {kind: one_photo_enrolled(report, threshold, queries=embed(names, people, weights, cache, runtime, kind)) for kind in kinds}
 
 
 def _gone(assess, crop, face: DetectedFace) -> bool:
@@ -239,7 +280,7 @@ def model_threshold_of(weights: str | None) -> float:
 
 
 def run(data: Path, pairs_file: Path | None, weights: str | None, exclude: set[str], cache: Path, runtime: str = "auto",
-        identify_threshold: float | None = None) -> dict:
+        identify_threshold: float | None = None, kinds: Sequence[str] = ()) -> dict:
     people = lfw_people(data)
     sets = carve(list(people), exclude)
     choose = embed(sets["choose"], people, weights, cache, runtime)
@@ -255,6 +296,8 @@ def run(data: Path, pairs_file: Path | None, weights: str | None, exclude: set[s
            "two_photos_enrolled": {"report": one_photo_enrolled(report, threshold, enrolled_photos=2)},
            # paired: the people with three or more photos, the same queries (their third photo on), one or two enrolled
            "second_photo": {s: {k: one_photo_enrolled(d, threshold, k, queries_from=2) for k in (1, 2)} for s, d in (("choose", choose), ("report", report))}}
+    if kinds:
+        out["distorted"] = {"report": distorted_queries(report, sets["report"], people, weights, cache, runtime, threshold, kinds)}
     chosen = choose_clustering(choose)
     out["clustering"] = {"choose": chosen, "report_at_chosen": clustering(report, chosen["chosen"]["max_distance"], chosen["chosen"]["method"]),
                          "report_at_default": clustering(report)}
@@ -277,11 +320,16 @@ def main() -> None:
                     help="people never reported on (trained on): a split file")
     ap.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"])
     ap.add_argument("--threshold", type=float, default=None, help="the identification threshold (default: the model's)")
+    ap.add_argument("--kinds", default=",".join(KINDS),
+                    help="distortions of the report people's queries, comma-separated ('' for clean photos only)")
     ap.add_argument("--cache", type=Path, default=Path(".cache"))
     ap.add_argument("--report", type=Path, default=Path("reports/real-photos.json"))
     args = ap.parse_args()
     exclude = set(read_split(args.exclude)) if args.exclude and args.exclude.is_file() else set()
-    result = run(args.data, args.pairs, args.weights, exclude, args.cache, args.runtime, args.threshold)
+    kinds = [k for k in args.kinds.split(",") if k]
+    if unknown := [k for k in kinds if k not in KINDS]:
+        ap.error(f"unknown distortion(s) {', '.join(unknown)}; known: {', '.join(KINDS)}")
+    result = run(args.data, args.pairs, args.weights, exclude, args.cache, args.runtime, args.threshold, kinds)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k not in ("data",)}, indent=1))

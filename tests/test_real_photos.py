@@ -63,3 +63,53 @@ def test_a_person_lands_in_the_same_set_whatever_else_the_folder_holds():
     assert sorted(sum(whole.values(), [])) == sorted(names)
     assert all(set(half[s]) <= set(whole[s]) for s in SETS) and "person_0" not in sum(half.values(), [])
     assert all(whole[s] for s in SETS)
+
+
+def test_distorted_queries_are_asked_against_the_clean_enrolled_photos():
+    """The enrolled photos stay clean; queries and strangers come from the distorted copies, in
+    the same order. Here the distortion moves bob's later photos onto ann, and hides one face."""
+    clean = embedded(PHOTOS)
+    moved = list(PHOTOS)
+    moved[5] = ("bob", unit(1, 1))  # bob's second photo now looks like ann's first
+    found = [True] * len(PHOTOS)
+    found[6] = False  # bob's third: no face found once distorted
+    distorted = embedded(moved, found)
+    as_clean = one_photo_enrolled(clean, threshold=0.9)
+    asked = one_photo_enrolled(clean, threshold=0.9, queries=distorted)
+    assert as_clean["top1"] == 1.0 and as_clean["no_face"] == 0.0
+    assert asked["queries"] == as_clean["queries"] == 5 and asked["enrolled_people"] == 2
+    assert asked["no_face"] == pytest.approx(1 / 5) and asked["top1"] == pytest.approx(3 / 5)
+    # bob's second photo is ann's first to the cosine: named, but wrongly
+    assert asked["named_correctly"] == pytest.approx(as_clean["named_correctly"] - 2 / 5)
+
+
+def test_tar_counts_each_query_against_its_own_and_every_other_enrolled_person():
+    """Two people enrolled, five queries with a face: five genuine similarities, five impostor
+    ones; at FAR 1e-3 the threshold sits above every impostor, so only genuine ones above all
+    impostors are accepted."""
+    data = embedded(PHOTOS)
+    result = one_photo_enrolled(data, threshold=0.9)
+    people = np.array(data.people)
+    enrolled = {"ann": data.vectors[0], "bob": data.vectors[4]}
+    queries = [1, 2, 3, 5, 6]
+    genuine = [float(data.vectors[i] @ enrolled[people[i]]) for i in queries]
+    impostor = [float(data.vectors[i] @ v) for i in queries for p, v in enrolled.items() if p != people[i]]
+    assert result["tar_at_far_0.001"] == pytest.approx(np.mean([g > max(impostor) for g in genuine]))
+
+
+def test_distorted_copies_are_written_once_beside_each_other_by_kind_and_person(tmp_path):
+    from PIL import Image
+
+    from evaluation.real_photos import distorted_copies
+    from tests.conftest import GROUP
+
+    photo = tmp_path / "lfw" / "Ada_Lovelace" / "Ada_Lovelace_0001.jpg"
+    photo.parent.mkdir(parents=True)
+    Image.open(GROUP).convert("RGB").resize((250, 173)).save(photo)
+    (copy,) = distorted_copies([photo], "blur", tmp_path / "cache")
+    assert copy == tmp_path / "cache" / "blur" / "Ada_Lovelace" / "Ada_Lovelace_0001.png"
+    first = copy.read_bytes()
+    copy.write_bytes(b"kept")  # a copy already there is not made again
+    assert distorted_copies([photo], "blur", tmp_path / "cache") == [copy] and copy.read_bytes() == b"kept"
+    copy.unlink()
+    assert distorted_copies([photo], "blur", tmp_path / "cache")[0].read_bytes() == first  # the same pixels every run
