@@ -3,7 +3,7 @@ scheduled and bounded. It knows nothing of the gallery; the use cases (app/useca
 
 Every request runs its whole sequence (the gallery check, decode, detect, embed, search) in one
 worker thread, on the CPU and on CUDA alike: each hop back to the event loop costs its own
-scheduling. On the CPU a lone photo is detected here, on every core; photos side by side
+scheduling. On the CPU a lone photo is detected here, on one torch thread; photos side by side
 are detected in worker processes, one per core (app/detector_pool.py: threads of one process
 queue for the GIL). A lone request embeds on every core, requests side by side on one core each
 (a second ONNX Runtime session), so no run waits on a core another is using (docs/design.md). On

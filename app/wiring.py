@@ -14,7 +14,6 @@ from app.gallery.collections import Collections
 from app.gallery.gallery import Gallery
 from app.gallery.sealing import Sealer
 from app.gallery.store import Store, collection_folder, open_store
-from core.device import cpu_cores
 from core.embedding.runtime import embeds_on_onnx, make_embedder
 from core.faces.pipeline import SERVICE_PIPELINE, load_pipeline
 from core.models.backbone import load_backbone
@@ -22,15 +21,14 @@ from core.models.backbone import load_backbone
 
 def set_serving_threads(settings: Settings) -> None:
     """For a serving process, before its engine is built. With embeddings on ONNX Runtime (its
-    own threads, all cores), torch only detects. Where photos side by side go to detection
-    processes (app/detector_pool.py, one torch thread each), the photo detected here is a lone
-    one and gets every core; without them detections share this process, one thread each: two
-    OpenMP teams side by side oversubscribe the cores (docs/design.md). The BLAS libraries
-    numpy, scipy and OpenCV bring (OpenBLAS, each its own pool) get one thread: a request's few
-    small matrix products woke a pool whose threads then spun on a core for a long while after,
+    own threads, all cores), torch only detects, one photo per core side by side (see
+    app/engine.py), so each detection gets one torch thread: two-threaded detections side by
+    side oversubscribed the cores (docs/design.md). The BLAS libraries numpy, scipy and
+    OpenCV bring (OpenBLAS, each its own pool) get one thread too: a request's few small
+    matrix products woke a pool whose threads then spun on a core for a long while after,
     doubling a request's CPU time (docs/benchmarks.md)."""
     if embeds_on_onnx(settings.resolved_device(), settings.runtime):
-        torch.set_num_threads(cpu_cores() if settings.detect_workers() > 0 else 1)
+        torch.set_num_threads(1)
     threadpool_limits(1, user_api="blas")
 
 def build_engine(settings: Settings, pipeline: FaceFinder | None = None) -> Engine:
