@@ -101,7 +101,7 @@ class FaceResult(BaseModel):
     detection_score: float | None = Field(description="null for a face placed by photo evidence where no face was detected")
     quality: QualityPublic | None = Field(description="why a face may go unnamed, or be named wrongly; null for a face no detector found")
     match: Match | None = Field(description="who this face is, by `evidence`; null: unknown (a face gone to glare or darkness, "
-                                "`over_exposed` or `too_dark` in its quality, is never named by face evidence)")
+                                "blown out nearly whole or black, is never named by face evidence; its quality says why)")
     evidence: list[Evidence] = Field(default_factory=list, description="what supports `match`: face (its looks), photo (the photo "
                                      "is a copy of an enrolled one), or both; empty when unknown")
     candidates: list[Match] = Field(description="face evidence: the most similar enrolled people by their faces")

@@ -34,6 +34,15 @@ def test_a_face_gone_to_glare_is_not_named_by_its_looks():
     assert [c.name for c in withheld.candidates] == ["Anna"]  # the face evidence is still shown, not used
 
 
+def test_a_face_partly_under_glare_is_still_named_by_its_looks():
+    pixels = textured()
+    pixels[40:100, 40:120] = 255  # three quarters of the central half blown out: no reference, not gone
+    partly = face(pixels)
+    assert partly.quality.refusal() is not None and not partly.quality.gone
+    [result] = answer([partly], [ANNA], SIZE, None, threshold=0.6, photo_threshold=0.5)
+    assert result.match is not None and result.match.name == "Anna" and result.evidence == ["face"]
+
+
 def test_photo_evidence_still_names_a_face_gone_to_glare_without_a_conflict():
     [result] = answer([face(np.full((160, 160, 3), 255, dtype=np.uint8))], [ANNA], SIZE, [COPY], threshold=0.6, photo_threshold=0.5)
     assert result.match is not None and result.match.name == "Ben" and result.evidence == ["photo"]

@@ -1,5 +1,6 @@
-"""Quality: each measurement names its reason on a crop made to have that fault, and only a
-blown-out or black face is refused as an enrolment reference."""
+"""Quality: each measurement names its reason on a crop made to have that fault, only a
+blown-out or black face is refused as an enrolment reference, and only a face blown out almost
+whole (or black) is gone: never named by its looks."""
 
 import numpy as np
 import pytest
@@ -44,6 +45,21 @@ def test_only_a_face_that_is_gone_is_refused_as_a_reference(crop):
     assert assess(crop, BOX, 0.99).gone == ()
     blurred = np.asarray(Image.fromarray(crop).filter(ImageFilter.GaussianBlur(6)))
     assert assess(blurred, BOX, 0.99).refusal() is None  # poor, but still a reference
+
+
+def glared(crop: np.ndarray, share: float) -> np.ndarray:
+    """`crop` with the top `share` of its central half's rows blown out to white."""
+    out = crop.copy()
+    h, w = crop.shape[:2]
+    out[h // 4 : h // 4 + round(share * h / 2), w // 4 : 3 * w // 4] = 255
+    return out
+
+
+def test_a_partly_glared_face_is_refused_as_a_reference_but_not_gone(crop):
+    partly, whole = assess(glared(crop, 0.6), BOX, 0.99), assess(glared(crop, 0.95), BOX, 0.99)
+    assert partly.measures["over_exposed"] >= 0.6 and whole.measures["over_exposed"] >= 0.95
+    assert "over_exposed" in partly.refusal() and partly.gone == ()  # still named by its looks
+    assert whole.gone == ("over_exposed",) and "over_exposed" in whole.refusal()
 
 
 def test_the_fast_median_is_scipys_median_filter():

@@ -6,7 +6,7 @@ Photo evidence: the whole photo against the enrolled photos (core/photos; its ow
 the one face at the place where the enrolled photo's face was (a two-person copy of a one-person
 enrolment names one face, not both), and where no face was detected there, that place becomes a
 face of its own. A face is named by its face evidence when that clears the threshold and the
-face is not gone (blown out or black, as enrolment refuses it: core/faces/quality.py), else by
+face is not gone (blown out nearly whole, or black: core/faces/quality.py), else by
 its photo evidence; `evidence` lists what supports the name (both, when they agree). When both
 clear their thresholds and disagree, the photo evidence names it and the answer says so
 (`conflict`): measured on the validation people, see docs/photo-evidence.md.

@@ -39,11 +39,14 @@ LEVELS: dict[str, tuple[float, float]] = {
     "uncertain_detection": (0.999, 0.98),  # detector probability
 }
 REASON_BELOW = 0.5
-# The face itself is gone when it is blown out or black. Enrolment refuses such a reference, and
-# /identify does not name such a face by its looks: at 777 enrolled people, glared-out strangers
-# were most of the strangers named (docs/results.md). Blur and noise are left to the caller; a
-# blurred reference still beats none.
+# Enrolment refuses a reference that is blown out or black (hopeless on these). Blur and noise
+# are left to the caller; a blurred reference still beats none.
 REFUSE_FOR = ("over_exposed", "too_dark")
+# /identify and /verify stop naming a face by its looks only further on, where the face itself is
+# gone: FACECOM's sunny copies, blown out whole, named strangers in a large gallery, while real
+# photos under glare keep a recognisable face at shares the reference rule refuses
+# (docs/results.md).
+GONE_AT = {"over_exposed": 0.9, "too_dark": LEVELS["too_dark"][1]}
 
 
 @dataclass(frozen=True)
@@ -55,12 +58,18 @@ class Quality:
 
     @property
     def gone(self) -> tuple[str, ...]:
-        """The measurements by which the face itself is gone (REFUSE_FOR at factor 0); empty if it is not."""
+        """The measurements by which the face itself is gone (past GONE_AT): it is never named by
+        its looks. Empty if it is not."""
+        return tuple(name for name, level in GONE_AT.items() if _past(self.measures[name], level, *LEVELS[name]))
+
+    @property
+    def unusable(self) -> tuple[str, ...]:
+        """The measurements by which the face is no reference (REFUSE_FOR at factor 0); empty if it is one."""
         return tuple(name for name in REFUSE_FOR if self.factors[name] == 0.0)
 
     def refusal(self) -> str | None:
         """Why this face cannot serve as an enrolment reference, or None."""
-        return f"the face is unusable as a reference ({', '.join(self.gone)})" if self.gone else None
+        return f"the face is unusable as a reference ({', '.join(self.unusable)})" if self.unusable else None
 
 
 def measure(crop_hwc: np.ndarray, face_side: float, detection_score: float | None) -> dict[str, float]:
@@ -76,6 +85,11 @@ def measure(crop_hwc: np.ndarray, face_side: float, detection_score: float | Non
         "too_small": float(face_side),
         "uncertain_detection": float(detection_score if detection_score is not None else 0.0),
     }
+
+
+def _past(value: float, level: float, fine: float, hopeless: float) -> bool:
+    """Whether `value` is at `level` or beyond it, on the side away from `fine`."""
+    return (value - level) * (hopeless - fine) >= 0
 
 
 def _factor(value: float, fine: float, hopeless: float) -> float:
