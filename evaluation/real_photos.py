@@ -33,7 +33,8 @@ import numpy as np
 
 from core.clusters import LINKAGE, MAX_DISTANCE, Linkage, cluster, purity_and_completeness
 from core.data.dataset import Sample, read_split
-from core.faces.pipeline import DetectedFace
+from core.embedding.embedder import Embedder
+from core.faces.pipeline import DetectedFace, FacePipeline
 from core.files import atomic_write
 from evaluation.metrics import tar_at_far
 from evaluation.open_set import CONFIDENCE, TARGET_STRANGER_RATE, UNDETECTED_PATHS, rate_upper_bound, threshold_for_stranger_rate
@@ -238,34 +239,46 @@ def distorted_copies(paths: Sequence[Path], kind: str, folder: Path) -> list[Pat
     return out
 
 
-def embed(names: Sequence[str], people: dict[str, list[Path]], weights: str | None, cache: Path, runtime: str = "auto",
-          kind: str | None = None) -> Embedded:
-    """The service's detection (subject face, no fallback) and embedder on every photo of `names`
-    (under distortion `kind`, when given)."""
+@dataclass(frozen=True)
+class Seer:
+    """The service's detection (subject face, no fallback) and embedder, loaded once for a run."""
+
+    pipeline: FacePipeline
+    embedder: Embedder
+    model_id: str  # the embeddings cache's key
+
+
+def load_seer(weights: str | None, runtime: str = "auto") -> Seer:
     from core.embedding.runtime import make_embedder
     from core.faces.pipeline import SERVICE_PIPELINE, load_pipeline
-    from core.faces.quality import assess
     from core.models.backbone import load_backbone
-    from evaluation.embeddings import embed_samples, embedder_id
+    from evaluation.embeddings import embedder_id
+
+    backbone = load_backbone(weights, "cpu")
+    embedder = make_embedder(backbone, "cpu", 64, runtime)
+    return Seer(load_pipeline(SERVICE_PIPELINE), embedder, embedder_id(backbone.model_id, embedder.runtime))
+
+
+def embed(names: Sequence[str], people: dict[str, list[Path]], seer: Seer, cache: Path, kind: str | None = None) -> Embedded:
+    """What `seer` makes of every photo of `names` (under distortion `kind`, when given)."""
+    from core.faces.quality import assess
+    from evaluation.embeddings import embed_samples
 
     samples = [Sample(name, path, "clean", path.stem) for name in names for path in people[name]]
     if kind is not None:
         copies = distorted_copies([s.path for s in samples], kind, cache / "real-photos")
         samples = [Sample(s.identity, copy, kind, s.source) for s, copy in zip(samples, copies)]
-    backbone = load_backbone(weights, "cpu")
-    embedder = make_embedder(backbone, "cpu", 64, runtime)
-    pipeline = load_pipeline(SERVICE_PIPELINE)
-    vectors, faces, crops = embed_samples(samples, pipeline, embedder, embedder_id(backbone.model_id, embedder.runtime), cache)
+    vectors, faces, crops = embed_samples(samples, seer.pipeline, seer.embedder, seer.model_id, cache)
     found = np.array([f.path not in UNDETECTED_PATHS for f in faces])
     gone = np.array([_gone(assess, crop, face) for crop, face in zip(crops, faces)])
     return Embedded([s.identity for s in samples], [s.path for s in samples], vectors, found, gone)
 
 
-def distorted_queries(report: Embedded, names: Sequence[str], people: dict[str, list[Path]], weights: str | None, cache: Path,
-                      runtime: str, threshold: float, kinds: Sequence[str]) -> dict:
+def distorted_queries(report: Embedded, names: Sequence[str], people: dict[str, list[Path]], seer: Seer, cache: Path,
+                      threshold: float, kinds: Sequence[str]) -> dict:
     """One clean photo enrolled per person, the other photos and the strangers' under each
     distortion in turn: what the service answers, per kind."""
-    return {kind: one_photo_enrolled(report, threshold, queries=embed(names, people, weights, cache, runtime, kind)) for kind in kinds}
+    return {kind: one_photo_enrolled(report, threshold, queries=embed(names, people, seer, cache, kind)) for kind in kinds}
 
 
 def _gone(assess, crop, face: DetectedFace) -> bool:
@@ -283,8 +296,9 @@ def run(data: Path, pairs_file: Path | None, weights: str | None, exclude: set[s
         identify_threshold: float | None = None, kinds: Sequence[str] = ()) -> dict:
     people = lfw_people(data)
     sets = carve(list(people), exclude)
-    choose = embed(sets["choose"], people, weights, cache, runtime)
-    report = embed(sets["report"], people, weights, cache, runtime)
+    seer = load_seer(weights, runtime)
+    choose = embed(sets["choose"], people, seer, cache)
+    report = embed(sets["report"], people, seer, cache)
     chosen = verification_1to1(choose)
     threshold = model_threshold_of(weights) if identify_threshold is None else identify_threshold
     for_strangers = stranger_threshold(choose)
@@ -297,7 +311,7 @@ def run(data: Path, pairs_file: Path | None, weights: str | None, exclude: set[s
            # paired: the people with three or more photos, the same queries (their third photo on), one or two enrolled
            "second_photo": {s: {k: one_photo_enrolled(d, threshold, k, queries_from=2) for k in (1, 2)} for s, d in (("choose", choose), ("report", report))}}
     if kinds:
-        out["distorted"] = {"report": distorted_queries(report, sets["report"], people, weights, cache, runtime, threshold, kinds)}
+        out["distorted"] = {"report": distorted_queries(report, sets["report"], people, seer, cache, threshold, kinds)}
     chosen = choose_clustering(choose)
     out["clustering"] = {"choose": chosen, "report_at_chosen": clustering(report, chosen["chosen"]["max_distance"], chosen["chosen"]["method"]),
                          "report_at_default": clustering(report)}
