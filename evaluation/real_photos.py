@@ -14,7 +14,7 @@ and the service's embedder:
   strangers, never enrolled. Top-1, and what the service answers at its threshold: named
   correctly, strangers named (a face gone to glare or darkness is never named, as there).
 
-People are carved by name into train, choose and report sets (`carve`): thresholds are chosen
+People are carved by name into train, choose and report sets (`core/data/people.py`): thresholds are chosen
 on `choose`, figures reported on `report`, and nobody trained on is in either.
 
     python -m evaluation.real_photos --data DIR/lfw --pairs DIR/pairs-dev.txt [--weights W] [--report reports/real-photos.json]
@@ -23,16 +23,16 @@ on `choose`, figures reported on `report`, and nobody trained on is in either.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-from collections.abc import Sequence, Set
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from core.clusters import LINKAGE, MAX_DISTANCE, Linkage, cluster, purity_and_completeness
-from core.data.dataset import Sample, read_split
+from core.data.dataset import DEFAULT_TRAIN_PEOPLE, Sample, read_split
+from core.data.people import carve, folder_people
 from core.embedding.embedder import Embedder
 from core.faces.pipeline import DetectedFace, FacePipeline
 from core.files import atomic_write
@@ -40,34 +40,11 @@ from evaluation.metrics import tar_at_far
 from evaluation.open_set import CONFIDENCE, TARGET_STRANGER_RATE, UNDETECTED_PATHS, rate_upper_bound, threshold_for_stranger_rate
 from evaluation.photo_distortions import KINDS, distort, seed_of
 
-SETS = ("train", "choose", "report")
-SHARES = (4, 3, 3)  # tenths of the people in each set
 FAR = 1e-3
 # 1:1 pairs: each person's first photos only, so that a few people with hundreds of photos (LFW
 # has some) do not make most of the pairs.
 PAIR_PHOTOS_PER_PERSON = 10
 SPLITS_DIR = Path(__file__).resolve().parents[1] / "core" / "data" / "splits"
-
-
-def lfw_people(root: Path) -> dict[str, list[Path]]:
-    """Person → their photos, sorted, from a folder per person."""
-    people = {}
-    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
-        photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-        if photos:
-            people[folder.name] = photos
-    return people
-
-
-def carve(names: Sequence[str], exclude: Set[str] = frozenset()) -> dict[str, list[str]]:
-    """Each name (but those excluded) into one set, by a hash of the name: the same person always
-    lands in the same set, whatever else the folder holds."""
-    out: dict[str, list[str]] = {s: [] for s in SETS}
-    bounds = np.cumsum(SHARES)
-    for name in sorted(set(names) - set(exclude)):
-        tenth = int(hashlib.sha1(name.encode()).hexdigest(), 16) % 10
-        out[SETS[int(np.searchsorted(bounds, tenth, side="right"))]].append(name)
-    return out
 
 
 @dataclass(frozen=True)
@@ -294,7 +271,7 @@ def model_threshold_of(weights: str | None) -> float:
 
 def run(data: Path, pairs_file: Path | None, weights: str | None, exclude: set[str], cache: Path, runtime: str = "auto",
         identify_threshold: float | None = None, kinds: Sequence[str] = ()) -> dict:
-    people = lfw_people(data)
+    people = folder_people(data)
     sets = carve(list(people), exclude)
     seer = load_seer(weights, runtime)
     choose = embed(sets["choose"], people, seer, cache)
@@ -330,7 +307,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True, help="a folder per person (LFW's lfw/)")
     ap.add_argument("--pairs", type=Path, default=None, help="LFW's pairs file (pairs-dev.txt)")
     ap.add_argument("--weights", default=None, help="pretrained name, weights file or model folder (default: the service's)")
-    ap.add_argument("--exclude", type=Path, default=SPLITS_DIR / "facecom_train_people.txt",
+    ap.add_argument("--exclude", type=Path, default=DEFAULT_TRAIN_PEOPLE,
                     help="people never reported on (trained on): a split file")
     ap.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"])
     ap.add_argument("--threshold", type=float, default=None, help="the identification threshold (default: the model's)")

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluation.real_photos import SETS, Embedded, carve, one_photo_enrolled
+from core.data.people import SETS, carve
+from evaluation.real_photos import Embedded, one_photo_enrolled
 
 
 def unit(*values: float) -> np.ndarray:

@@ -27,6 +27,7 @@ GALLERY_DIR, QUERIES_DIR = "gallery", "queries"
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 DEFAULT_VAL_SPLIT = SPLITS_DIR / "facecom_val_identities.txt"  # choices are made on these people
 DEFAULT_TEST_SPLIT = SPLITS_DIR / "facecom_test_identities.txt"  # final figures, no choice made on them
+DEFAULT_TRAIN_PEOPLE = SPLITS_DIR / "facecom_train_people.txt"  # every identity of FACECOM's training split (most are LFW people)
 LAYOUT_HELP = (
     "expected <person>/<photo>.jpg with <person>/distortion/<photo>_<kind>.jpg (FACECOM), "
     "<person>/clean/ and <person>/distortion/ (optionally under train/ val/ test/), "
