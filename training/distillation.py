@@ -4,6 +4,9 @@ what the starting (pretrained) weights make of its *clean* source photo.
 ArcFace over 677 training people reshapes the embedding space it was handed; this term keeps
 the clean photos where the pretrained backbone put them (its clean-photo verification is what
 fine-tuning must not lose) and asks a distorted copy for its clean photo's embedding.
+
+Distillation from a teacher (training/head_refit.py) matches *similarity structure* instead:
+the cosines between every two faces of a batch, which a teacher of another width can give.
 """
 
 from __future__ import annotations
@@ -29,3 +32,11 @@ def distillation_loss(embeddings: torch.Tensor, targets: torch.Tensor) -> torch.
     if not known.any():
         return embeddings.sum() * 0.0
     return (1 - (embeddings[known] * targets[known]).sum(1)).mean()
+
+
+def similarity_structure_loss(embeddings: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between the batch's cosine matrix and the teacher's (both sets of
+    rows unit vectors; the widths may differ)."""
+    if len(embeddings) != len(targets):
+        raise ValueError(f"{len(embeddings)} embeddings against {len(targets)} teacher vectors")
+    return ((embeddings @ embeddings.T - targets @ targets.T) ** 2).mean()

@@ -45,6 +45,14 @@ def tail(net: InceptionResnetV1, x: torch.Tensor, first_trainable: str) -> torch
     return F.normalize(x, dim=1)
 
 
+def pooled(net: InceptionResnetV1, x: torch.Tensor) -> torch.Tensor:
+    """Network input → the 1792-d pooled features that the head (bottleneck + batch norm) turns
+    into the embedding: everything but the head."""
+    for name in LAYERS:
+        x = getattr(net, name)(x)
+    return net.avgpool_1a(x).flatten(1)
+
+
 def freeze_trunk(net: InceptionResnetV1, first_trainable: str) -> list[nn.Parameter]:
     """Freeze everything before the cut; return the trainable parameters."""
     frozen = {f"{name}." for name in frozen_stages(first_trainable)}

@@ -46,7 +46,9 @@ class DetectionCache:
             for line in self.path.read_text().splitlines():
                 try:
                     row = json.loads(line)
-                    self.entries[row["key"]] = DetectedFace(tuple(row["box"]), row["score"], row["path"])
+                    points = row.get("landmarks")
+                    landmarks = tuple((float(x), float(y)) for x, y in points) if points else None
+                    self.entries[row["key"]] = DetectedFace(tuple(row["box"]), row["score"], row["path"], landmarks)
                 except (ValueError, KeyError, TypeError):
                     continue  # a line cut short by an interrupted run: detect that image again
 

@@ -1,0 +1,217 @@
+"""The head refit (training/head_refit.py) and what it stands on: five-point alignment, the
+teacher, the similarity-structure loss, landmarks kept by the detection cache."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from facenet_pytorch import InceptionResnetV1
+from PIL import Image
+from torch import nn
+
+from core.data.crop_cache import DetectionCache, content_key
+from core.data.people import carve
+from core.embedding.onnx_runtime import export_onnx
+from core.embedding.standardize import standardize
+from core.faces.alignment import ARCFACE_SIZE, ARCFACE_TEMPLATE, aligned_chip, similarity_transform
+from core.faces.pipeline import DetectedFace, FacePipeline
+from core.models.backbone import build_backbone, load_backbone, load_state, resolve_weights
+from core.models.model_card import ModelCard
+from faceid.cli import main
+from training.checkpoint import load_checkpoint
+from training.distillation import similarity_structure_loss
+from training.export import export
+from training.head_refit import HEAD, Head, RefitConfig, embed_pooled, pooled_features, refit_head, run
+from training.teacher import load_teacher, teacher_embeddings
+
+
+def rotation(degrees: float) -> np.ndarray:
+    a = math.radians(degrees)
+    return np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+
+
+def test_similarity_transform_recovers_a_rotation_scale_and_shift():
+    src = np.array([[10.0, 20.0], [50.0, 22.0], [30.0, 40.0], [15.0, 60.0], [45.0, 61.0]])
+    dst = 1.7 * src @ rotation(12).T + [5.0, -3.0]
+    m = similarity_transform(src, dst)
+    assert np.allclose(m[:, :2], 1.7 * rotation(12)) and np.allclose(m[:, 2], [5.0, -3.0])
+    with pytest.raises(ValueError, match="matching"):
+        similarity_transform(src, dst[:3])
+    with pytest.raises(ValueError, match="coincide"):
+        similarity_transform(np.ones((5, 2)), dst)
+
+
+def test_an_aligned_chip_puts_each_landmark_on_the_template():
+    # Five coloured dots at landmark places in a tilted, shifted, larger face.
+    landmarks = (ARCFACE_TEMPLATE - 56) @ (2.0 * rotation(-15)).T + [150.0, 120.0]
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255)]
+    canvas = np.zeros((260, 300, 3), np.uint8)
+    for (x, y), colour in zip(landmarks, colours):
+        canvas[int(round(y)) - 3 : int(round(y)) + 4, int(round(x)) - 3 : int(round(x)) + 4] = colour
+    chip = aligned_chip(Image.fromarray(canvas), landmarks)
+    assert chip.shape == (ARCFACE_SIZE, ARCFACE_SIZE, 3) and chip.dtype == np.uint8
+    for (x, y), colour in zip(ARCFACE_TEMPLATE, colours):
+        assert tuple(chip[int(round(y)), int(round(x))]) == colour
+
+
+def test_the_structure_loss_compares_cosines_not_vectors():
+    torch.manual_seed(0)
+    z = nn.functional.normalize(torch.randn(6, 8), dim=1)
+    # A teacher of another width with the same cosines: an orthogonal map of z, padded.
+    q, _ = torch.linalg.qr(torch.randn(8, 8))
+    same = torch.cat([z @ q, torch.zeros(6, 4)], dim=1)
+    assert float(similarity_structure_loss(z, same)) < 1e-10
+    other = nn.functional.normalize(torch.randn(6, 12), dim=1)
+    assert float(similarity_structure_loss(z, other)) > 0.01
+    with pytest.raises(ValueError, match="against"):
+        similarity_structure_loss(z, other[:5])
+
+
+@pytest.fixture(scope="module")
+def small_net() -> InceptionResnetV1:
+    """Random weights, with batch-norm statistics that are not the identity (the head's matter)."""
+    torch.manual_seed(0)
+    net = InceptionResnetV1(pretrained=None, classify=False).eval()
+    net.last_bn.running_mean.uniform_(-0.5, 0.5)
+    net.last_bn.running_var.uniform_(0.5, 2.0)
+    return net
+
+
+def test_the_head_on_pooled_features_is_the_network(small_net):
+    crops = torch.randint(0, 256, (3, 3, 160, 160), dtype=torch.uint8)
+    with torch.inference_mode():
+        whole = small_net(standardize(crops))
+    parts = embed_pooled(pooled_features(small_net, crops, batch_size=2), Head.of(small_net), small_net.last_bn)
+    assert torch.allclose(parts, whole, atol=1e-5)
+
+
+def synthetic(n: int = 120, seed: int = 0) -> tuple[list[torch.Tensor], torch.Tensor, Head, nn.BatchNorm1d]:
+    """Pooled features in two views and a teacher whose cosines follow a hidden projection of them."""
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.rand(n, 64, generator=g)
+    views = [clean, clean + 0.05 * torch.randn(n, 64, generator=g)]
+    targets = nn.functional.normalize(clean @ torch.randn(64, 16, generator=g), dim=1)
+    norm = nn.BatchNorm1d(32).eval()
+    start = Head(0.1 * torch.randn(32, 64, generator=g), torch.ones(32), torch.zeros(32))
+    return views, targets, start, norm
+
+
+def structure(views: list[torch.Tensor], targets: torch.Tensor, head: Head, norm: nn.BatchNorm1d, rows: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float(similarity_structure_loss(embed_pooled(views[0][rows], head, norm), targets[rows]))
+
+
+def test_the_refit_moves_the_head_toward_the_teachers_structure():
+    views, targets, start, norm = synthetic()
+    rows = torch.arange(len(targets))
+    head, history = refit_head(views, targets, start, norm, RefitConfig(steps=200, batch_size=64, lr=3e-3, anchor=0.0))
+    assert structure(views, targets, head, norm, rows) < 0.5 * structure(views, targets, start, norm, rows)
+    assert [h["step"] for h in history] == [100, 200] and history[-1]["structure"] < history[0]["structure"]
+
+
+def test_the_anchor_holds_embeddings_near_the_starting_head():
+    views, targets, start, norm = synthetic()
+    before = embed_pooled(views[0], start, norm)
+    drift = {}
+    for anchor in (0.0, 100.0):
+        head, _ = refit_head(views, targets, start, norm, RefitConfig(steps=100, batch_size=64, lr=3e-3, anchor=anchor))
+        drift[anchor] = float((1 - (embed_pooled(views[0], head, norm) * before).sum(1)).mean())
+    assert drift[100.0] < 0.25 * drift[0.0]
+
+
+def test_photos_without_a_teacher_target_are_never_drawn():
+    views, targets, start, norm = synthetic()
+    targets[:40] = 0.0
+    for view in views:
+        view[:40] = float("nan")  # drawn even once, these would poison the head
+    head, _ = refit_head(views, targets, start, norm, RefitConfig(steps=50, batch_size=64))
+    assert all(torch.isfinite(t).all() for t in (head.weight, head.scale, head.shift))
+    targets[:] = 0.0
+    targets[0, 0] = 1.0
+    with pytest.raises(ValueError, match="1 photos with a teacher target"):
+        refit_head(views, targets, start, norm, RefitConfig(steps=1))
+
+
+class TinyTeacher(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 5, stride=4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).mean(dim=(2, 3))
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("teacher") / "tiny.onnx"
+    export_onnx(TinyTeacher(), path, torch.zeros(1, 3, ARCFACE_SIZE, ARCFACE_SIZE), ["input0"], ["embedding"], {})
+    return path
+
+
+def test_a_teacher_gives_unit_vectors_and_no_target_without_landmarks(teacher_file, tmp_path):
+    photo = tmp_path / "face.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 180, 3), dtype=np.uint8)).save(photo)
+    teacher = load_teacher(teacher_file)
+    assert teacher.name == "tiny" and len(teacher.sha256) == 64
+    points = tuple(map(tuple, ARCFACE_TEMPLATE + 30))
+    vectors = teacher_embeddings(teacher, [photo, photo], [points, None])
+    assert vectors.shape == (2, 16)
+    assert np.linalg.norm(vectors[0]) == pytest.approx(1.0, abs=1e-5) and not vectors[1].any()
+
+
+def test_a_missing_or_foreign_teacher_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.onnx"):
+        load_teacher(tmp_path / "nope.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="junk.onnx"):
+        load_teacher(junk)
+
+
+def test_the_detection_cache_keeps_landmarks(tmp_path, pipeline: FacePipeline):
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (40, 40)).save(photo)
+    face = DetectedFace((1.0, 2.0, 30.0, 35.0), 0.99, "direct", ((10.0, 12.0), (20.0, 12.0), (15.0, 18.0), (11.0, 25.0), (19.0, 25.0)))
+    DetectionCache(tmp_path, pipeline).add(content_key(photo), face)
+    assert DetectionCache(tmp_path, pipeline).entries[content_key(photo)] == face
+
+
+def train_names(count: int) -> list[str]:
+    """Names the carving puts among the people trained on."""
+    names = [f"person_{i}" for i in range(200)]
+    return carve(names)["train"][:count]
+
+
+@pytest.fixture(scope="module")
+def people_dir(tmp_path_factory: pytest.TempPathFactory, group_faces: list[Image.Image]) -> Path:
+    """A folder per person: the group photo's six people, two photos each, all among the train people."""
+    root = tmp_path_factory.mktemp("people")
+    for name, face in zip(train_names(len(group_faces)), group_faces):
+        (root / name).mkdir()
+        face.save(root / name / f"{name}_0001.jpg", quality=92)
+        face.transpose(Image.Transpose.FLIP_LEFT_RIGHT).rotate(5).save(root / name / f"{name}_0002.jpg", quality=92)
+    return root
+
+
+def test_a_refit_changes_the_head_only_and_exports_as_a_model(people_dir, teacher_file, tmp_path):
+    out = run(people_dir, "casia-webface", teacher_file, tmp_path / "refit.pt", config=RefitConfig(steps=20, copies=1), cache=tmp_path)
+    state = load_checkpoint(out)
+    base = build_backbone(load_state(*resolve_weights("casia-webface"))).state_dict()
+    changed = {k for k in base if not torch.equal(state["backbone"][k], base[k])}
+    assert changed == set(HEAD)
+    config = state["config"]
+    assert config["teacher"] == "tiny" and config["photos"] == 12 and config["photos_with_target"] >= 10 and config["steps"] == 20
+    model = export(out, tmp_path / "model")
+    card = ModelCard.read(model)
+    assert card.config["stage"] == "head" and card.n_training_identities == 6 and card.history
+    assert load_backbone(str(model)).net.last_linear.weight.shape == (512, 1792)
+
+
+def test_train_head_names_a_missing_teacher(people_dir, tmp_path):
+    with pytest.raises(SystemExit, match="nope.onnx"):
+        main(["train-head", "--data", str(people_dir), "--teacher", str(tmp_path / "nope.onnx"), "--out", str(tmp_path / "r.pt")])

@@ -1,0 +1,64 @@
+"""A teacher: a stronger face embedder whose sense of which faces look alike the served
+backbone's head is taught (training/head_refit.py).
+
+A teacher is an ONNX file kept outside the project (`../shared/teachers/`; nothing of it is
+committed, and the weights trained from it are the project's own). It takes 112-px chips
+aligned on ArcFace's five-point template from MTCNN's landmarks (core/faces/alignment.py), RGB
+scaled to [-1, 1], and gives one vector per chip. Its name and sha256 go into the model card.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from core.embedding.onnx_runtime import require_runtime
+from core.faces.alignment import aligned_chip
+from core.faces.pipeline import Landmarks
+from core.files import sha256_of
+
+
+@dataclass(frozen=True)
+class Teacher:
+    session: Any
+    input_name: str
+    name: str
+    sha256: str
+
+
+def load_teacher(path: Path) -> Teacher:
+    """The teacher's session; a FileNotFoundError or ValueError naming the file when it cannot be had."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no teacher model there (an ONNX file, e.g. ../shared/teachers/MobileFaceNet.onnx)")
+    ort = require_runtime()
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own types for a foreign or truncated file
+        raise ValueError(f"{path}: not an ONNX model onnxruntime can load ({exc})") from exc
+    return Teacher(session, session.get_inputs()[0].name, path.stem, sha256_of(path))
+
+
+def teacher_input(chip: np.ndarray) -> np.ndarray:
+    """uint8 H×W×3 RGB chip → 1×3×H×W float32 in [-1, 1]."""
+    return ((chip.astype(np.float32) / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)[None]
+
+
+def teacher_embeddings(teacher: Teacher, paths: Sequence[Path], landmarks: Sequence[Landmarks | None]) -> np.ndarray:
+    """Unit vectors, one per photo; a row of zeros where no landmarks were found (no target)."""
+    rows: list[np.ndarray] = []
+    for path, points in zip(paths, landmarks):
+        if points is None:
+            rows.append(np.zeros(0, np.float32))
+            continue
+        with Image.open(path) as img:
+            chip = aligned_chip(img, points)
+        vector = np.asarray(teacher.session.run(None, {teacher.input_name: teacher_input(chip)})[0][0], np.float32)
+        rows.append(vector / max(float(np.linalg.norm(vector)), 1e-12))
+    dim = max((len(r) for r in rows), default=0)
+    return np.stack([r if len(r) else np.zeros(dim, np.float32) for r in rows]) if rows else np.zeros((0, 0), np.float32)
