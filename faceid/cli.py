@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from core.data.dataset import DEFAULT_TEST_SPLIT, DEFAULT_VAL_SPLIT
+from core.data.dataset import DEFAULT_TEST_SPLIT, DEFAULT_TRAIN_PEOPLE, DEFAULT_VAL_SPLIT
 from core.errors import FaceIdError
 
 
@@ -110,10 +110,29 @@ def _train_box_regressor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_head(args: argparse.Namespace) -> int:
+    from core.data.dataset import read_split
+    from training.head_refit import RefitConfig, run
+
+    if not args.data.is_dir():
+        raise SystemExit(f"faceid train-head: {args.data}: no such folder (a folder per person, like LFW's lfw/)")
+    exclude = set(read_split(args.exclude)) if args.exclude else set()
+    config = RefitConfig(steps=args.steps, anchor=args.anchor, copies=args.copies, seed=args.seed)
+    try:
+        out = run(args.data, args.base, args.teacher, args.out, exclude, config)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"faceid train-head: {exc}") from exc
+    print(f"wrote {out}; export it with: faceid export --ckpt {out} --out DIR")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from training.export import export
 
-    out = export(args.ckpt, args.out, half=not args.fp32, threshold_report=args.threshold_from)
+    try:
+        out = export(args.ckpt, args.out, half=not args.fp32, threshold_report=args.threshold_from, verify_report=args.verify_from)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"faceid export: {exc}") from exc
     what = str(args.ckpt[0]) if len(args.ckpt) == 1 else f"the mean of {len(args.ckpt)} checkpoints"
     print(f"exported {what} to {out}")
     return 0
@@ -410,13 +429,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("models/box-regressor"))
     p.set_defaults(func=_train_box_regressor)
 
+    p = sub.add_parser("train-head", help="refit the backbone's head on a teacher's similarity structure (training/head_refit.py), the rest frozen")
+    p.add_argument("--data", type=Path, required=True, help="a folder per person (LFW's lfw/); its train people are used (core/data/people.py)")
+    p.add_argument("--teacher", type=Path, required=True, help="the teacher's ONNX file (e.g. ../shared/teachers/MobileFaceNet.onnx)")
+    p.add_argument("--base", default="models/facecom-ft", help="the model whose head is refitted (a model folder, weights file or pretrained name)")
+    p.add_argument("--exclude", type=Path, default=DEFAULT_TRAIN_PEOPLE, help="people never used (a split file; default: FACECOM's training people)")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--anchor", type=float, default=0.3, help="weight of staying near the starting head's embeddings")
+    p.add_argument("--copies", type=int, default=2, help="training-distorted copies of each photo beside the clean one")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("runs/head/refit.pt"), help="the checkpoint to write (for faceid export)")
+    p.set_defaults(func=_train_head)
+
     p = sub.add_parser("export", help="export a checkpoint's backbone, or the mean of several runs' (a model soup), with a model card")
     p.add_argument("--ckpt", type=Path, required=True, action="append",
                    help="a checkpoint; given again, runs from the same start whose weights are averaged")
     p.add_argument("--out", type=Path, required=True, help="folder, e.g. models/facecom-ft")
     p.add_argument("--fp32", action="store_true", help="keep float32 (default float16)")
-    p.add_argument("--threshold-from", type=Path, default=None,
-                   help="a faceid evaluate report on validation people: its open-set threshold (1%% of strangers named) becomes the default")
+    p.add_argument("--threshold-from", type=Path, action="append", default=None,
+                   help="a faceid evaluate report on validation people or a real-photo report: its threshold for 1%% of strangers named "
+                        "becomes the default (given again: the highest of them)")
+    p.add_argument("--verify-from", type=Path, default=None,
+                   help="a real-photo report (python -m evaluation.real_photos): its 1:1 threshold on the choose people becomes /verify's default")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("serve", help="start the HTTP service (settings from FACEID_* variables)")

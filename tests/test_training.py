@@ -10,7 +10,7 @@ from core.data.dataset import write_split
 from core.embedding.embedder import Embedder
 from core.models.backbone import build_backbone, load_backbone, load_state, resolve_weights
 from core.models.model_card import ModelCard
-from core.models.thresholds import PRETRAINED_THRESHOLDS, model_threshold
+from core.models.thresholds import PRETRAINED_THRESHOLDS, model_threshold, verify_threshold
 from evaluation.metrics import threshold_at
 from training.checkpoint import load_checkpoint
 from training.config import load_config
@@ -133,6 +133,19 @@ def test_export_then_load_gives_identical_embeddings(config_for, tmp_path):
     assert chosen.threshold == 0.61 and "1% of strangers" in chosen.threshold_rule
     with pytest.raises(ValueError, match="open-set"):
         export(best, tmp_path / "bad", threshold_report=tmp_path / "fp16" / "model_card.json")
+    # Or the strictest of several rules: here a real-photo report's, chosen on real strangers.
+    strangers = tmp_path / "real-strangers.json"
+    strangers.write_text(json.dumps({"threshold_for_strangers": {"rate": 0.01, "threshold": 0.64}}))
+    both = ModelCard.read(export(best, tmp_path / "both", threshold_report=[report, strangers]))
+    assert both.threshold == 0.64 and "real photos" in both.threshold_rule and "(0.610)" in both.threshold_rule
+    # /verify's threshold from a real-photo report: the one chosen on the choose people.
+    real = tmp_path / "real-photos.json"
+    real.write_text(json.dumps({"verification_1to1": {"choose": {"far_target": 1e-3, "threshold": 0.52, "tar": 0.9, "impostor_pairs": 1000},
+                                                      "report": {"tar": 0.88, "far": 0.0011}}}))
+    paired = ModelCard.read(export(best, tmp_path / "paired", verify_report=real))
+    assert paired.verify_threshold == 0.52 and "TAR 0.880" in paired.verify_rule and verify_threshold(str(tmp_path / "paired")) == 0.52
+    with pytest.raises(ValueError, match="1:1 verification"):
+        export(best, tmp_path / "bad", verify_report=report)
     assert model_threshold("casia-webface") == PRETRAINED_THRESHOLDS["casia-webface"]
 
 
