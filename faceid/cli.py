@@ -115,13 +115,10 @@ def _train_head(args: argparse.Namespace) -> int:
     from training.head_refit import RefitConfig, run
 
     if not args.data.is_dir():
-        raise SystemExit(f"faceid train-head: {args.data}: no such folder (a folder per person, like LFW's lfw/)")
+        raise FileNotFoundError(f"{args.data}: no such folder (a folder per person, like LFW's lfw/)")
     exclude = set(read_split(args.exclude)) if args.exclude else set()
     config = RefitConfig(steps=args.steps, anchor=args.anchor, copies=args.copies, seed=args.seed)
-    try:
-        out = run(args.data, args.base, args.teacher, args.out, exclude, config)
-    except (FileNotFoundError, ValueError) as exc:
-        raise SystemExit(f"faceid train-head: {exc}") from exc
+    out = run(args.data, args.base, args.teacher, args.out, exclude, config)
     print(f"wrote {out}; export it with: faceid export --ckpt {out} --out DIR")
     return 0
 
@@ -129,10 +126,7 @@ def _train_head(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from training.export import export
 
-    try:
-        out = export(args.ckpt, args.out, half=not args.fp32, threshold_report=args.threshold_from, verify_report=args.verify_from)
-    except (FileNotFoundError, ValueError) as exc:
-        raise SystemExit(f"faceid export: {exc}") from exc
+    out = export(args.ckpt, args.out, half=not args.fp32, threshold_report=args.threshold_from, verify_report=args.verify_from)
     what = str(args.ckpt[0]) if len(args.ckpt) == 1 else f"the mean of {len(args.ckpt)} checkpoints"
     print(f"exported {what} to {out}")
     return 0
