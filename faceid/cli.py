@@ -426,7 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-head", help="refit the backbone's head on a teacher's similarity structure (training/head_refit.py), the rest frozen")
     p.add_argument("--data", type=Path, required=True, help="a folder per person (LFW's lfw/); its train people are used (core/data/people.py)")
     p.add_argument("--teacher", type=Path, required=True, help="the teacher's ONNX file (e.g. ../shared/teachers/MobileFaceNet.onnx)")
-    p.add_argument("--base", default="models/facecom-ft", help="the model whose head is refitted (a model folder, weights file or pretrained name)")
+    p.add_argument("--base", required=True,
+                   help="the model whose head is refitted (a model folder, weights file or pretrained name); the shipped model is already "
+                        "refitted, so start from the stage-1 export (e.g. runs/soup)")
     p.add_argument("--exclude", type=Path, default=DEFAULT_TRAIN_PEOPLE, help="people never used (a split file; default: FACECOM's training people)")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--anchor", type=float, default=0.3, help="weight of staying near the starting head's embeddings")

@@ -213,7 +213,8 @@ def test_a_refit_changes_the_head_only_and_exports_as_a_model(people_dir, teache
 
 
 def test_train_head_names_a_missing_teacher_or_folder(people_dir, tmp_path, capsys):
-    assert main(["train-head", "--data", str(people_dir), "--teacher", str(tmp_path / "nope.onnx"), "--out", str(tmp_path / "r.pt")]) == 2
+    assert main(["train-head", "--data", str(people_dir), "--teacher", str(tmp_path / "nope.onnx"), "--base", "casia-webface",
+                 "--out", str(tmp_path / "r.pt")]) == 2
     assert "nope.onnx" in capsys.readouterr().err
-    assert main(["train-head", "--data", str(tmp_path / "gone"), "--teacher", str(tmp_path / "nope.onnx")]) == 2
+    assert main(["train-head", "--data", str(tmp_path / "gone"), "--teacher", str(tmp_path / "nope.onnx"), "--base", "casia-webface"]) == 2
     assert "gone: no such folder" in capsys.readouterr().err and not (tmp_path / "r.pt").exists()

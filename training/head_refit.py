@@ -14,7 +14,7 @@ crops (training/distortions.py). The teacher sees the clean photo, so a distorte
 for its clean photo's place. Faces are found by the service's own pipeline; a photo without
 MTCNN's landmarks has no teacher target and is left out.
 
-    faceid train-head --data ../data/lfw-dev/lfw --teacher ../shared/teachers/MobileFaceNet.onnx --out runs/head/refit.pt
+    faceid train-head --data ../data/lfw-dev/lfw --teacher ../shared/teachers/MobileFaceNet.onnx --base runs/soup --out runs/head/refit.pt
     faceid export --ckpt runs/head/refit.pt --out models/facecom-ft --threshold-from ... --verify-from ...
 """
 
