@@ -74,10 +74,7 @@ class Head:
 
 def embed_pooled(features: torch.Tensor, head: Head, norm: nn.BatchNorm1d) -> torch.Tensor:
     """Pooled features → unit embeddings: what the network's head does in eval mode."""
-    mean, var = norm.running_mean, norm.running_var
-    assert mean is not None and var is not None, "the head's batch norm keeps running statistics"
-    z = features @ head.weight.T
-    z = (z - mean) / torch.sqrt(var + norm.eps) * head.scale + head.shift
+    z = F.batch_norm(features @ head.weight.T, norm.running_mean, norm.running_var, head.scale, head.shift, training=False, eps=norm.eps)
     return F.normalize(z, dim=1)
 
 
@@ -144,12 +141,11 @@ def run(data: Path, base: str, teacher_path: Path, out: Path, exclude: Set[str] 
     paths = [p for n in names for p in people[n]]
     if not paths:
         raise ValueError(f"{data}: no train people's photos there (a folder per person)")
-    torch.manual_seed(config.seed)
     backbone = load_backbone(base)
     net = backbone.net.eval()
     crops, faces = face_crops(paths, load_pipeline(SERVICE_PIPELINE), cache, progress=True)
-    landmarks = [f.landmarks if f.path not in ("fallback", "whole-image") else None for f in faces]
-    targets = torch.from_numpy(teacher_embeddings(teacher, paths, landmarks))
+    # Only MTCNN places landmarks: a box from the regressor or the whole image gets no target.
+    targets = torch.from_numpy(teacher_embeddings(teacher, paths, [f.landmarks for f in faces]))
     views = [pooled_features(net, crops)] + [pooled_features(net, distorted_crops(crops, c)) for c in range(config.copies)]
     head, history = refit_head(views, targets, Head.of(net), net.last_bn, config)
     state = {k: v.detach().clone() for k, v in net.state_dict().items()} | head.state()

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from core.embedding.onnx_runtime import require_runtime
 from core.faces.alignment import aligned_chip
 from core.faces.pipeline import Landmarks
 from core.files import sha256_of
+from core.images import load_image
 
 
 @dataclass(frozen=True)
@@ -50,15 +50,17 @@ def teacher_input(chip: np.ndarray) -> np.ndarray:
 
 
 def teacher_embeddings(teacher: Teacher, paths: Sequence[Path], landmarks: Sequence[Landmarks | None]) -> np.ndarray:
-    """Unit vectors, one per photo; a row of zeros where no landmarks were found (no target)."""
-    rows: list[np.ndarray] = []
-    for path, points in zip(paths, landmarks):
-        if points is None:
-            rows.append(np.zeros(0, np.float32))
-            continue
-        with Image.open(path) as img:
-            chip = aligned_chip(img, points)
-        vector = np.asarray(teacher.session.run(None, {teacher.input_name: teacher_input(chip)})[0][0], np.float32)
-        rows.append(vector / max(float(np.linalg.norm(vector)), 1e-12))
-    dim = max((len(r) for r in rows), default=0)
-    return np.stack([r if len(r) else np.zeros(dim, np.float32) for r in rows]) if rows else np.zeros((0, 0), np.float32)
+    """Unit vectors, one per photo; a row of zeros where no landmarks were found (no target).
+    Photos are decoded as detection decoded them (core/images.py, EXIF-upright), so the
+    landmarks fall where they were found."""
+    vectors: dict[int, np.ndarray] = {}
+    for i, (path, points) in enumerate(zip(paths, landmarks)):
+        if points is not None:
+            chip = aligned_chip(load_image(path), points)
+            vector = np.asarray(teacher.session.run(None, {teacher.input_name: teacher_input(chip)})[0][0], np.float32)
+            vectors[i] = vector / max(float(np.linalg.norm(vector)), 1e-12)
+    dim = len(next(iter(vectors.values()))) if vectors else 0
+    out = np.zeros((len(paths), dim), np.float32)
+    for i, vector in vectors.items():
+        out[i] = vector
+    return out
