@@ -44,7 +44,6 @@ FAR = 1e-3
 # 1:1 pairs: each person's first photos only, so that a few people with hundreds of photos (LFW
 # has some) do not make most of the pairs.
 PAIR_PHOTOS_PER_PERSON = 10
-SPLITS_DIR = Path(__file__).resolve().parents[1] / "core" / "data" / "splits"
 
 
 @dataclass(frozen=True)
