@@ -123,6 +123,21 @@ def _train_head(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distill(args: argparse.Namespace) -> int:
+    from core.data.dataset import read_split
+    from core.device import resolve_device
+    from training.backbone_distill import DistillConfig, run
+
+    if not args.data.is_dir():
+        raise FileNotFoundError(f"{args.data}: no such folder (a folder per person, like LFW's lfw/)")
+    exclude = set(read_split(args.exclude)) if args.exclude else set()
+    given = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "anchor", "copies", "seed")}
+    config = DistillConfig(**{k: v for k, v in given.items() if v is not None})  # unset: training/backbone_distill.py's defaults
+    out = run(args.data, args.base, args.teacher, args.out, exclude, config, device=resolve_device(args.device), resume=args.resume)
+    print(f"wrote {out}; export it with: faceid export --ckpt {out} --out DIR")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from training.export import export
 
@@ -436,6 +451,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/head/refit.pt"), help="the checkpoint to write (for faceid export)")
     p.set_defaults(func=_train_head)
+
+    p = sub.add_parser("distill", help="train the whole backbone on a teacher's similarity structure (training/backbone_distill.py)")
+    p.add_argument("--data", type=Path, required=True, help="a folder per person (LFW's lfw/); its train people are used (core/data/people.py)")
+    p.add_argument("--teacher", type=Path, required=True, help="the teacher's ONNX file (e.g. ../shared/teachers/MobileFaceNet.onnx)")
+    p.add_argument("--base", required=True, help="the model to start from (a model folder, weights file or pretrained name)")
+    p.add_argument("--exclude", type=Path, default=DEFAULT_TRAIN_PEOPLE, help="people never used (a split file; default: FACECOM's training people)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="the body's learning rate (the head's stays the refit's)")
+    p.add_argument("--anchor", type=float, default=None, help="weight of staying near the starting model's embeddings")
+    p.add_argument("--copies", type=int, default=None, help="training-distorted copies of each photo beside the clean one")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint where it stopped")
+    p.add_argument("--out", type=Path, default=Path("runs/distill/last.pt"), help="the checkpoint to write (for faceid export)")
+    p.set_defaults(func=_distill)
 
     p = sub.add_parser("export", help="export a checkpoint's backbone, or the mean of several runs' (a model soup), with a model card")
     p.add_argument("--ckpt", type=Path, required=True, action="append",

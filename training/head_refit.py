@@ -30,17 +30,14 @@ from facenet_pytorch import InceptionResnetV1
 from torch import nn
 from torch.nn import functional as F
 
-from core.data.crop_cache import face_crops
-from core.data.people import carve, folder_people
 from core.embedding.standardize import standardize
-from core.faces.pipeline import SERVICE_PIPELINE, load_pipeline
 from core.models.backbone import load_backbone
 from core.models.model_card import ModelCard, is_model_folder
 from training.checkpoint import save_checkpoint
 from training.distillation import similarity_structure_loss
 from training.distortions import build_distortions
 from training.split_backbone import pooled
-from training.teacher import load_teacher, teacher_embeddings
+from training.teacher import load_teacher, teacher_set
 
 HEAD = ("last_linear.weight", "last_bn.weight", "last_bn.bias")
 
@@ -136,24 +133,17 @@ def run(data: Path, base: str, teacher_path: Path, out: Path, exclude: Set[str] 
         config: RefitConfig = RefitConfig(), cache: Path = Path(".cache")) -> Path:
     """Refit `base`'s head on the train people of `data`; write a checkpoint `faceid export` takes."""
     teacher = load_teacher(teacher_path)
-    people = folder_people(data)
-    names = carve(list(people), exclude)["train"]
-    paths = [p for n in names for p in people[n]]
-    if not paths:
-        raise ValueError(f"{data}: no train people's photos there (a folder per person)")
+    photos = teacher_set(data, teacher, exclude, cache)
     backbone = load_backbone(base)
     net = backbone.net.eval()
-    crops, faces = face_crops(paths, load_pipeline(SERVICE_PIPELINE), cache, progress=True)
-    # Only MTCNN places landmarks: a box from the regressor or the whole image gets no target.
-    targets = torch.from_numpy(teacher_embeddings(teacher, paths, [f.landmarks for f in faces]))
-    views = [pooled_features(net, crops)] + [pooled_features(net, distorted_crops(crops, c)) for c in range(config.copies)]
-    head, history = refit_head(views, targets, Head.of(net), net.last_bn, config)
+    views = [pooled_features(net, photos.crops)] + [pooled_features(net, distorted_crops(photos.crops, c)) for c in range(config.copies)]
+    head, history = refit_head(views, photos.targets, Head.of(net), net.last_bn, config)
     state = {k: v.detach().clone() for k, v in net.state_dict().items()} | head.state()
     base_card = ModelCard.read(Path(base)) if is_model_folder(Path(base)) else None
     run_config = {"stage": "head", "data": str(data), "base": base, "base_sha256": backbone.sha256,
                   "base_soup": base_card.soup if base_card else None, "base_config": base_card.config if base_card else None,
-                  "teacher": teacher.name, "teacher_sha256": teacher.sha256, "photos": len(paths),
-                  "photos_with_target": int((targets.abs().sum(1) > 0).sum()), **asdict(config)}
+                  "teacher": teacher.name, "teacher_sha256": teacher.sha256, "photos": len(photos.paths),
+                  "photos_with_target": int((photos.targets.abs().sum(1) > 0).sum()), **asdict(config)}
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out, backbone=state, config=run_config, label_map=names, history=history, epoch=0)
+    save_checkpoint(out, backbone=state, config=run_config, label_map=photos.names, history=history, epoch=0)
     return out

@@ -9,16 +9,19 @@ scaled to [-1, 1], and gives one vector per chip. Its name and sha256 go into th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from core.data.crop_cache import face_crops
+from core.data.people import carve, folder_people
 from core.embedding.onnx_runtime import require_runtime
 from core.faces.alignment import aligned_chip
-from core.faces.pipeline import Landmarks
+from core.faces.pipeline import SERVICE_PIPELINE, Landmarks, load_pipeline
 from core.files import sha256_of
 from core.images import load_image
 
@@ -64,3 +67,28 @@ def teacher_embeddings(teacher: Teacher, paths: Sequence[Path], landmarks: Seque
     for i, vector in vectors.items():
         out[i] = vector
     return out
+
+
+@dataclass(frozen=True)
+class TeacherSet:
+    """What distillation trains on: the train people's photos, their crops as the service cuts
+    them, and the teacher's unit vector for each (a row of zeros: no target)."""
+
+    names: list[str]
+    paths: list[Path]
+    crops: torch.Tensor  # uint8 N×3×160×160
+    targets: torch.Tensor  # N×teacher width
+
+
+def teacher_set(data: Path, teacher: Teacher, exclude: Set[str] = frozenset(), cache: Path = Path(".cache")) -> TeacherSet:
+    """The `train` people of the folder-per-person set `data` (core/data/people.py), less
+    `exclude`; faces found by the service's own pipeline. Only MTCNN places landmarks: a box
+    from the regressor or the whole image gets no target."""
+    people = folder_people(data)
+    names = carve(list(people), exclude)["train"]
+    paths = [p for n in names for p in people[n]]
+    if not paths:
+        raise ValueError(f"{data}: no train people's photos there (a folder per person)")
+    crops, faces = face_crops(paths, load_pipeline(SERVICE_PIPELINE), cache, progress=True)
+    targets = torch.from_numpy(teacher_embeddings(teacher, paths, [f.landmarks for f in faces]))
+    return TeacherSet(names, paths, crops, targets)

@@ -1,9 +1,11 @@
-"""The head refit (training/head_refit.py) and what it stands on: five-point alignment, the
-teacher, the similarity-structure loss, landmarks kept by the detection cache."""
+"""Distillation from a teacher: the head refit (training/head_refit.py), the whole backbone
+(training/backbone_distill.py), and what they stand on: five-point alignment, the teacher, the
+similarity-structure loss, landmarks kept by the detection cache."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,8 @@ from core.faces.pipeline import DetectedFace, FacePipeline
 from core.models.backbone import build_backbone, load_backbone, load_state, resolve_weights
 from core.models.model_card import ModelCard
 from faceid.cli import main
+from training import backbone_distill
+from training.backbone_distill import DistillConfig, batch_rows
 from training.checkpoint import load_checkpoint
 from training.distillation import similarity_structure_loss
 from training.export import export
@@ -218,3 +222,49 @@ def test_train_head_names_a_missing_teacher_or_folder(people_dir, tmp_path, caps
     assert "nope.onnx" in capsys.readouterr().err
     assert main(["train-head", "--data", str(tmp_path / "gone"), "--teacher", str(tmp_path / "nope.onnx"), "--base", "casia-webface"]) == 2
     assert "gone: no such folder" in capsys.readouterr().err and not (tmp_path / "r.pt").exists()
+
+
+def test_a_step_draws_its_batch_from_the_seed_and_step_alone():
+    usable = np.arange(3, 50)
+    rows, views = batch_rows(usable, 3, 8, seed=0, step=7)
+    again, views_again = batch_rows(usable, 3, 8, seed=0, step=7)
+    assert np.array_equal(rows, again) and np.array_equal(views, views_again)
+    assert len(set(rows.tolist())) == 8 and set(rows.tolist()) <= set(usable.tolist()) and set(views.tolist()) <= {0, 1, 2}
+    assert not np.array_equal(rows, batch_rows(usable, 3, 8, seed=0, step=8)[0])
+
+
+def test_bf16_only_where_the_hardware_multiplies_it(monkeypatch):
+    monkeypatch.setattr(backbone_distill, "cpu_flags", lambda: ("avx512f", "avx512_bf16"))
+    assert not backbone_distill.bf16_pays("cpu") and backbone_distill.bf16_pays("cuda")
+    monkeypatch.setattr(backbone_distill, "cpu_flags", lambda: ("avx512f", "amx_bf16", "amx_tile"))
+    assert backbone_distill.bf16_pays("cpu")
+
+
+def test_whole_backbone_distillation_trains_every_layer_keeps_batch_norm_statistics_and_resumes(
+        people_dir, teacher_file, tmp_path, monkeypatch):
+    monkeypatch.setattr(backbone_distill, "bf16_pays", lambda device: False)  # the same arithmetic on every CPU
+    config = DistillConfig(steps=2, batch_size=4, copies=1, save_every=1, lr=1e-3)
+    straight = backbone_distill.run(people_dir, "casia-webface", teacher_file, tmp_path / "a.pt", config=config, cache=tmp_path)
+    state = load_checkpoint(straight)
+    base = build_backbone(load_state(*resolve_weights("casia-webface"))).state_dict()
+    changed = {k for k in base if not torch.equal(state["backbone"][k], base[k])}
+    assert set(HEAD) <= changed and "conv2d_1a.conv.weight" in changed and "block8.conv2d.weight" in changed
+    assert not any(k.endswith(("running_mean", "running_var")) for k in changed)
+    assert state["step"] == 2 and state["config"]["stage"] == "distill" and len(state["history"]) == 1
+
+    # Stopped after one step and resumed: the same weights as the run that never stopped.
+    backbone_distill.run(people_dir, "casia-webface", teacher_file, tmp_path / "b.pt", config=replace(config, steps=1), cache=tmp_path)
+    resumed = load_checkpoint(backbone_distill.run(people_dir, "casia-webface", teacher_file, tmp_path / "b.pt", config=config,
+                                                   cache=tmp_path, resume=True))
+    assert resumed["step"] == 2
+    assert all(torch.allclose(resumed["backbone"][k], state["backbone"][k], atol=1e-6) for k in base)
+    card = ModelCard.read(export(straight, tmp_path / "model"))
+    assert card.config["stage"] == "distill" and card.config["teacher"] == "tiny" and card.n_training_identities == 6
+
+
+def test_distill_names_a_missing_teacher_or_folder(people_dir, tmp_path, capsys):
+    assert main(["distill", "--data", str(people_dir), "--teacher", str(tmp_path / "nope.onnx"), "--base", "casia-webface",
+                 "--out", str(tmp_path / "d.pt")]) == 2
+    assert "nope.onnx" in capsys.readouterr().err
+    assert main(["distill", "--data", str(tmp_path / "gone"), "--teacher", str(tmp_path / "nope.onnx"), "--base", "casia-webface"]) == 2
+    assert "gone: no such folder" in capsys.readouterr().err and not (tmp_path / "d.pt").exists()
