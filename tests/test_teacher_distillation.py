@@ -216,11 +216,12 @@ def test_a_refit_changes_the_head_only_and_exports_as_a_model(people_dir, teache
     assert load_backbone(str(model)).net.last_linear.weight.shape == (512, 1792)
 
 
-def test_train_head_names_a_missing_teacher_or_folder(people_dir, tmp_path, capsys):
-    assert main(["train-head", "--data", str(people_dir), "--teacher", str(tmp_path / "nope.onnx"), "--base", "casia-webface",
+@pytest.mark.parametrize("command", ["train-head", "distill"])
+def test_training_on_a_teacher_names_a_missing_teacher_or_folder(command, people_dir, tmp_path, capsys):
+    assert main([command, "--data", str(people_dir), "--teacher", str(tmp_path / "nope.onnx"), "--base", "casia-webface",
                  "--out", str(tmp_path / "r.pt")]) == 2
     assert "nope.onnx" in capsys.readouterr().err
-    assert main(["train-head", "--data", str(tmp_path / "gone"), "--teacher", str(tmp_path / "nope.onnx"), "--base", "casia-webface"]) == 2
+    assert main([command, "--data", str(tmp_path / "gone"), "--teacher", str(tmp_path / "nope.onnx"), "--base", "casia-webface"]) == 2
     assert "gone: no such folder" in capsys.readouterr().err and not (tmp_path / "r.pt").exists()
 
 
@@ -261,10 +262,3 @@ def test_whole_backbone_distillation_trains_every_layer_keeps_batch_norm_statist
     card = ModelCard.read(export(straight, tmp_path / "model"))
     assert card.config["stage"] == "distill" and card.config["teacher"] == "tiny" and card.n_training_identities == 6
 
-
-def test_distill_names_a_missing_teacher_or_folder(people_dir, tmp_path, capsys):
-    assert main(["distill", "--data", str(people_dir), "--teacher", str(tmp_path / "nope.onnx"), "--base", "casia-webface",
-                 "--out", str(tmp_path / "d.pt")]) == 2
-    assert "nope.onnx" in capsys.readouterr().err
-    assert main(["distill", "--data", str(tmp_path / "gone"), "--teacher", str(tmp_path / "nope.onnx"), "--base", "casia-webface"]) == 2
-    assert "gone: no such folder" in capsys.readouterr().err and not (tmp_path / "d.pt").exists()
