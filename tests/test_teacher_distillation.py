@@ -261,4 +261,3 @@ def test_whole_backbone_distillation_trains_every_layer_keeps_batch_norm_statist
     assert all(torch.allclose(resumed["backbone"][k], state["backbone"][k], atol=1e-6) for k in base)
     card = ModelCard.read(export(straight, tmp_path / "model"))
     assert card.config["stage"] == "distill" and card.config["teacher"] == "tiny" and card.n_training_identities == 6
-
