@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from facenet_pytorch import InceptionResnetV1
-from torch import nn
 from torch.nn import functional as F
 
 from core.device import cpu_flags
@@ -35,6 +34,7 @@ from core.models.model_card import ModelCard, is_model_folder
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.distillation import similarity_structure_loss
 from training.head_refit import HEAD, distorted_crops
+from training.inputs import set_train_mode
 from training.teacher import load_teacher, teacher_set
 
 log = logging.getLogger(__name__)
@@ -55,15 +55,6 @@ class DistillConfig:
 def bf16_pays(device: str) -> bool:
     """bf16 autocast where it is faster than fp32: CUDA, and CPUs with AMX."""
     return device.startswith("cuda") or "amx_bf16" in cpu_flags()
-
-
-def freeze_batch_norms(net: nn.Module) -> None:
-    """Training mode (the dropout before the head) for everything but the batch norms, whose
-    statistics stay as trained."""
-    net.train()
-    for module in net.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.eval()
 
 
 def embed(net: InceptionResnetV1, crops: torch.Tensor, device: str, bf16: bool) -> torch.Tensor:
@@ -108,7 +99,7 @@ def distill(net: InceptionResnetV1, start: InceptionResnetV1, views: list[torch.
         crops = torch.stack([views[v][r] for v, r in zip(seen.tolist(), rows.tolist())])
         with torch.no_grad():
             anchors = embed(start, crops, device, bf16)
-        freeze_batch_norms(net)
+        set_train_mode(net)
         z = embed(net, crops, device, bf16)
         structure = similarity_structure_loss(z, targets[torch.from_numpy(rows)].to(device))
         anchor = (1 - (z * anchors).sum(1)).mean()
