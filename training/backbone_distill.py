@@ -17,6 +17,7 @@ drawn from (seed, step) alone, so `--resume` continues the run as if it had not 
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Set
 from dataclasses import asdict, dataclass
@@ -30,12 +31,11 @@ from torch.nn import functional as F
 from core.device import cpu_flags
 from core.embedding.standardize import standardize
 from core.models.backbone import load_backbone
-from core.models.model_card import ModelCard, is_model_folder
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.distillation import similarity_structure_loss
 from training.head_refit import HEAD, distorted_crops
 from training.inputs import set_train_mode
-from training.teacher import load_teacher, teacher_set
+from training.teacher import load_teacher, run_record, teacher_set
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +130,9 @@ def run(data: Path, base: str, teacher_path: Path, out: Path, exclude: Set[str] 
     photos = teacher_set(data, teacher, exclude, cache)
     backbone = load_backbone(base)
     start = backbone.net.to(device).to(memory_format=torch.channels_last).eval()
-    net = load_backbone(base).net.to(device).to(memory_format=torch.channels_last)
+    net = copy.deepcopy(start)
     views = [photos.crops] + [distorted_crops(photos.crops, c) for c in range(config.copies)]
-    base_card = ModelCard.read(Path(base)) if is_model_folder(Path(base)) else None
-    run_config = {"stage": "distill", "data": str(data), "base": base, "base_sha256": backbone.sha256,
-                  "base_soup": base_card.soup if base_card else None, "base_config": base_card.config if base_card else None,
-                  "teacher": teacher.name, "teacher_sha256": teacher.sha256, "photos": len(photos.paths),
-                  "photos_with_target": int((photos.targets.abs().sum(1) > 0).sum()), "bf16": bf16_pays(device), **asdict(config)}
+    run_config = {**run_record("distill", data, base, backbone.sha256, teacher, photos), "bf16": bf16_pays(device), **asdict(config)}
     out.parent.mkdir(parents=True, exist_ok=True)
     distill(net, start, views, photos.targets, config, device, out, run_config, photos.names, resume)
     return out

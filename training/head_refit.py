@@ -32,12 +32,11 @@ from torch.nn import functional as F
 
 from core.embedding.standardize import standardize
 from core.models.backbone import load_backbone
-from core.models.model_card import ModelCard, is_model_folder
 from training.checkpoint import save_checkpoint
 from training.distillation import similarity_structure_loss
 from training.distortions import build_distortions
 from training.split_backbone import pooled
-from training.teacher import load_teacher, teacher_set
+from training.teacher import load_teacher, run_record, teacher_set
 
 HEAD = ("last_linear.weight", "last_bn.weight", "last_bn.bias")
 
@@ -139,11 +138,7 @@ def run(data: Path, base: str, teacher_path: Path, out: Path, exclude: Set[str] 
     views = [pooled_features(net, photos.crops)] + [pooled_features(net, distorted_crops(photos.crops, c)) for c in range(config.copies)]
     head, history = refit_head(views, photos.targets, Head.of(net), net.last_bn, config)
     state = {k: v.detach().clone() for k, v in net.state_dict().items()} | head.state()
-    base_card = ModelCard.read(Path(base)) if is_model_folder(Path(base)) else None
-    run_config = {"stage": "head", "data": str(data), "base": base, "base_sha256": backbone.sha256,
-                  "base_soup": base_card.soup if base_card else None, "base_config": base_card.config if base_card else None,
-                  "teacher": teacher.name, "teacher_sha256": teacher.sha256, "photos": len(photos.paths),
-                  "photos_with_target": int((photos.targets.abs().sum(1) > 0).sum()), **asdict(config)}
+    run_config = {**run_record("head", data, base, backbone.sha256, teacher, photos), **asdict(config)}
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, backbone=state, config=run_config, label_map=photos.names, history=history, epoch=0)
     return out

@@ -24,6 +24,7 @@ from core.faces.alignment import aligned_chip
 from core.faces.pipeline import SERVICE_PIPELINE, Landmarks, load_pipeline
 from core.files import sha256_of
 from core.images import load_image
+from core.models.model_card import ModelCard, is_model_folder
 
 
 @dataclass(frozen=True)
@@ -92,3 +93,13 @@ def teacher_set(data: Path, teacher: Teacher, exclude: Set[str] = frozenset(), c
     crops, faces = face_crops(paths, load_pipeline(SERVICE_PIPELINE), cache, progress=True)
     targets = torch.from_numpy(teacher_embeddings(teacher, paths, [f.landmarks for f in faces]))
     return TeacherSet(names, paths, crops, targets)
+
+
+def run_record(stage: str, data: Path, base: str, base_sha256: str, teacher: Teacher, photos: TeacherSet) -> dict[str, Any]:
+    """What a model trained on a teacher keeps of its making in the card's `config` (its
+    settings go beside): the start, the teacher, the photos."""
+    card = ModelCard.read(Path(base)) if is_model_folder(Path(base)) else None
+    return {"stage": stage, "data": str(data), "base": base, "base_sha256": base_sha256,
+            "base_soup": card.soup if card else None, "base_config": card.config if card else None,
+            "teacher": teacher.name, "teacher_sha256": teacher.sha256, "photos": len(photos.paths),
+            "photos_with_target": int((photos.targets.abs().sum(1) > 0).sum())}
