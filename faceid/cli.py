@@ -110,13 +110,19 @@ def _train_box_regressor(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_head(args: argparse.Namespace) -> int:
+def _teacher_people(args: argparse.Namespace) -> set[str]:
+    """The people `train-head` and `distill` leave out; their --data folder must exist."""
     from core.data.dataset import read_split
-    from training.head_refit import RefitConfig, run
 
     if not args.data.is_dir():
         raise FileNotFoundError(f"{args.data}: no such folder (a folder per person, like LFW's lfw/)")
-    exclude = set(read_split(args.exclude)) if args.exclude else set()
+    return set(read_split(args.exclude)) if args.exclude else set()
+
+
+def _train_head(args: argparse.Namespace) -> int:
+    from training.head_refit import RefitConfig, run
+
+    exclude = _teacher_people(args)
     config = RefitConfig(steps=args.steps, anchor=args.anchor, copies=args.copies, seed=args.seed)
     out = run(args.data, args.base, args.teacher, args.out, exclude, config)
     print(f"wrote {out}; export it with: faceid export --ckpt {out} --out DIR")
@@ -124,13 +130,10 @@ def _train_head(args: argparse.Namespace) -> int:
 
 
 def _distill(args: argparse.Namespace) -> int:
-    from core.data.dataset import read_split
     from core.device import resolve_device
     from training.backbone_distill import DistillConfig, run
 
-    if not args.data.is_dir():
-        raise FileNotFoundError(f"{args.data}: no such folder (a folder per person, like LFW's lfw/)")
-    exclude = set(read_split(args.exclude)) if args.exclude else set()
+    exclude = _teacher_people(args)
     given = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "anchor", "copies", "seed")}
     config = DistillConfig(**{k: v for k, v in given.items() if v is not None})  # unset: training/backbone_distill.py's defaults
     out = run(args.data, args.base, args.teacher, args.out, exclude, config, device=resolve_device(args.device), resume=args.resume)
