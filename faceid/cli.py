@@ -114,8 +114,9 @@ def _teacher_people(args: argparse.Namespace) -> set[str]:
     """The people `train-head` and `distill` leave out; their --data folder must exist."""
     from core.data.dataset import read_split
 
-    if not args.data.is_dir():
-        raise FileNotFoundError(f"{args.data}: no such folder (a folder per person, like LFW's lfw/)")
+    for folder in [args.data, *args.also]:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no such folder (a folder per person, like LFW's lfw/)")
     return set(read_split(args.exclude)) if args.exclude else set()
 
 
@@ -124,7 +125,7 @@ def _train_head(args: argparse.Namespace) -> int:
 
     exclude = _teacher_people(args)
     config = RefitConfig(steps=args.steps, anchor=args.anchor, copies=args.copies, seed=args.seed)
-    out = run(args.data, args.base, args.teacher, args.out, exclude, config)
+    out = run(args.data, args.base, args.teacher, args.out, exclude, config, also=args.also)
     print(f"wrote {out}; export it with: faceid export --ckpt {out} --out DIR")
     return 0
 
@@ -136,7 +137,7 @@ def _distill(args: argparse.Namespace) -> int:
     exclude = _teacher_people(args)
     given = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "anchor", "copies", "seed")}
     config = DistillConfig(**{k: v for k, v in given.items() if v is not None})  # unset: training/backbone_distill.py's defaults
-    out = run(args.data, args.base, args.teacher, args.out, exclude, config, device=resolve_device(args.device), resume=args.resume)
+    out = run(args.data, args.base, args.teacher, args.out, exclude, config, device=resolve_device(args.device), resume=args.resume, also=args.also)
     print(f"wrote {out}; export it with: faceid export --ckpt {out} --out DIR")
     return 0
 
@@ -381,6 +382,16 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if answer.same else 1
 
 
+def _teacher_arguments(p: argparse.ArgumentParser) -> None:
+    """What `train-head` and `distill` learn from: the photos and the teacher."""
+    p.add_argument("--data", type=Path, required=True, help="a folder per person (LFW's lfw/); its train people are used (core/data/people.py)")
+    p.add_argument("--teacher", type=Path, required=True, help="the teacher's ONNX file (e.g. ../shared/teachers/MobileFaceNet.onnx)")
+    p.add_argument("--also", type=Path, action="append", default=[],
+                   help="another folder per person to learn from, every person of it (repeatable; e.g. CelebA laid out by identity); "
+                        "people the teacher finds alike to --data's chosen or reported people are left out")
+    p.add_argument("--exclude", type=Path, default=DEFAULT_TRAIN_PEOPLE, help="people never used (a split file; default: FACECOM's training people)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="faceid", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
@@ -442,12 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train_box_regressor)
 
     p = sub.add_parser("train-head", help="refit the backbone's head on a teacher's similarity structure (training/head_refit.py), the rest frozen")
-    p.add_argument("--data", type=Path, required=True, help="a folder per person (LFW's lfw/); its train people are used (core/data/people.py)")
-    p.add_argument("--teacher", type=Path, required=True, help="the teacher's ONNX file (e.g. ../shared/teachers/MobileFaceNet.onnx)")
+    _teacher_arguments(p)
     p.add_argument("--base", required=True,
                    help="the model whose head is refitted (a model folder, weights file or pretrained name); the shipped model is already "
                         "refitted, so start from the stage-1 export (e.g. runs/soup)")
-    p.add_argument("--exclude", type=Path, default=DEFAULT_TRAIN_PEOPLE, help="people never used (a split file; default: FACECOM's training people)")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--anchor", type=float, default=0.3, help="weight of staying near the starting head's embeddings")
     p.add_argument("--copies", type=int, default=2, help="training-distorted copies of each photo beside the clean one")
@@ -456,10 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train_head)
 
     p = sub.add_parser("distill", help="train the whole backbone on a teacher's similarity structure (training/backbone_distill.py)")
-    p.add_argument("--data", type=Path, required=True, help="a folder per person (LFW's lfw/); its train people are used (core/data/people.py)")
-    p.add_argument("--teacher", type=Path, required=True, help="the teacher's ONNX file (e.g. ../shared/teachers/MobileFaceNet.onnx)")
+    _teacher_arguments(p)
     p.add_argument("--base", required=True, help="the model to start from (a model folder, weights file or pretrained name)")
-    p.add_argument("--exclude", type=Path, default=DEFAULT_TRAIN_PEOPLE, help="people never used (a split file; default: FACECOM's training people)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="the body's learning rate (the head's stays the refit's)")

@@ -5,6 +5,7 @@ similarity-structure loss, landmarks kept by the detection cache."""
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,13 +25,13 @@ from core.faces.pipeline import DetectedFace, FacePipeline
 from core.models.backbone import build_backbone, load_backbone, load_state, resolve_weights
 from core.models.model_card import ModelCard
 from faceid.cli import main
-from training import backbone_distill
+from training import backbone_distill, teacher
 from training.backbone_distill import DistillConfig, batch_rows
 from training.checkpoint import load_checkpoint
 from training.distillation import similarity_structure_loss
 from training.export import export
 from training.head_refit import HEAD, Head, RefitConfig, embed_pooled, pooled_features, refit_head, run
-from training.teacher import load_teacher, teacher_embeddings
+from training.teacher import load_teacher, lookalikes, teacher_embeddings
 
 
 def rotation(degrees: float) -> np.ndarray:
@@ -185,21 +186,51 @@ def test_the_detection_cache_keeps_landmarks(tmp_path, pipeline: FacePipeline):
     assert DetectionCache(tmp_path, pipeline).entries[content_key(photo)] == face
 
 
-def train_names(count: int) -> list[str]:
-    """Names the carving puts among the people trained on."""
+def carved_names(count: int, into: str = "train") -> list[str]:
+    """Names the carving puts into the set `into` (the people trained on, chosen or reported on)."""
     names = [f"person_{i}" for i in range(200)]
-    return carve(names)["train"][:count]
+    return carve(names)[into][:count]
 
 
 @pytest.fixture(scope="module")
 def people_dir(tmp_path_factory: pytest.TempPathFactory, group_faces: list[Image.Image]) -> Path:
     """A folder per person: the group photo's six people, two photos each, all among the train people."""
     root = tmp_path_factory.mktemp("people")
-    for name, face in zip(train_names(len(group_faces)), group_faces):
+    for name, face in zip(carved_names(len(group_faces)), group_faces):
         (root / name).mkdir()
         face.save(root / name / f"{name}_0001.jpg", quality=92)
         face.transpose(Image.Transpose.FLIP_LEFT_RIGHT).rotate(5).save(root / name / f"{name}_0002.jpg", quality=92)
     return root
+
+
+def test_lookalikes_are_the_extra_people_whose_photos_are_on_average_near_a_held_persons():
+    held = {"held": np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), "none": np.zeros((0, 3))}
+    # mean cosine to the held person's photos: ½·(0.8 + 0.6) = 0.7; ½·(0.5 + 0) = 0.25
+    near, far = np.array([[0.8, 0.6, 0.0]]), np.array([[0.5, 0.0, np.sqrt(0.75)]])
+    assert teacher.LOOKALIKE < 0.7 and teacher.LOOKALIKE > 0.25
+    assert lookalikes({"near": near, "far": far, "none": np.zeros((0, 3))}, held) == {"near"}
+    assert lookalikes({"near": near}, {}) == set()
+
+
+def test_extra_folders_add_their_people_but_not_a_copy_of_someone_reported_on(people_dir, teacher_file, group_faces, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    shutil.copytree(people_dir, data)
+    held = carved_names(1, into="report")[0]
+    (data / held).mkdir()
+    group_faces[0].save(data / held / "held.jpg", quality=92)
+    extra = tmp_path / "extra"
+    for name, face in [("copycat", group_faces[0]), ("other", group_faces[1])]:
+        (extra / name).mkdir(parents=True)
+        face.save(extra / name / "a.jpg", quality=92)
+    # The tiny teacher finds every face alike; only a copy of the held photo counts as one here.
+    monkeypatch.setattr(teacher, "LOOKALIKE", 0.9999)
+    photos = teacher.teacher_set(data, load_teacher(teacher_file), cache=tmp_path, also=[extra])
+    assert photos.lookalikes == ["extra/copycat"]
+    assert photos.names[-1] == "extra/other" and held not in photos.names and "extra/copycat" not in photos.names
+    assert photos.paths[-1] == extra / "other" / "a.jpg" and len(photos.paths) == len(photos.crops) == len(photos.targets) == 13
+    with pytest.raises(ValueError, match="empty"):
+        (tmp_path / "empty").mkdir()
+        teacher.teacher_set(data, load_teacher(teacher_file), cache=tmp_path, also=[tmp_path / "empty"])
 
 
 def test_a_refit_changes_the_head_only_and_exports_as_a_model(people_dir, teacher_file, tmp_path):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Set
+from collections.abc import Sequence, Set
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -123,16 +123,17 @@ def distill(net: InceptionResnetV1, start: InceptionResnetV1, views: list[torch.
 
 def run(data: Path, base: str, teacher_path: Path, out: Path, exclude: Set[str] = frozenset(),
         config: DistillConfig = DistillConfig(), cache: Path = Path(".cache"), device: str = "cpu",
-        resume: bool = False) -> Path:
-    """Distil the teacher into all of `base` on the train people of `data`; the checkpoint at
+        resume: bool = False, also: Sequence[Path] = ()) -> Path:
+    """Distil the teacher into all of `base` on the train people of `data` and the people of
+    `also` (training/teacher.py); the checkpoint at
     `out` is what `faceid export` takes."""
     teacher = load_teacher(teacher_path)
-    photos = teacher_set(data, teacher, exclude, cache)
+    photos = teacher_set(data, teacher, exclude, cache, also)
     backbone = load_backbone(base)
     start = backbone.net.to(device).to(memory_format=torch.channels_last).eval()
     net = copy.deepcopy(start)
     views = [photos.crops] + [distorted_crops(photos.crops, c) for c in range(config.copies)]
-    run_config = {**run_record("distill", data, base, backbone.sha256, teacher, photos), "bf16": bf16_pays(device), **asdict(config)}
+    run_config = {**run_record("distill", data, base, backbone.sha256, teacher, photos, also), "bf16": bf16_pays(device), **asdict(config)}
     out.parent.mkdir(parents=True, exist_ok=True)
     distill(net, start, views, photos.targets, config, device, out, run_config, photos.names, resume)
     return out

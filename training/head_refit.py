@@ -129,16 +129,17 @@ def refit_head(views: Sequence[torch.Tensor], targets: torch.Tensor, start: Head
 
 
 def run(data: Path, base: str, teacher_path: Path, out: Path, exclude: Set[str] = frozenset(),
-        config: RefitConfig = RefitConfig(), cache: Path = Path(".cache")) -> Path:
-    """Refit `base`'s head on the train people of `data`; write a checkpoint `faceid export` takes."""
+        config: RefitConfig = RefitConfig(), cache: Path = Path(".cache"), also: Sequence[Path] = ()) -> Path:
+    """Refit `base`'s head on the train people of `data` and the people of `also`
+    (training/teacher.py); write a checkpoint `faceid export` takes."""
     teacher = load_teacher(teacher_path)
-    photos = teacher_set(data, teacher, exclude, cache)
+    photos = teacher_set(data, teacher, exclude, cache, also)
     backbone = load_backbone(base)
     net = backbone.net.eval()
     views = [pooled_features(net, photos.crops)] + [pooled_features(net, distorted_crops(photos.crops, c)) for c in range(config.copies)]
     head, history = refit_head(views, photos.targets, Head.of(net), net.last_bn, config)
     state = {k: v.detach().clone() for k, v in net.state_dict().items()} | head.state()
-    run_config = {**run_record("head", data, base, backbone.sha256, teacher, photos), **asdict(config)}
+    run_config = {**run_record("head", data, base, backbone.sha256, teacher, photos, also), **asdict(config)}
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, backbone=state, config=run_config, label_map=photos.names, history=history, epoch=0)
     return out
