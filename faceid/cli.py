@@ -135,7 +135,7 @@ def _distill(args: argparse.Namespace) -> int:
     from training.backbone_distill import DistillConfig, run
 
     exclude = _teacher_people(args)
-    given = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "anchor", "copies", "seed")}
+    given = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "anchor", "copies", "per_person", "seed")}
     config = DistillConfig(**{k: v for k, v in given.items() if v is not None})  # unset: training/backbone_distill.py's defaults
     out = run(args.data, args.base, args.teacher, args.out, exclude, config, device=resolve_device(args.device), resume=args.resume, also=args.also)
     print(f"wrote {out}; export it with: faceid export --ckpt {out} --out DIR")
@@ -472,6 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="the body's learning rate (the head's stays the refit's)")
     p.add_argument("--anchor", type=float, default=None, help="weight of staying near the starting model's embeddings")
     p.add_argument("--copies", type=int, default=None, help="training-distorted copies of each photo beside the clean one")
+    p.add_argument("--per-person", type=int, default=None,
+                   help="faces each person drawn brings to a batch: different photos, or one photo seen two ways (1: photos at random)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint where it stopped")

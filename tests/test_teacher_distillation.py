@@ -256,13 +256,31 @@ def test_training_on_a_teacher_names_a_missing_teacher_or_folder(command, people
     assert "gone: no such folder" in capsys.readouterr().err and not (tmp_path / "r.pt").exists()
 
 
-def test_a_step_draws_its_batch_from_the_seed_and_step_alone():
-    usable = np.arange(3, 50)
-    rows, views = batch_rows(usable, 3, 8, seed=0, step=7)
-    again, views_again = batch_rows(usable, 3, 8, seed=0, step=7)
+@pytest.mark.parametrize("per_person", [1, 2])
+def test_a_step_draws_its_batch_from_the_seed_and_step_alone(per_person):
+    usable = np.arange(4, 50)
+    owner = np.arange(50) // 2  # two photos a person
+    rows, views = batch_rows(usable, owner, 3, 8, seed=0, step=7, per_person=per_person)
+    again, views_again = batch_rows(usable, owner, 3, 8, seed=0, step=7, per_person=per_person)
     assert np.array_equal(rows, again) and np.array_equal(views, views_again)
     assert len(set(rows.tolist())) == 8 and set(rows.tolist()) <= set(usable.tolist()) and set(views.tolist()) <= {0, 1, 2}
-    assert not np.array_equal(rows, batch_rows(usable, 3, 8, seed=0, step=8)[0])
+    assert not np.array_equal(rows, batch_rows(usable, owner, 3, 8, seed=0, step=8, per_person=per_person)[0])
+
+
+def test_a_batch_drawn_by_person_holds_each_persons_faces_in_pairs_and_in_different_views():
+    owner = np.array([0, 0, 0, 1, 2, 2, 3, 4, 4, 4, 4, 5])
+    usable = np.arange(11)  # person 5's photo has no target
+    for step in range(20):
+        rows, views = batch_rows(usable, owner, 5, 8, seed=1, step=step, per_person=2)
+        assert len(rows) == 8 and set(rows.tolist()) <= set(usable.tolist())
+        pairs = rows.reshape(4, 2)
+        assert all(owner[a] == owner[b] for a, b in pairs)
+        assert len({owner[a] for a, _ in pairs}) == 4
+        for (a, b), (va, vb) in zip(pairs, views.reshape(4, 2)):
+            assert va != vb
+            assert (a == b) == (owner[a] in (1, 3))  # one photo only: the same photo seen two ways
+    with pytest.raises(ValueError, match="views"):
+        batch_rows(usable, owner, 2, 8, seed=0, step=0, per_person=3)
 
 
 def test_bf16_only_where_the_hardware_multiplies_it(monkeypatch):

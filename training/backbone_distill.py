@@ -48,6 +48,7 @@ class DistillConfig:
     head_lr: float = 3e-4  # the bottleneck and its batch norm, as the head refit
     anchor: float = 0.3  # weight of (1 − cos) to the starting model's embedding of the same crop
     copies: int = 4  # training-distorted copies of each crop, beside the clean one
+    per_person: int = 1  # faces each person drawn brings to a batch; 1: photos drawn at random
     seed: int = 0
     save_every: int = 250
 
@@ -64,18 +65,31 @@ def embed(net: InceptionResnetV1, crops: torch.Tensor, device: str, bf16: bool) 
         return F.normalize(net(x).float(), dim=1)
 
 
-def batch_rows(usable: np.ndarray, views: int, size: int, seed: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+def batch_rows(usable: np.ndarray, owner: np.ndarray, views: int, size: int, seed: int, step: int,
+               per_person: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """The step's photos and the view each is seen in, from (seed, step) alone: a resumed run
-    draws what the uninterrupted run would have."""
+    draws what the uninterrupted run would have. With `per_person` > 1 the batch is drawn by
+    person (`owner`: a person's number for each photo): each brings `per_person` faces, as many
+    different photos as they have, each in a different view, so that the batch holds the pairs
+    the teacher finds alike (a random draw of photos holds almost none)."""
     rng = np.random.default_rng([seed, step])
-    return rng.choice(usable, size, replace=False), rng.integers(views, size=size)
+    if per_person <= 1:
+        return rng.choice(usable, size, replace=False), rng.integers(views, size=size)
+    if per_person > views:
+        raise ValueError(f"{per_person} faces a person need as many views of a photo; there are {views}")
+    order = usable[np.argsort(owner[usable], kind="stable")]
+    groups = np.split(order, np.flatnonzero(np.diff(owner[order])) + 1)
+    people = rng.choice(len(groups), min(size // per_person, len(groups)), replace=False)
+    rows = [np.resize(rng.permutation(groups[p]), per_person) for p in people]
+    seen = [rng.choice(views, per_person, replace=False) for _ in people]
+    return np.concatenate(rows), np.concatenate(seen)
 
 
 def distill(net: InceptionResnetV1, start: InceptionResnetV1, views: list[torch.Tensor], targets: torch.Tensor,
-            config: DistillConfig, device: str, out: Path, run_config: dict, names: list[str], resume: bool = False) -> list[dict]:
+            owner: np.ndarray, config: DistillConfig, device: str, out: Path, run_config: dict, names: list[str], resume: bool = False) -> list[dict]:
     """Train `net` (a copy of `start`) on `views` (uint8 crops of the same photos: clean, then
-    copies) toward `targets` (the teacher's unit vectors; rows of zeros are never drawn),
-    checkpointing to `out`. Returns the loss every 50 steps."""
+    copies) toward `targets` (the teacher's unit vectors; rows of zeros are never drawn), `owner`
+    the person of each photo, checkpointing to `out`. Returns the loss every 50 steps."""
     usable = np.flatnonzero(targets.abs().sum(1).numpy() > 0)
     if len(usable) < 2:
         raise ValueError(f"{len(usable)} photos with a teacher target; distillation needs at least two")
@@ -94,7 +108,7 @@ def distill(net: InceptionResnetV1, start: InceptionResnetV1, views: list[torch.
     start.eval()
     running: list[tuple[float, float]] = []
     for step in range(first, config.steps):
-        rows, seen = batch_rows(usable, len(views), size, config.seed, step)
+        rows, seen = batch_rows(usable, owner, len(views), size, config.seed, step, config.per_person)
         torch.manual_seed(config.seed * 1_000_003 + step)  # the dropout's mask too comes from (seed, step)
         crops = torch.stack([views[v][r] for v, r in zip(seen.tolist(), rows.tolist())])
         with torch.no_grad():
@@ -135,5 +149,6 @@ def run(data: Path, base: str, teacher_path: Path, out: Path, exclude: Set[str] 
     views = [photos.crops] + [distorted_crops(photos.crops, c) for c in range(config.copies)]
     run_config = {**run_record("distill", data, base, backbone.sha256, teacher, photos, also), "bf16": bf16_pays(device), **asdict(config)}
     out.parent.mkdir(parents=True, exist_ok=True)
-    distill(net, start, views, photos.targets, config, device, out, run_config, photos.names, resume)
+    owner = np.unique([str(p.parent) for p in photos.paths], return_inverse=True)[1]  # a folder per person
+    distill(net, start, views, photos.targets, owner, config, device, out, run_config, photos.names, resume)
     return out
