@@ -267,6 +267,12 @@ def test_a_step_draws_its_batch_from_the_seed_and_step_alone(per_person):
     assert not np.array_equal(rows, batch_rows(usable, owner, 3, 8, seed=0, step=8, per_person=per_person)[0])
 
 
+def test_distill_refuses_more_faces_a_person_than_views_of_a_photo(people_dir, tmp_path, capsys):
+    assert main(["distill", "--data", str(people_dir), "--teacher", str(tmp_path / "nope.onnx"), "--base", "casia-webface",
+                 "--copies", "1", "--per-person", "3", "--out", str(tmp_path / "r.pt")]) == 2
+    assert "--per-person 3" in capsys.readouterr().err and not (tmp_path / "r.pt").exists()
+
+
 def test_a_batch_drawn_by_person_holds_each_persons_faces_in_pairs_and_in_different_views():
     owner = np.array([0, 0, 0, 1, 2, 2, 3, 4, 4, 4, 4, 5])
     usable = np.arange(11)  # person 5's photo has no target

@@ -141,6 +141,8 @@ def run(data: Path, base: str, teacher_path: Path, out: Path, exclude: Set[str] 
     """Distil the teacher into all of `base` on the train people of `data` and the people of
     `also` (training/teacher.py); the checkpoint at
     `out` is what `faceid export` takes."""
+    if config.per_person > config.copies + 1:
+        raise ValueError(f"--per-person {config.per_person}: a photo has {config.copies + 1} views (clean and {config.copies} copies)")
     teacher = load_teacher(teacher_path)
     photos = teacher_set(data, teacher, exclude, cache, also)
     backbone = load_backbone(base)
