@@ -5,13 +5,14 @@ The arithmetic is MTCNN's as facenet-pytorch runs it (the pyramid, box generatio
 regression, squaring, the thresholds, the three NMS passes and torch's area resampling), so
 the boxes are the ones the shipped model was trained and evaluated on (tests/test_mtcnn.py).
 What changes is the cost:
-- every resampling, the pyramid's levels and the RNet/ONet crops alike, goes through
-  `AreaSampler`: torch's pooling on the CPU, a summed-area table on a GPU;
+- every resampling, the pyramid's levels and the RNet/ONet crops alike, is read off one
+  summed-area table of the batch (`AreaSampler`), a gather per stage;
 - each stage handles the whole batch at once (candidates carry their image's index, NMS
   is torchvision's batched one), so a GPU gets few large launches instead of a Python loop
   per image, and the CPU does the glue in a few vector operations.
 On 2 cores this takes about two thirds of facenet-pytorch's own driver's time (docs/design.md);
-ONNX Runtime ran the three small nets no faster than torch, so they stay in torch.
+In place, ONNX Runtime ran RNet and ONet no faster than torch and PNet a millisecond a photo
+faster (docs/benchmarks.md), so the nets stay in torch.
 Resampling with Pillow instead would be cheaper still on the CPU, but moved boxes by ~2% of
 their width and cost the shipped model 0.6 points of top-1 on the validation people.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -111,49 +113,61 @@ class AreaSampler:
     """Area resampling (torch's `interpolate(mode="area")`, i.e. adaptive average pooling) of
     rectangles of a batch of images: the pyramid's levels and the RNet/ONet crops.
 
-    On the CPU that is torch's own pooling, a call per rectangle. On a GPU a call per crop
-    would be thousands of tiny launches per batch, so the averages are read off a
-    summed-area table instead: four lookups per output pixel, every rectangle of a stage in
-    one gather. Pixel sums are integers, so both give torch's averages (tests/test_mtcnn.py).
+    Every average is read off a summed-area table of the batch, four lookups per output pixel
+    and every rectangle of a stage in one gather, then divided as torch's pooling divides (by
+    the window's height, then its width). Pixel sums are integers, so the averages are torch's
+    to the bit (tests/test_mtcnn.py). On a GPU the table is torch's, so a stage is one launch
+    instead of one per crop. On the CPU it is numpy's: there torch's pooling, a call per crop,
+    was a fifth of MTCNN's time, and torch's gathers cost three times numpy's.
     """
 
-    def __init__(self, pixels: torch.Tensor, vectorised: bool | None = None) -> None:  # N×3×H×W uint8
-        self.vectorised = pixels.device.type != "cpu" if vectorised is None else vectorised
-        if not self.vectorised:
-            self.pixels = pixels.float()
-        else:  # the table replaces the pixels: no float copy of the batch on the device
-            n, _, h, w = pixels.shape
+    def __init__(self, pixels: torch.Tensor, in_torch: bool | None = None) -> None:  # N×H×W×3 uint8
+        self.in_torch = pixels.device.type != "cpu" if in_torch is None else in_torch  # None: torch on a GPU
+        n, h, w, _ = pixels.shape
+        self.height, self.width = h + 1, w + 1  # the table's: a zero first row and column
+        if self.in_torch:
             dtype = torch.int32 if 255 * h * w < 2**31 else torch.int64
-            table = nn.functional.pad(pixels.to(dtype).cumsum(2).cumsum(3), (1, 0, 1, 0))  # zero first row, column
-            self.rows = table.reshape(n * 3 * (h + 1), w + 1)  # one row of the table per (image, channel, y)
-            self.height = h
+            table = nn.functional.pad(pixels.to(dtype).cumsum(1).cumsum(2), (0, 0, 1, 0, 1, 0))
+            self.cells: Any = table.view(-1, 3)  # one row per (image, y, x): torch or numpy, as in_torch
+        else:
+            sums = np.zeros((n, h + 1, w + 1, 3), dtype=np.int32 if 255 * h * w < 2**31 else np.int64)
+            np.cumsum(pixels.numpy(), axis=1, dtype=sums.dtype, out=sums[:, 1:, 1:])
+            np.cumsum(sums[:, 1:, 1:], axis=2, out=sums[:, 1:, 1:])
+            self.cells = sums.reshape(-1, 3)
 
     def __call__(self, image: torch.Tensor, regions: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
         """K rectangles (x1, y1, x2, y2, integer, end-exclusive) of images `image` (K) →
-        K×3×out_h×out_w float32."""
-        if self.vectorised:
-            return self._from_table(image, regions, out_h, out_w)
-        return torch.cat([nn.functional.adaptive_avg_pool2d(self.pixels[i : i + 1, :, y1:y2, x1:x2], (out_h, out_w))
-                          for i, (x1, y1, x2, y2) in zip(image.tolist(), regions.tolist())])
+        K×3×out_h×out_w float32 (a channels-last view)."""
+        if self.in_torch:
+            device = self.cells.device
+            return self._average(torch, image.to(device), regions.to(device=device, dtype=torch.int64), out_h, out_w)
+        return self._average(np, image.numpy(), regions.numpy().astype(np.int64), out_h, out_w)
 
-    def _from_table(self, image: torch.Tensor, regions: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
-        device = self.rows.device
-        x1, y1, x2, y2 = regions.to(device=device, dtype=torch.int64).unbind(1)
-        top, bottom = _windows(y1, y2, out_h)  # K×out_h each
-        left, right = _windows(x1, x2, out_w)
+    def _average(self, xp: Any, image: Any, regions: Any, out_h: int, out_w: int) -> torch.Tensor:
+        """The averages with `xp` (numpy or torch) on the table's arrays."""
+        top, bottom = _windows(xp, regions[:, 1], regions[:, 3], out_h)  # K×out_h each
+        left, right = _windows(xp, regions[:, 0], regions[:, 2], out_w)  # K×out_w each
         k = len(regions)
-        plane = (image.to(device)[:, None] * 3 + torch.arange(3, device=device)) * (self.height + 1)  # K×3
-        strips = (self.rows[(plane[:, :, None] + bottom[:, None, :]).flatten()]
-                  - self.rows[(plane[:, :, None] + top[:, None, :]).flatten()]).view(k, 3 * out_h, -1)
-        sums = strips.gather(2, right[:, None, :].expand(k, 3 * out_h, out_w)) - strips.gather(2, left[:, None, :].expand(k, 3 * out_h, out_w))
-        counts = (bottom - top)[:, None, :, None] * (right - left)[:, None, None, :]
-        return (sums.view(k, 3, out_h, out_w) / counts).float()
+
+        def corners(rows: Any, columns: Any) -> Any:  # K×out_h×out_w×3 table cells
+            cells = ((image[:, None] * self.height + rows) * self.width)[:, :, None] + columns[:, None, :]
+            flat = cells.reshape(-1)  # take and index_select: a third of indexing's time
+            found = self.cells.take(flat, axis=0) if xp is np else self.cells.index_select(0, flat)
+            return found.reshape(k, out_h, out_w, 3)
+
+        sums = corners(bottom, right) - corners(bottom, left) - corners(top, right) + corners(top, left)
+        h, w = (bottom - top)[:, :, None, None], (right - left)[:, None, :, None]
+        if xp is np:
+            averages = torch.from_numpy(sums.astype(np.float32) / h.astype(np.float32) / w.astype(np.float32))
+        else:
+            averages = sums.float() / h.float() / w.float()
+        return averages.permute(0, 3, 1, 2)
 
 
-def _windows(start: torch.Tensor, end: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _windows(xp: Any, start: Any, end: Any, size: int) -> tuple[Any, Any]:
     """Adaptive pooling's windows over [start, end) into `size` bins: [floor(i·n/size),
     ceil((i+1)·n/size)) from start, for each of K spans → (K×size first, K×size past-the-end)."""
-    steps = torch.arange(size, device=start.device)
+    steps = xp.arange(size) if xp is np else torch.arange(size, device=start.device)
     n = (end - start)[:, None]
     return start[:, None] + (steps * n) // size, start[:, None] + ((steps + 1) * n + size - 1) // size
 
@@ -166,11 +180,11 @@ class Mtcnn:
         self.min_face_size = min_face_size
         self.device = torch.device(device)  # where the pixels and the nets are
         self.pnet, self.rnet, self.onet = (_torch_net(n, device) for n in (PNet(), RNet(), ONet()))
-        self.vectorised_sampling: bool | None = None  # None: by device (see AreaSampler)
+        self.sample_in_torch: bool | None = None  # None: by device (see AreaSampler)
 
     def detect(self, images: Sequence[Image.Image]) -> list[list[Detection]]:
         stacked = torch.from_numpy(np.stack([np.asarray(img) for img in images])).to(self.device)
-        area = AreaSampler(stacked.permute(0, 3, 1, 2), self.vectorised_sampling)
+        area = AreaSampler(stacked, self.sample_in_torch)
         height, width = stacked.shape[1:3]
         boxes, image = self._propose(area, len(images), width, height)
         boxes, image = self._refine(area, boxes, image, width, height, 24, self.rnet, THRESHOLDS[1])
