@@ -3,10 +3,11 @@ scheduled and bounded. It knows nothing of the gallery; the use cases (app/useca
 
 Every request runs its whole sequence (the gallery check, decode, detect, embed, search) in one
 worker thread, on the CPU and on CUDA alike: each hop back to the event loop costs its own
-scheduling. On the CPU a lone photo is detected here, on one torch thread; photos side by side
-are detected in worker processes, one per core (app/detector_pool.py: threads of one process
-queue for the GIL). A lone request embeds on every core, requests side by side on one core each
-(a second ONNX Runtime session), so no run waits on a core another is using (docs/design.md). On
+scheduling. On the CPU a lone photo is detected here, on one torch thread and a helper thread
+that runs half of MTCNN's nets on the second core meanwhile; photos side by side are detected
+in worker processes, one per core (app/detector_pool.py: threads of one process queue for the
+GIL). A lone request embeds on every core, requests side by side on one core each (a second
+ONNX Runtime session), so no run waits on a core another is using (docs/design.md). On
 CUDA, the crops of requests that arrive together are embedded in one forward pass by the
 batching thread (up to `batch_size` faces), which is where a GPU gains most.
 
@@ -22,7 +23,7 @@ import asyncio
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ class Overloaded(Exception):
 class FaceFinder(Protocol):
     """What the engine detects with (core's FacePipeline; tests may wrap it)."""
 
-    def faces(self, photos: Sequence[Decoded]) -> list[list[Face]]: ...
+    def faces(self, photos: Sequence[Decoded], helper: Executor | None = None) -> list[list[Face]]: ...
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,11 @@ class Engine:
         self.max_pixels, self.max_image_bytes, self.detect_max_side = max_pixels, max_image_bytes, detect_max_side
         self._large_decodes = threading.Semaphore(1)  # a decode's memory is bounded; so is how many run at once
         self._detect_slots = threading.Semaphore(1 if device == "cuda" else cpu_cores())
+        # A lone photo's detection takes a second core for half of MTCNN's nets: on one torch
+        # thread per detection (the serving process's), that is a thread of ours, not a second
+        # OpenMP team (docs/design.md).
+        lone = device == "cpu" and cpu_cores() > 1 and torch.get_num_threads() == 1
+        self._detect_helper = ThreadPoolExecutor(1, thread_name_prefix="faceid-detect-helper") if lone else None
         self._embed_lock = threading.Lock()
         self.on_batch: Callable[[int], None] = lambda size: None  # metrics hook
         self._batcher: Batcher | None = None
@@ -207,6 +213,9 @@ class Engine:
             self._batcher = None
         if self.detector_pool is not None:
             self.detector_pool.close()
+        if self._detect_helper is not None:
+            self._detect_helper.shutdown(wait=True)
+            self._detect_helper = None
 
     # -- blocking work: worker threads and the command line --------------------------------
     def decode(self, data: bytes, source: str) -> Decoded:
@@ -223,7 +232,7 @@ class Engine:
             if faces is not None:
                 return faces
         with self._detect_slots:
-            return self.pipeline.faces(photos)
+            return self.pipeline.faces(photos, self._detect_helper if self.admission.alone() else None)
 
     def see(self, data: bytes, source: str, thumb: bool = True) -> Seen:
         """A photo's faces, its size, and (`thumb`) its thumbnail for photo evidence."""

@@ -13,6 +13,7 @@ import threading
 import uuid
 import zlib
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor
 from pathlib import Path
 
 import pytest
@@ -110,11 +111,11 @@ class HeldDetection:
         self.entered, self.release = threading.Event(), threading.Event()
         self.release.set()
 
-    def faces(self, photos: Sequence[Decoded]) -> list[list[Face]]:
+    def faces(self, photos: Sequence[Decoded], helper: Executor | None = None) -> list[list[Face]]:
         self.sizes.append([p.image.size for p in photos])
         self.entered.set()
         self.release.wait(30)
-        return self.inner.faces(photos)
+        return self.inner.faces(photos, helper)
 
 
 @pytest.fixture()

@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ import torch
 
 from app.detector_pool import DetectorPool
 from app.engine import Admission, Engine, Overloaded
+from core.device import cpu_cores
 from core.faces.pipeline import Face, FacePipeline
 from core.images import Decoded, load_image
 from tests.conftest import GROUP, PORTRAIT
@@ -27,10 +29,12 @@ class Counted:
 
     def __init__(self, inner: FacePipeline) -> None:
         self.inner, self.photos = inner, 0
+        self.helpers: list[Executor | None] = []  # what each call was given
 
-    def faces(self, photos: Sequence[Decoded]) -> list[list[Face]]:
+    def faces(self, photos: Sequence[Decoded], helper: Executor | None = None) -> list[list[Face]]:
         self.photos += len(photos)
-        return self.inner.faces(photos)
+        self.helpers.append(helper)
+        return self.inner.faces(photos, helper)
 
 
 def ready(pool: DetectorPool, seconds: float = 120) -> DetectorPool:
@@ -99,6 +103,27 @@ def test_the_engine_detects_a_lone_photo_itself_and_photos_side_by_side_in_the_w
     beside = side_by_side(engine, photos[1:2])
     assert counted.photos == 1, "a photo beside another went to the workers"
     assert described(beside) == described(pool.faces(photos[1:2]))  # type: ignore[arg-type]
+
+
+def test_a_lone_photo_takes_the_second_core_for_half_of_its_detection_and_a_photo_beside_another_does_not(pipeline, photos):
+    if cpu_cores() < 2:
+        pytest.skip("one core: nothing to share the work with")
+    counted = Counted(pipeline)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a serving process runs (app.wiring.set_serving_threads)
+    try:
+        engine = Engine(None, counted, None, "cpu", 10_000_000, admission=Admission(4, 60))  # type: ignore[arg-type]
+        lone = asyncio.run(engine.admission.run("photo", engine.detect, photos[:2]))
+        beside = side_by_side(engine, photos[:2])
+        engine.stop()
+    finally:
+        torch.set_num_threads(threads)
+    assert counted.helpers[0] is not None and counted.helpers[1] is None
+    assert [len(found) for found in lone] == [len(found) for found in beside]
+    for a, b in zip(lone, beside):
+        for x, y in zip(a, b):
+            assert np.allclose(x.box, y.box, atol=1e-3) and x.path == y.path
+    assert engine._detect_helper is None  # stopped with the engine
 
 
 def test_a_worker_killed_answers_its_photo_overloaded_and_fresh_workers_take_the_next(pipeline, photos):

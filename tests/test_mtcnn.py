@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Executor, ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -41,6 +43,30 @@ def test_a_batch_finds_what_each_image_finds_alone(photos):
     group, flipped = photos[0], photos[0].transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     together = detector.detect([group, flipped])
     assert [len(faces) for faces in together] == [len(detector.detect([group])[0]), len(detector.detect([flipped])[0])]
+
+
+class Watched(Executor):
+    """A thread pool that counts the jobs it was given."""
+
+    def __init__(self) -> None:
+        self.pool, self.jobs = ThreadPoolExecutor(1), 0
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.jobs += 1
+        return self.pool.submit(fn, *args, **kwargs)
+
+
+def test_a_helper_thread_takes_part_of_the_work_and_the_same_faces_are_found(photos):
+    detector, helper = Mtcnn(20), Watched()
+    for img in photos:
+        (alone,) = detector.detect([img])
+        (helped,) = detector.detect([img], helper)
+        assert len(helped) == len(alone) > 0
+        for a, b in zip(sorted(alone, key=lambda d: d.box), sorted(helped, key=lambda d: d.box)):
+            assert np.allclose(a.box, b.box, atol=1e-3) and abs(a.score - b.score) < 1e-5
+            assert np.allclose(a.landmarks, b.landmarks, atol=1e-3)
+    assert helper.jobs >= 3 * len(photos)  # the pyramid's smaller levels, half of RNet's crops, half of ONet's
+    helper.pool.shutdown()
 
 
 def test_landmarks_lie_inside_their_box(photos):

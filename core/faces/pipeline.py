@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -128,9 +129,10 @@ class FacePipeline:
         self.regressor = regressor if config.regress_missing else None
 
     # -- whole faces -------------------------------------------------------------------------
-    def faces(self, photos: Sequence[Decoded]) -> list[list[Face]]:
-        """Every face of each decoded photo, whole; same-sized photos share detection passes."""
-        return self.faces_from(photos, self.detect_batch([p.image for p in photos]))
+    def faces(self, photos: Sequence[Decoded], helper: Executor | None = None) -> list[list[Face]]:
+        """Every face of each decoded photo, whole; same-sized photos share detection passes.
+        `helper`: a thread that takes half of MTCNN's work meanwhile (Mtcnn.detect)."""
+        return self.faces_from(photos, self.detect_batch([p.image for p in photos], helper))
 
     def faces_from(self, photos: Sequence[Decoded], found: Sequence[Sequence[DetectedFace]]) -> list[list[Face]]:
         """The whole faces of what `detect_batch` found in each photo (here, or in another process)."""
@@ -152,19 +154,19 @@ class FacePipeline:
         """Every face in the image, after the retries if plain detection finds none."""
         return self.detect_batch([img])[0]
 
-    def detect_batch(self, images: Sequence[Image.Image]) -> list[list[DetectedFace]]:
+    def detect_batch(self, images: Sequence[Image.Image], helper: Executor | None = None) -> list[list[DetectedFace]]:
         """`detect_all` for many images. Each step runs on the images still without a face
         (glared ones go from the first pass to the regressor), same-sized images in one MTCNN pass."""
         found: list[list[DetectedFace]] = [[] for _ in images]
         # No face fits an image smaller than the smallest face looked for.
         detectable = [i for i, img in enumerate(images) if self._detectable(img.size)]
-        self._mtcnn_into(found, images, detectable, "direct", None)
+        self._mtcnn_into(found, images, detectable, "direct", None, helper)
         # Measured on the training people's 1,926 glared photos: the denoised retry found a face
         # on 4 of the 1,808 it ran on (the regressor runs on all of them), at a third of a sunny
         # photo's detection time.
         glare = {i for i in detectable if glared(images[i])} if self.regressor is not None else set()
         for path, enhance in ENHANCEMENTS if self.config.retry_enhanced else ():
-            self._mtcnn_into(found, images, [i for i in detectable if not found[i] and i not in glare], path, enhance)
+            self._mtcnn_into(found, images, [i for i in detectable if not found[i] and i not in glare], path, enhance, helper)
         if self.regressor is not None:
             self._regressed_into(found, images, [i for i in detectable if not found[i] or i in glare])
         if self.config.use_fallback:
@@ -174,7 +176,7 @@ class FacePipeline:
         return found
 
     def _mtcnn_into(self, found: list[list[DetectedFace]], images: Sequence[Image.Image], todo: Sequence[int],
-                    path: DetectionPath, enhance: Callable[[Image.Image], Image.Image] | None) -> None:
+                    path: DetectionPath, enhance: Callable[[Image.Image], Image.Image] | None, helper: Executor | None) -> None:
         """MTCNN on images `todo` (enhanced first, if asked), each reduced to `detect_side`;
         their boxes, in their own pixels, go into `found`."""
         by_size: dict[tuple[int, int], list[int]] = {}
@@ -186,7 +188,7 @@ class FacePipeline:
             if scale < 1.0:
                 reduced = (round(size[0] * scale), round(size[1] * scale))
                 batch = [img.resize(reduced, Image.Resampling.BILINEAR, reducing_gap=2.0) for img in batch]
-            for i, detections in zip(indices, self.mtcnn.detect(batch)):
+            for i, detections in zip(indices, self.mtcnn.detect(batch, helper)):
                 found[i] = [DetectedFace(scaled(d.box, 1 / scale), d.score, path, scaled_points(d.landmarks, 1 / scale))
                             for d in detections if d.score >= self.config.min_score]
 
