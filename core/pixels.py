@@ -1,8 +1,11 @@
-"""Measures of raw pixels that several steps share: luminance, the blown-out centre, the 3×3
-median and the impulse noise it reveals. The face pipeline tells a glared photo by the first,
-the quality check names a face's faults with all of them, and restoration filters by the last."""
+"""Measures of raw pixels that several steps share: luminance, the blown-out centre, the
+median filter and the impulse noise it reveals. The face pipeline tells a glared photo by the
+first and retries detection on a median-filtered copy, the quality check names a face's faults
+with all of them, and restoration filters by the last."""
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -27,21 +30,60 @@ def blown_out_share(pixels_hwc: np.ndarray) -> float:
     return float((luminance(central_half(pixels_hwc)) >= BLOWN_OUT).mean())
 
 
-# Devillard's median-of-9 sorting network: 19 compare-exchanges, each a vectorised min/max.
-_MEDIAN9 = ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3),
-            (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2))
+@functools.cache
+def _median_network(n: int) -> tuple[tuple[int, int, bool, bool], ...]:
+    """Compare-exchanges (i, j, min used, max used) that bring the middle of n values to
+    position n // 2: Batcher's merge-exchange sorting network (Knuth, TAOCP 5.2.2, Algorithm M)
+    less every exchange the middle does not depend on. 36 min/max operations for 9 values,
+    202 for 25."""
+    full, t = [], (n - 1).bit_length()
+    p = 1 << (t - 1)
+    while p > 0:
+        q, r, d = 1 << (t - 1), 0, p
+        while True:
+            full += [(i, i + d) for i in range(n - d) if i & p == r]
+            if q == p:
+                break
+            d, q, r = q - p, q >> 1, p
+        p >>= 1
+    needed, kept = {n // 2}, []
+    for i, j in reversed(full):
+        if i in needed or j in needed:
+            kept.append((i, j, i in needed, j in needed))
+            needed |= {i, j}
+    return tuple(reversed(kept))
+
+
+def median(image: np.ndarray, size: int, mode: str, axes: tuple[int, int] = (-2, -1)) -> np.ndarray:
+    """The size×size median (size odd) over two axes of an array, each output from the window
+    about it, borders padded by `mode` (numpy.pad's: "symmetric" is scipy's "reflect", "edge"
+    is scipy's "nearest" and Pillow's MedianFilter). Exactly scipy's median_filter, as a
+    vectorised min/max network: a tenth of its time at 3×3, a sixteenth at 5×5."""
+    y, x = (a % image.ndim for a in axes)
+    r = size // 2
+    pad = [(r, r) if a in (y, x) else (0, 0) for a in range(image.ndim)]
+    padded = np.pad(image, pad, mode=mode)  # type: ignore[call-overload]
+    h, w = image.shape[y], image.shape[x]
+
+    def shifted(dy: int, dx: int) -> np.ndarray:
+        index = [slice(None)] * image.ndim
+        index[y], index[x] = slice(dy, dy + h), slice(dx, dx + w)
+        return padded[tuple(index)]
+
+    values = [shifted(dy, dx) for dy in range(size) for dx in range(size)]
+    for i, j, low, high in _median_network(size * size):
+        a, b = values[i], values[j]
+        if low:
+            values[i] = np.minimum(a, b)
+        if high:
+            values[j] = np.maximum(a, b)
+    return values[size * size // 2]
 
 
 def median3x3(image: np.ndarray) -> np.ndarray:
     """The 3×3 median of each H×W plane of an array (…×H×W), borders reflected: scipy's
-    `median_filter(x, size=(1, …, 3, 3))`, exactly, in a tenth of its time."""
-    pad = [(0, 0)] * (image.ndim - 2) + [(1, 1), (1, 1)]
-    padded = np.pad(image, pad, mode="symmetric")
-    h, w = image.shape[-2:]
-    p = [padded[..., dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)]
-    for i, j in _MEDIAN9:
-        p[i], p[j] = np.minimum(p[i], p[j]), np.maximum(p[i], p[j])
-    return p[4]
+    `median_filter(x, size=(1, …, 3, 3))`, exactly."""
+    return median(image, 3, "symmetric")
 
 
 def impulse_noise(pixels_hwc: np.ndarray) -> float:

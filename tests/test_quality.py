@@ -73,3 +73,21 @@ def test_the_fast_median_is_scipys_median_filter():
         x = (rng.random(shape) * 255).astype(np.float32)
         x[0, 0] = x[-1, -1]  # ties too
         assert np.array_equal(median3x3(x), ndimage.median_filter(x, size=3)), shape
+
+
+def test_the_fast_5x5_median_is_scipys_and_pillows_on_each_channel():
+    import numpy as np
+    from PIL import Image, ImageFilter
+    from scipy import ndimage
+
+    from core.faces.pipeline import denoised
+    from core.pixels import median
+
+    rng = np.random.default_rng(1)
+    for shape in ((61, 47, 3), (5, 3, 3), (2, 9, 3), (1, 1, 3)):
+        x = rng.integers(0, 256, shape, dtype=np.uint8)
+        x[: shape[0] // 2] //= 16  # ties too
+        expected = ndimage.median_filter(x, size=(5, 5, 1), mode="nearest")
+        assert np.array_equal(median(x, 5, "edge", axes=(0, 1)), expected), shape
+        img = Image.fromarray(x)
+        assert np.array_equal(np.asarray(denoised(img)), np.asarray(img.filter(ImageFilter.MedianFilter(5)))), shape
