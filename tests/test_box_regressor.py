@@ -255,9 +255,9 @@ class CountingMtcnn:
     def __init__(self, mtcnn: Mtcnn) -> None:
         self.mtcnn, self.passes = mtcnn, []
 
-    def detect(self, images):
+    def detect(self, images, helper=None):
         self.passes.append(len(images))
-        return self.mtcnn.detect(images)
+        return self.mtcnn.detect(images, helper)
 
 
 def test_a_glared_photo_goes_from_the_first_pass_to_the_regressor_without_the_denoised_retry():
