@@ -182,8 +182,8 @@ class Engine:
         # A lone photo's detection takes a second core for half of MTCNN's nets: on one torch
         # thread per detection (the serving process's), that is a thread of ours, not a second
         # OpenMP team (docs/design.md).
-        lone = device == "cpu" and cpu_cores() > 1 and torch.get_num_threads() == 1
-        self._detect_helper = ThreadPoolExecutor(1, thread_name_prefix="faceid-detect-helper") if lone else None
+        spare_core = device == "cpu" and cpu_cores() > 1 and torch.get_num_threads() == 1
+        self._detect_helper = ThreadPoolExecutor(1, thread_name_prefix="faceid-detect-helper") if spare_core else None
         self._embed_lock = threading.Lock()
         self.on_batch: Callable[[int], None] = lambda size: None  # metrics hook
         self._batcher: Batcher | None = None

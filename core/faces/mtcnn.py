@@ -126,12 +126,12 @@ class AreaSampler:
         self.in_torch = pixels.device.type != "cpu" if in_torch is None else in_torch  # None: torch on a GPU
         n, h, w, _ = pixels.shape
         self.height, self.width = h + 1, w + 1  # the table's: a zero first row and column
+        narrow = 255 * h * w < 2**31  # a plane's whole sum fits 32 bits
         if self.in_torch:
-            dtype = torch.int32 if 255 * h * w < 2**31 else torch.int64
-            table = nn.functional.pad(pixels.to(dtype).cumsum(1).cumsum(2), (0, 0, 1, 0, 1, 0))
+            table = nn.functional.pad(pixels.to(torch.int32 if narrow else torch.int64).cumsum(1).cumsum(2), (0, 0, 1, 0, 1, 0))
             self.cells: Any = table.view(-1, 3)  # one row per (image, y, x): torch or numpy, as in_torch
         else:
-            sums = np.zeros((n, h + 1, w + 1, 3), dtype=np.int32 if 255 * h * w < 2**31 else np.int64)
+            sums = np.zeros((n, h + 1, w + 1, 3), dtype=np.int32 if narrow else np.int64)
             np.cumsum(pixels.numpy(), axis=1, dtype=sums.dtype, out=sums[:, 1:, 1:])
             np.cumsum(sums[:, 1:, 1:], axis=2, out=sums[:, 1:, 1:])
             self.cells = sums.reshape(-1, 3)

@@ -54,7 +54,6 @@ ENHANCEMENTS: tuple[tuple[DetectionPath, Callable[[Image.Image], Image.Image]], 
     ("denoised", denoised),
 )
 
-
 # A photo is glared when this share of its central half is blown out (luminance >= 250): on
 # the validation people 99% of sunny photos are above 0.41, 99% of every other kind below 0.06.
 GLARE_SHARE = 0.2
