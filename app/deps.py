@@ -1,5 +1,9 @@
 """Typed dependencies: routes read like sentences and tests swap parts with dependency_overrides.
 
+They are coroutines because FastAPI runs a plain function dependency in a worker thread: a
+thread hop each, several per request, for what is an attribute read. Only another collection's
+row, read from the store, goes to a thread.
+
 The collection a request is about comes from the X-Collection header (the default collection
 without it); the gallery and the settings a route gets are that collection's (its thresholds,
 where it sets its own)."""
@@ -10,6 +14,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
+from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
 from app.engine import Engine
@@ -21,33 +26,35 @@ from app.http.keys import Key, KeyRing
 from app.http.metrics import Metrics
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
-def get_collections(request: Request) -> Collections:
+async def get_collections(request: Request) -> Collections:
     return request.app.state.collections
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def get_collection(collections: Annotated[Collections, Depends(get_collections)],
-                   x_collection: Annotated[str, Header(alias="X-Collection", pattern=NAME_PATTERN,
-                                                       description="the collection the request is about (default: `default`)")] = DEFAULT
-                   ) -> Collection:
-    return collections.get(x_collection)
+async def get_collection(collections: Annotated[Collections, Depends(get_collections)],
+                         x_collection: Annotated[str, Header(alias="X-Collection", pattern=NAME_PATTERN,
+                                                             description="the collection the request is about (default: `default`)")] = DEFAULT
+                         ) -> Collection:
+    if x_collection == DEFAULT:
+        return collections.default
+    return await run_in_threadpool(collections.get, x_collection)  # another collection's row is read from the store
 
 
 CollectionDep = Annotated[Collection, Depends(get_collection)]
 
 
-def get_gallery(collection: CollectionDep) -> Gallery:
+async def get_gallery(collection: CollectionDep) -> Gallery:
     return collection.gallery
 
 
-def get_settings(request: Request, collection: CollectionDep) -> Settings:
+async def get_settings(request: Request, collection: CollectionDep) -> Settings:
     """The service's settings, with the thresholds the request's collection sets for itself."""
     settings: Settings = request.app.state.settings
     row = collection.row
@@ -65,7 +72,7 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 
-def get_key(request: Request, given: Annotated[str | None, Security(_api_key_header)]) -> Key | None:
+async def get_key(request: Request, given: Annotated[str | None, Security(_api_key_header)]) -> Key | None:
     """The request's key (None when no key is configured). Declares the key in the OpenAPI
     document; `app.http.guard` has already enforced it, role and collection included, before
     the body was read."""
@@ -81,11 +88,11 @@ def get_key(request: Request, given: Annotated[str | None, Security(_api_key_hea
 KeyDep = Annotated[Key | None, Depends(get_key)]
 
 
-def require_api_key(key: KeyDep) -> None:
+async def require_api_key(key: KeyDep) -> None:
     """For routers whose every route needs a key."""
 
 
-def get_trail(request: Request) -> Trail | None:
+async def get_trail(request: Request) -> Trail | None:
     """This request's audit event, which the use case fills in (None outside the service)."""
     return getattr(request.state, "audit", None)
 

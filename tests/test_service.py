@@ -250,3 +250,27 @@ def test_every_embedding_the_schema_admits_is_answered_and_the_rest_are_422(clie
     assert r.status_code == 200 and r.json()["match"] is None
     r = client.post("/identify/embedding", json={"embedding": [0.0] * 512})
     assert r.status_code == 422 and "all zeros" in json.dumps(r.json())
+
+
+def test_no_route_resolves_a_dependency_in_a_worker_thread(tmp_path):
+    """FastAPI runs a plain-function dependency in a worker thread: a thread hop per dependency
+    per request, for what is an attribute read. The routes' dependencies are coroutines."""
+    import inspect
+
+    def calls(dependant):
+        for dep in dependant.dependencies:
+            yield dep.call
+            yield from calls(dep)
+
+    def routes(app):  # included routers hold their routes with the router's own dependencies added
+        for route in app.routes:
+            if hasattr(route, "effective_route_contexts"):
+                yield from route.effective_route_contexts()
+            elif hasattr(route, "dependant"):
+                yield route
+
+    found = [(route.path, call) for route in routes(create_app(settings(tmp_path))) for call in calls(route.dependant)]
+    plain = {f"{path}: {getattr(call, '__name__', type(call).__name__)}" for path, call in found
+             if not (inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(type(call).__call__))}
+    assert len({path for path, _ in found}) >= 20  # every route was seen
+    assert not plain, sorted(plain)
