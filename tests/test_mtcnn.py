@@ -12,7 +12,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from core.faces.geometry import iou
-from core.faces.mtcnn import AreaSampler, Mtcnn, nms, pyramid_scales
+from core.faces.mtcnn import LEVEL_OVERHEAD_PIXELS, AreaSampler, Mtcnn, _levels_here, nms, pyramid_scales
 from core.faces.pipeline import PipelineConfig, load_pipeline
 from core.images import load_image
 from tests.conftest import GROUP, PORTRAIT
@@ -67,6 +67,15 @@ def test_a_helper_thread_takes_part_of_the_work_and_the_same_faces_are_found(pho
             assert np.allclose(a.landmarks, b.landmarks, atol=1e-3)
     assert helper.jobs >= 3 * len(photos)  # the pyramid's smaller levels, half of RNet's crops, half of ONet's
     helper.pool.shutdown()
+
+
+def test_the_helper_gets_the_smaller_levels_worth_about_as_much_as_this_threads():
+    fixed = LEVEL_OVERHEAD_PIXELS
+    assert _levels_here([100 * fixed, fixed, fixed]) == 1  # one level outweighs the rest: it alone stays
+    assert _levels_here([0] * 6) == 3  # equal levels: half each
+    assert _levels_here([9 * fixed, 3 * fixed, fixed, 0, 0, 0]) == 1  # 10 here against 4 + 2 + 4 × 1 there
+    assert _levels_here([4 * fixed, 3 * fixed, 2 * fixed, fixed, 0, 0, 0, 0]) == 2  # 5 + 4 here against 3 + 2 + 4 × 1 there
+    assert _levels_here([fixed]) == 1  # a single level is never handed away whole
 
 
 def test_landmarks_lie_inside_their_box(photos):

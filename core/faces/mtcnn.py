@@ -35,6 +35,9 @@ from torchvision.ops import batched_nms
 THRESHOLDS = (0.6, 0.7, 0.7)  # face probability to pass PNet, RNet, ONet
 PYRAMID_FACTOR = 0.709
 STRIDE, CELL = 2, 12  # PNet sees 12×12 windows every 2 pixels
+# What PNet's call on one pyramid level costs beyond its pixels, counted in pixels (measured on
+# the 2-core Xeon of docs/benchmarks.md): it decides how the levels are shared with a helper.
+LEVEL_OVERHEAD_PIXELS = 4000
 # Caches of detections key on this: change it whenever the boxes this module finds change.
 VERSION = "1"
 
@@ -208,7 +211,8 @@ class Mtcnn:
         scales = pyramid_scales(width, height, self.min_face_size)
         levels = [_standardise(area(every, whole, int(height * s + 1), int(width * s + 1))) for s in scales]
         boxes, image = [], []
-        for scale, (offsets, probs) in zip(scales, _each(self.pnet, levels, helper)):
+        here = _levels_here([level.shape[2] * level.shape[3] for level in levels])
+        for scale, (offsets, probs) in zip(scales, _each(self.pnet, levels, helper, here)):
             i, ys, xs = torch.nonzero(probs[:, 1] >= THRESHOLDS[0], as_tuple=True)
             corner = torch.stack([xs, ys], dim=1).float() * STRIDE
             found = torch.cat([torch.floor((corner + 1) / scale), torch.floor((corner + CELL) / scale),
@@ -254,15 +258,27 @@ class Mtcnn:
         return torch.from_numpy(rows)[picked], image.cpu()[picked]
 
 
-def _each(net: Net, inputs: list[torch.Tensor], helper: Executor | None) -> list[list[torch.Tensor]]:
-    """`net` on each input; with a helper, the first input here while the helper runs the rest.
-    Each pyramid level has half the pixels of the one before, so the first is as much work as
-    all the others together."""
-    if helper is None or len(inputs) < 2:
+def _each(net: Net, inputs: list[torch.Tensor], helper: Executor | None, here: int = 1) -> list[list[torch.Tensor]]:
+    """`net` on each input, in order; with a helper, the first `here` inputs on this thread
+    while the helper runs the rest."""
+    if helper is None or not 0 < here < len(inputs):
         return [net(x) for x in inputs]
-    rest = helper.submit(lambda: [net(x) for x in inputs[1:]])
-    first = net(inputs[0])
-    return [first, *rest.result()]
+    rest = helper.submit(lambda: [net(x) for x in inputs[here:]])
+    first = [net(x) for x in inputs[:here]]
+    return [*first, *rest.result()]
+
+
+def _levels_here(pixels: Sequence[int]) -> int:
+    """How many of the pyramid's largest levels (of these sizes) PNet runs on this thread while
+    the helper runs the smaller ones: as many as leave the two about even. A level costs its
+    pixels and a fixed share (the calls around the net), so the many small levels weigh about
+    as much as the largest one or two."""
+    cost = [p + LEVEL_OVERHEAD_PIXELS for p in pixels]
+    here, taken = 0, 0.0
+    while here < len(cost) - 1 and taken + cost[here] / 2 < sum(cost) / 2:
+        taken += cost[here]
+        here += 1
+    return max(here, 1)
 
 
 def _halved(net: Net, helper: Executor | None) -> Net:
