@@ -4,6 +4,8 @@ the `faceid gallery` commands both build them here."""
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from threadpoolctl import threadpool_limits
 
@@ -18,6 +20,11 @@ from core.embedding.runtime import embeds_on_onnx, make_embedder
 from core.faces.pipeline import SERVICE_PIPELINE, load_pipeline
 from core.models.backbone import load_backbone
 
+# How long a thread may hold the GIL while another waits for it (CPython's default: 5 ms). The
+# event loop waits for it after every request's face work, behind threads that release and
+# retake it between torch and numpy calls; at the default it waited a median 2 ms a request.
+GIL_SWITCH_S = 0.001
+
 
 def set_serving_threads(settings: Settings) -> None:
     """For a serving process, before its engine is built. With embeddings on ONNX Runtime (its
@@ -26,10 +33,12 @@ def set_serving_threads(settings: Settings) -> None:
     side oversubscribed the cores (docs/design.md). The BLAS libraries numpy, scipy and
     OpenCV bring (OpenBLAS, each its own pool) get one thread too: a request's few small
     matrix products woke a pool whose threads then spun on a core for a long while after,
-    doubling a request's CPU time (docs/benchmarks.md)."""
+    doubling a request's CPU time (docs/benchmarks.md). And the GIL changes hands sooner
+    (GIL_SWITCH_S)."""
     if embeds_on_onnx(settings.resolved_device(), settings.runtime):
         torch.set_num_threads(1)
     threadpool_limits(1, user_api="blas")
+    sys.setswitchinterval(GIL_SWITCH_S)
 
 def build_engine(settings: Settings, pipeline: FaceFinder | None = None) -> Engine:
     """The engine for these settings; `pipeline` replaces the service's own face pipeline (tests

@@ -95,22 +95,25 @@ def test_admission_refuses_past_its_limit_and_counts_work_until_it_ends():
     asyncio.run(scenario())
 
 
-def test_a_serving_process_keeps_every_blas_pool_to_one_thread(tmp_path):
+def test_a_serving_process_keeps_every_blas_pool_to_one_thread_and_hands_the_gil_on_sooner(tmp_path):
     """An OpenBLAS pool woken by a request's small matrix products spins on a core long after;
-    serving keeps each loaded one (numpy's, scipy's, OpenCV's) to one thread. In a subprocess:
-    the settings are the process's own."""
+    serving keeps each loaded one (numpy's, scipy's, OpenCV's) to one thread, and lets the event
+    loop have the GIL sooner than CPython's default. In a subprocess: the settings are the
+    process's own."""
     script = (
-        "import json, numpy, scipy.ndimage, threadpoolctl\n"
+        "import json, sys, numpy, scipy.ndimage, threadpoolctl\n"
         "from app.config import Settings\n"
-        "from app.wiring import set_serving_threads\n"
+        "from app.wiring import GIL_SWITCH_S, set_serving_threads\n"
         "before = [p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas']\n"
+        "switch_before = sys.getswitchinterval()\n"
         f"set_serving_threads(Settings(data_dir={str(tmp_path)!r}))\n"
         "after = [p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas']\n"
-        "print(json.dumps([before, after]))\n"
+        "print(json.dumps([before, after, switch_before, sys.getswitchinterval(), GIL_SWITCH_S]))\n"
     )
     env = os.environ | {"OPENBLAS_NUM_THREADS": "2"}  # a pool of two even on a one-core runner
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
     assert out.returncode == 0, out.stderr
-    before, after = json.loads(out.stdout.strip().splitlines()[-1])
+    before, after, switch_before, switch_after, wanted = json.loads(out.stdout.strip().splitlines()[-1])
     assert before and max(before) == 2
     assert after == [1] * len(before)
+    assert switch_after == pytest.approx(wanted) and wanted < switch_before
