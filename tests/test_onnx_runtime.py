@@ -34,6 +34,26 @@ def test_onnx_and_torch_embeddings_agree_on_real_faces(backbone, onnx, crops):
     assert np.sum(ours * reference, axis=1).min() >= 0.9999
 
 
+def test_a_sessions_threads_stop_spinning_when_its_run_returns(onnx, crops):
+    """Spinning threads after a run would take the cores the next detection needs: the process
+    burns no CPU once the answer is back (ONNX Runtime's default spins about a quarter of the
+    following 100 ms on two threads)."""
+    import time
+
+    from core.embedding.onnx_runtime import open_session
+    from core.embedding.standardize import standardize
+
+    session = open_session(onnx.path, threads=2)
+    batch = standardize(crops[:1]).numpy()
+    burnt = []
+    for _ in range(3):
+        session.run(None, {"crops": batch})
+        start = time.process_time()
+        time.sleep(0.1)
+        burnt.append(time.process_time() - start)
+    assert min(burnt) < 0.005, burnt
+
+
 def test_onnx_gives_the_same_top1_answers(backbone, onnx, crops):
     n = 6  # the clean photos are the gallery; their distorted copies the queries
     for embedder in (onnx, Embedder(backbone.net)):

@@ -1,9 +1,11 @@
 """ONNX Runtime plumbing for the embedder: export a torch module once, cache the file under the
 models folder keyed by a digest of its weights, open a session.
 
-Sessions never busy-wait: ONNX Runtime's threads otherwise spin after each run on the cores
-the next step needs (the face detector's, on torch). Measured on 2 cores, that doubled the
-following detection and gained the embedding nothing (docs/design.md).
+A session's threads spin only while a run lasts. Spinning after it, ONNX Runtime's default, took
+the cores the next step needs (the face detector's, on torch): on 2 cores that doubled the
+following detection (docs/design.md). Never spinning, the second thread woke too late for each of
+the net's small operators and two threads embedded a face no faster than one. So the threads
+spin within a run and stop the moment it returns (`session.force_spinning_stop`).
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ def open_session(path: Path, threads: int | None = None) -> Any:
     ort = require_runtime()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or cpu_cores()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # a truncated or foreign file
