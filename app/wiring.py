@@ -22,7 +22,8 @@ from core.models.backbone import load_backbone
 
 # How long a thread may hold the GIL while another waits for it (CPython's default: 5 ms). The
 # event loop waits for it after every request's face work, behind threads that release and
-# retake it between torch and numpy calls; at the default it waited a median 2 ms a request.
+# retake it between torch and numpy calls; at the default it waited a median 2 ms a request
+# (docs/design.md).
 GIL_SWITCH_S = 0.001
 
 
