@@ -41,6 +41,7 @@ def set_serving_threads(settings: Settings) -> None:
     threadpool_limits(1, user_api="blas")
     sys.setswitchinterval(GIL_SWITCH_S)
 
+
 def build_engine(settings: Settings, pipeline: FaceFinder | None = None) -> Engine:
     """The engine for these settings; `pipeline` replaces the service's own face pipeline (tests
     give a wrapped one to hold or watch detection)."""
