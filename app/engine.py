@@ -224,7 +224,8 @@ class Engine:
     def detect(self, photos: Sequence[Decoded]) -> list[list[Face]]:
         """Every face of each photo, whole; same-sized photos share detection passes. Photos
         side by side go to the detection processes once they are ready (app/detector_pool.py)."""
-        if self.detector_pool is not None and not self.admission.alone():
+        alone = self.admission.alone()
+        if self.detector_pool is not None and not alone:
             try:
                 faces = self.detector_pool.faces(photos)
             except BrokenProcessPool as exc:
@@ -232,7 +233,7 @@ class Engine:
             if faces is not None:
                 return faces
         with self._detect_slots:
-            return self.pipeline.faces(photos, self._detect_helper if self.admission.alone() else None)
+            return self.pipeline.faces(photos, self._detect_helper if alone else None)
 
     def see(self, data: bytes, source: str, thumb: bool = True) -> Seen:
         """A photo's faces, its size, and (`thumb`) its thumbnail for photo evidence."""
