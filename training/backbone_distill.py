@@ -29,7 +29,7 @@ from facenet_pytorch import InceptionResnetV1
 from torch.nn import functional as F
 
 from core.device import cpu_flags
-from core.embedding.standardize import standardize
+from core.embedding.standardize import network_input
 from core.models.backbone import load_backbone
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.distillation import similarity_structure_loss
@@ -60,7 +60,7 @@ def bf16_pays(device: str) -> bool:
 
 def embed(net: InceptionResnetV1, crops: torch.Tensor, device: str, bf16: bool) -> torch.Tensor:
     """uint8 crops → unit embeddings (with the graph, when grad is on)."""
-    x = standardize(crops).to(device).contiguous(memory_format=torch.channels_last)
+    x = network_input(crops, device).contiguous(memory_format=torch.channels_last)
     with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
         return F.normalize(net(x).float(), dim=1)
 

@@ -12,8 +12,8 @@ from tqdm import tqdm
 
 from core.data.crop_cache import face_crops
 from core.data.dataset import Sample, read_split, scan
-from core.embedding.restoration import NOISE_TO_RESTORE, restore
-from core.embedding.standardize import standardize
+from core.embedding.restoration import NOISE_TO_RESTORE
+from core.embedding.standardize import network_input
 from core.faces.pipeline import DATASET_PIPELINE, load_pipeline
 from training.split_backbone import frozen_stages, trunk
 
@@ -72,11 +72,6 @@ def _trunk_key(net: InceptionResnetV1, first_trainable: str, crops: torch.Tensor
     return digest.hexdigest()[:16]
 
 
-def pixels(crops: torch.Tensor, device: str) -> torch.Tensor:
-    """uint8 crops → the pixels the service embeds (restored, standardised), on `device`."""
-    return standardize(restore(crops).to(device))
-
-
 @torch.inference_mode()
 def trunk_features(
     net: InceptionResnetV1, crops: torch.Tensor, first_trainable: str, cache_dir: Path, device: str, batch_size: int = 64
@@ -88,7 +83,7 @@ def trunk_features(
     net.eval()
     out = []
     for start in tqdm(range(0, len(crops), batch_size), desc=f"trunk→{first_trainable}"):
-        x = pixels(crops[start : start + batch_size], device)
+        x = network_input(crops[start : start + batch_size], device)
         out.append(trunk(net, x, first_trainable).half().cpu())
     features = torch.cat(out)
     path.parent.mkdir(parents=True, exist_ok=True)

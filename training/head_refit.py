@@ -30,7 +30,7 @@ from facenet_pytorch import InceptionResnetV1
 from torch import nn
 from torch.nn import functional as F
 
-from core.embedding.standardize import standardize
+from core.embedding.standardize import network_input
 from core.models.backbone import load_backbone
 from training.checkpoint import save_checkpoint
 from training.distillation import similarity_structure_loss
@@ -79,7 +79,7 @@ def pooled_features(net: InceptionResnetV1, crops: torch.Tensor, batch_size: int
     out = [torch.zeros(0, net.last_linear.in_features)]
     with torch.inference_mode():
         for start in range(0, len(crops), batch_size):
-            out.append(pooled(net, standardize(crops[start : start + batch_size])))
+            out.append(pooled(net, network_input(crops[start : start + batch_size])))
     return torch.cat(out)
 
 

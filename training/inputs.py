@@ -17,7 +17,8 @@ from torch.nn import functional as F
 from torchvision.transforms import v2
 
 from core.constants import CROP_SIZE
-from training.data import pixels, trunk_features
+from core.embedding.standardize import network_input
+from training.data import trunk_features
 from training.distortions import KINDS, SyntheticDistortions
 from training.split_backbone import frozen_stages, tail
 
@@ -60,7 +61,7 @@ class FaceInputs:
             x = torch.from_numpy(self.distort(hwc, self.clean[idx.numpy()], distort_share)).permute(0, 3, 1, 2)
         if train and self.augment is not None:
             x = self.augment(x)
-        return tail(self.net, pixels(x, self.device).contiguous(memory_format=self.memory_format), self.first_trainable)
+        return tail(self.net, network_input(x, self.device).contiguous(memory_format=self.memory_format), self.first_trainable)
 
     @torch.inference_mode()
     def mirrored(self, idx: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
@@ -72,7 +73,7 @@ class FaceInputs:
             return torch.cat([self.embed(idx[s : s + batch_size], train=False) for s in range(0, len(idx), batch_size)]).float()
         out = []
         for s in range(0, len(idx), batch_size):
-            x = pixels(self.data[idx[s : s + batch_size]], self.device)
+            x = network_input(self.data[idx[s : s + batch_size]], self.device)
             both = torch.cat([x, x.flip(3)]).contiguous(memory_format=self.memory_format)
             e = tail(self.net, both, self.first_trainable).float()
             out.append(F.normalize(e[: len(x)] + e[len(x) :], dim=1))

@@ -34,8 +34,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 from core.device import cpu_flags, cpu_kind, cpu_model
 from core.embedding.onnx_runtime import RuntimeUnavailable
-from core.embedding.restoration import restore
-from core.embedding.standardize import standardize
+from core.embedding.standardize import network_input
 from core.faces.pipeline import SERVICE_PIPELINE, FacePipeline, load_pipeline
 from core.files import atomic_write, sha256_of, write_text_atomic
 from core.images import load_image
@@ -75,11 +74,6 @@ def calibration_crops(pipeline: FacePipeline | None = None) -> torch.Tensor:
     return torch.stack([torch.from_numpy(np.asarray(v(face)).copy()).permute(2, 0, 1) for face in faces for v in variants])
 
 
-def network_input(crops: torch.Tensor) -> np.ndarray:
-    """What the embedders feed the network for these crops (restored, standardised)."""
-    return standardize(restore(crops)).numpy()
-
-
 def quantize(fp32: Path, int8: Path, batch: np.ndarray | None = None) -> None:
     """Write the int8 model of `fp32` to `int8`, atomically, calibrated on `batch` (network input;
     default: the calibration faces); a clear error if it cannot."""
@@ -88,7 +82,7 @@ def quantize(fp32: Path, int8: Path, batch: np.ndarray | None = None) -> None:
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError as exc:
         raise RuntimeUnavailable("onnxruntime", f"int8 needs onnxruntime's quantization tools ({exc}); set FACEID_RUNTIME=onnx") from exc
-    inputs = network_input(calibration_crops()) if batch is None else batch
+    inputs = network_input(calibration_crops()).numpy() if batch is None else batch
 
     class Faces(CalibrationDataReader):
         def __init__(self) -> None:

@@ -27,7 +27,7 @@ from core.embedding.onnx_runtime import (
     open_session,
     require_runtime,
 )
-from core.embedding.standardize import standardize
+from core.embedding.standardize import network_input, standardize
 
 __all__ = ["OnnxEmbedder", "RuntimeUnavailable"]
 log = logging.getLogger(__name__)
@@ -65,11 +65,11 @@ class OnnxEmbedder(Embedder):
         batch = None
         if not path.is_file():
             log.info("quantizing the backbone to %s (once per weights)", path)
-            batch = int8.network_input(int8.calibration_crops())
+            batch = network_input(int8.calibration_crops()).numpy()
             int8.quantize(self.path, path, batch)
         session = open_session(path, threads)
         if not int8.trusted_here(path):
-            batch = int8.network_input(int8.calibration_crops()) if batch is None else batch
+            batch = network_input(int8.calibration_crops()).numpy() if batch is None else batch
             worst, refusal = int8.check(open_session(self.path, threads), session, batch)
             if refusal is not None:
                 log.error("%s; embedding with fp32 ONNX Runtime instead", refusal)
