@@ -8,8 +8,7 @@ from torch import nn
 from tqdm import tqdm
 
 from core.constants import EMBEDDING_DIM
-from core.embedding.restoration import restore
-from core.embedding.standardize import standardize
+from core.embedding.standardize import network_input
 
 
 class Embedder:
@@ -27,11 +26,10 @@ class Embedder:
         `one_core`: on a single thread, for callers embedding side by side (the CPU runtimes)."""
         if len(crops) == 0:
             return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
-        crops = restore(crops)
         starts = tqdm(range(0, len(crops), self.batch_size), desc="embed", disable=not progress)
         return np.concatenate([self._unit_vectors(crops[start : start + self.batch_size], one_core) for start in starts])
 
     @torch.inference_mode()
     def _unit_vectors(self, crops: torch.Tensor, one_core: bool = False) -> np.ndarray:
-        batch = standardize(crops.to(self.device))
+        batch = network_input(crops, self.device)
         return nn.functional.normalize(self.net(batch), dim=1).float().cpu().numpy()
