@@ -114,7 +114,7 @@ def test_training_sees_the_pixels_the_service_embeds(small_net):
     parts = embed_pooled(pooled_features(small_net, crops, batch_size=2), Head.of(small_net), small_net.last_bn)
     assert torch.allclose(parts, served, rtol=0, atol=1e-6)
     with torch.inference_mode():
-        distilled = backbone_distill.embed(small_net, crops, "cpu", bf16=False)
+        distilled = backbone_distill.embed(small_net, backbone_distill.batch_input(crops, "cpu"), "cpu", bf16=False)
     assert torch.allclose(distilled, served, rtol=0, atol=1e-6)
 
 

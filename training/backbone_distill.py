@@ -58,9 +58,14 @@ def bf16_pays(device: str) -> bool:
     return device.startswith("cuda") or "amx_bf16" in cpu_flags()
 
 
-def embed(net: InceptionResnetV1, crops: torch.Tensor, device: str, bf16: bool) -> torch.Tensor:
-    """uint8 crops → unit embeddings (with the graph, when grad is on)."""
-    x = network_input(crops, device).contiguous(memory_format=torch.channels_last)
+def batch_input(crops: torch.Tensor, device: str) -> torch.Tensor:
+    """uint8 crops → the network's input (core/embedding/standardize.py), channels-last on
+    `device`: made once a step for both the starting model and the one trained."""
+    return network_input(crops, device).contiguous(memory_format=torch.channels_last)
+
+
+def embed(net: InceptionResnetV1, x: torch.Tensor, device: str, bf16: bool) -> torch.Tensor:
+    """`batch_input` → unit embeddings (with the graph, when grad is on)."""
     with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
         return F.normalize(net(x).float(), dim=1)
 
@@ -110,11 +115,11 @@ def distill(net: InceptionResnetV1, start: InceptionResnetV1, views: list[torch.
     for step in range(first, config.steps):
         rows, seen = batch_rows(usable, owner, len(views), size, config.seed, step, config.per_person)
         torch.manual_seed(config.seed * 1_000_003 + step)  # the dropout's mask too comes from (seed, step)
-        crops = torch.stack([views[v][r] for v, r in zip(seen.tolist(), rows.tolist())])
+        x = batch_input(torch.stack([views[v][r] for v, r in zip(seen.tolist(), rows.tolist())]), device)
         with torch.no_grad():
-            anchors = embed(start, crops, device, bf16)
+            anchors = embed(start, x, device, bf16)
         set_train_mode(net)
-        z = embed(net, crops, device, bf16)
+        z = embed(net, x, device, bf16)
         structure = similarity_structure_loss(z, targets[torch.from_numpy(rows)].to(device))
         anchor = (1 - (z * anchors).sum(1)).mean()
         loss = structure + config.anchor * anchor
