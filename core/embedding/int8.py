@@ -74,6 +74,12 @@ def calibration_crops(pipeline: FacePipeline | None = None) -> torch.Tensor:
     return torch.stack([torch.from_numpy(np.asarray(v(face)).copy()).permute(2, 0, 1) for face in faces for v in variants])
 
 
+def calibration_batch() -> np.ndarray:
+    """The calibration crops as the network is fed them: what quantization calibrates on and
+    the int8 check compares fp32 and int8 on."""
+    return network_input(calibration_crops()).numpy()
+
+
 def quantize(fp32: Path, int8: Path, batch: np.ndarray | None = None) -> None:
     """Write the int8 model of `fp32` to `int8`, atomically, calibrated on `batch` (network input;
     default: the calibration faces); a clear error if it cannot."""
@@ -82,7 +88,7 @@ def quantize(fp32: Path, int8: Path, batch: np.ndarray | None = None) -> None:
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError as exc:
         raise RuntimeUnavailable("onnxruntime", f"int8 needs onnxruntime's quantization tools ({exc}); set FACEID_RUNTIME=onnx") from exc
-    inputs = network_input(calibration_crops()).numpy() if batch is None else batch
+    inputs = calibration_batch() if batch is None else batch
 
     class Faces(CalibrationDataReader):
         def __init__(self) -> None:

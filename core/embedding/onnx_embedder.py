@@ -65,11 +65,11 @@ class OnnxEmbedder(Embedder):
         batch = None
         if not path.is_file():
             log.info("quantizing the backbone to %s (once per weights)", path)
-            batch = network_input(int8.calibration_crops()).numpy()
+            batch = int8.calibration_batch()
             int8.quantize(self.path, path, batch)
         session = open_session(path, threads)
         if not int8.trusted_here(path):
-            batch = network_input(int8.calibration_crops()).numpy() if batch is None else batch
+            batch = int8.calibration_batch() if batch is None else batch
             worst, refusal = int8.check(open_session(self.path, threads), session, batch)
             if refusal is not None:
                 log.error("%s; embedding with fp32 ONNX Runtime instead", refusal)
