@@ -8,18 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import f1_score
 
-
-def templates(embeddings: np.ndarray, labels: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-    """One template per identity: the L2-normalised mean of its embeddings."""
-    names = sorted(set(labels))
-    index = {n: i for i, n in enumerate(names)}
-    sums = np.zeros((len(names), embeddings.shape[1]), dtype=np.float64)
-    np.add.at(sums, [index[label] for label in labels], embeddings)
-    return _normalise(sums).astype(np.float32), names
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+from core.embedding.templates import templates, unit_rows
 
 
 def top1(similarity: np.ndarray, gallery_names: Sequence[str], query_labels: Sequence[str]) -> np.ndarray:
@@ -129,7 +118,7 @@ def source_left_out(
         own = gallery[(labels == label) & (sources == source)].sum(axis=0)
         reduced = tmpl.copy()
         i = names.index(label)
-        reduced[i] = _normalise((sums[label] - own)[None])[0]
+        reduced[i] = unit_rows((sums[label] - own)[None])[0]
         hits.append(names[int(np.argmax(reduced @ q))] == label)
         per_kind[kind].append(hits[-1])
     out: dict = {"top1": float(np.mean(hits)) if hits else float("nan"), "n_queries": len(hits)}

@@ -24,10 +24,10 @@ from core.constants import CROP_SIZE
 from core.data.crop_cache import face_crops
 from core.data.dataset import read_split, scan
 from core.embedding.runtime import make_embedder
+from core.embedding.templates import templates
 from core.faces.pipeline import DATASET_PIPELINE, load_pipeline
 from core.models.backbone import load_backbone
 from evaluation.embeddings import embed_samples
-from evaluation.metrics import templates
 
 RING = 24  # px of a 160-px crop: about the margin the crop adds around the face box
 HAIR_ROWS = 48  # the top 30% of the crop

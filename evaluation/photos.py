@@ -22,13 +22,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from core.data.dataset import Sample
+from core.embedding.templates import templates
 from core.faces.geometry import fractions_of
 from core.faces.pipeline import DetectedFace
 from core.images import load_image
 from core.photos.descriptor import EXACT_GROW, SHORTLIST, describe, describe_many, projected, search_breadth, similarity, thumbnail
 from evaluation import open_set
 from evaluation.detection import detected
-from evaluation.metrics import templates
 
 
 def thumbnails(samples: Sequence[Sample]) -> tuple[np.ndarray, list[tuple[int, int]]]:

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.manifold import TSNE
 
-from evaluation.metrics import templates
+from core.embedding.templates import templates
 
 
 def per_distortion_bars(report: dict, out: Path) -> None:

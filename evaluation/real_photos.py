@@ -34,6 +34,7 @@ from core.clusters import LINKAGE, MAX_DISTANCE, Linkage, cluster, purity_and_co
 from core.data.dataset import DEFAULT_TRAIN_PEOPLE, Sample, read_split
 from core.data.people import carve, folder_people
 from core.embedding.embedder import Embedder
+from core.embedding.templates import templates
 from core.faces.pipeline import DetectedFace, FacePipeline
 from core.files import atomic_write
 from evaluation.metrics import tar_at_far
@@ -157,11 +158,12 @@ def one_photo_enrolled(data: Embedded, threshold: float, enrolled_photos: int = 
     """Each person with more than `enrolled_photos` photos (more than `queries_from`, when given)
     is enrolled with their first ones, the rest (from photo `queries_from` on, when given: the
     same queries for one or two enrolled photos) are queries; people with exactly one photo are
-    strangers. A query is named by its best enrolled photo's person when that similarity reaches
-    `threshold`, its face was found and is not gone. With `queries` (the same photos, in the same
-    order, distorted), the queries and strangers are those; the enrolled photos stay `data`'s.
-    TAR at FAR 1e-3 counts each query against its own person's enrolled photos (genuine) and
-    every other person's (impostor)."""
+    strangers. A query is named by the person whose template (core/embedding/templates.py: with
+    one photo enrolled, that photo) is most similar, when that similarity reaches `threshold`,
+    its face was found and is not gone. With `queries` (the same photos, in the same order,
+    distorted), the queries and strangers are those; the enrolled photos stay `data`'s. TAR at
+    FAR 1e-3 counts each query against its own person's template (genuine) and every other
+    person's (impostor)."""
     asked = data if queries is None else queries
     people = np.asarray(data.people)
     first: dict[str, list[int]] = {}
@@ -171,8 +173,8 @@ def one_photo_enrolled(data: Embedded, threshold: float, enrolled_photos: int = 
     enrolled_idx = [i for idx in first.values() if len(idx) > start for i in idx[:enrolled_photos]]
     query_idx = [i for idx in first.values() if len(idx) > start for i in idx[start:]]
     stranger_idx = [i for idx in first.values() if len(idx) == 1 for i in idx]
-    gallery = data.vectors[enrolled_idx]
-    gallery_people = people[enrolled_idx]
+    gallery, listed = templates(data.vectors[enrolled_idx], people[enrolled_idx].tolist())  # one per person, as the service
+    gallery_people = np.asarray(listed)
 
     def answer(idx: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         sims = asked.vectors[idx] @ gallery.T

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from core.data.dataset import Sample
+from core.embedding.templates import templates
 from core.faces.pipeline import DetectedFace
 from evaluation import detection, open_set
-from evaluation.metrics import retrieval_report, templates, top1
+from evaluation.metrics import retrieval_report, top1
 
 # Bins of a query crop's blown-out share (core.faces.quality's over_exposed: the share of the crop's
 # central half at luminance >= 250): how much of the face glare left to recognise.

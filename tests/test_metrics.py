@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from core.data.dataset import Sample
+from core.embedding.templates import templates
 from evaluation.metrics import (
     retrieval_report,
     source_left_out,
     tar_at_far,
-    templates,
     top1,
 )
 from evaluation.report import face_left_report

@@ -45,13 +45,15 @@ def case():
     return gallery, labels, queries, ["A", "B", "C"]
 
 
-def test_scores_take_each_persons_best_photo_and_score_strangers_without_them(case):
+def test_scores_take_each_persons_template_and_score_strangers_without_them(case):
     gallery, labels, queries, qlabels = case
     s = open_set.scores(gallery, labels, queries, qlabels)
-    sim = queries @ gallery.T
+    a = unit(1 + 0.9805807, 0.19611615, 0)  # A's two photos' mean, made unit: not either photo
+    sim = queries @ np.stack([a, gallery[2], gallery[3]]).T  # A, B, C
     assert s["right"].tolist() == [True, False, True]  # B's query is nearer C (0.8 > 0.6)
-    assert s["top"] == pytest.approx([sim[0, :2].max(), sim[1, 3], sim[2, 3]])
-    assert s["stranger_top"] == pytest.approx([max(sim[0, 2], sim[0, 3]), sim[1, 3], max(sim[2, :2].max(), sim[2, 2])])
+    assert s["top"] == pytest.approx([sim[0, 0], sim[1, 2], sim[2, 2]])
+    assert s["top"][0] > (queries[0] @ gallery[:2].T).max()  # A's query lies between her photos
+    assert s["stranger_top"] == pytest.approx([max(sim[0, 1], sim[0, 2]), sim[1, 2], max(sim[2, 0], sim[2, 1])])
 
 
 def test_report_at_a_threshold(case):
