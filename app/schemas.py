@@ -104,7 +104,7 @@ class FaceResult(BaseModel):
                                 "blown out nearly whole or black, is never named by face evidence; its quality says why)")
     evidence: list[Evidence] = Field(default_factory=list, description="what supports `match`: face (its looks), photo (the photo "
                                      "is a copy of an enrolled one), or both; empty when unknown")
-    candidates: list[Match] = Field(description="face evidence: the most similar enrolled people by their faces")
+    candidates: list[Match] = Field(description="face evidence: the most similar enrolled people by their template (the mean of their faces)")
     photo_match: PhotoMatch | None = Field(None, description="photo evidence on its own, when this face is where an enrolled copy's face was")
     conflict: bool = Field(False, description="face and photo evidence name different people; `match` follows the photo")
 

@@ -50,17 +50,42 @@ def test_search_pads_when_gallery_is_small():
     assert ids.shape == (2, 3) and list(ids[0]) == [7, -1, -1]
 
 
-def test_gallery_ranks_persons_by_their_best_face(tmp_path):
+def test_gallery_ranks_persons_by_their_template(tmp_path):
     v = unit_rows(3)
     gallery = sqlite_gallery(tmp_path)
     gallery.enroll("a", None, [NewFace("a1", v[0]), NewFace("a2", v[1])])
     gallery.enroll("b", "Bee", [NewFace("b1", v[2])])
     (row,) = gallery.search(v[1:2], 5)
-    assert [c.person_id for c in row] == ["a", "b"]  # a once, by its best face
-    assert row[0].similarity == np.float32(1.0) or abs(row[0].similarity - 1.0) < 1e-5
+    assert [c.person_id for c in row] == ["a", "b"]  # a once
+    # a by the mean of her two faces made unit, b by his one face
+    assert row[0].similarity == pytest.approx((v[0] @ v[1] + 1) / np.linalg.norm(v[0] + v[1]), abs=1e-5)
+    assert row[1].similarity == pytest.approx(float(v[2] @ v[1]), abs=1e-5)
     assert gallery.delete("a") and not gallery.delete("a")
     (row,) = gallery.search(v[1:2], 5)
     assert [(c.person_id, c.name) for c in row] == [("b", "Bee")]
+    gallery.close()
+
+
+def near(q, cosine, seed):
+    """A unit vector at `cosine` to the unit vector q."""
+    r = unit_rows(1, seed)[0]
+    r = r - (r @ q) * q
+    return (cosine * q + np.sqrt(1 - cosine**2) * r / np.linalg.norm(r)).astype(np.float32)
+
+
+def test_a_person_whose_faces_agree_outranks_one_with_a_single_nearer_face(tmp_path):
+    q = unit_rows(1, seed=5)[0]
+    gallery = sqlite_gallery(tmp_path)
+    gallery.enroll("a", None, [NewFace("a1", near(q, 0.9, 1)), NewFace("a2", near(q, -0.3, 2))])  # one close face, one far
+    gallery.enroll("b", None, [NewFace("b1", near(q, 0.85, 3)), NewFace("b2", near(q, 0.85, 4))])  # two agreeing faces
+    (row,) = gallery.search(q[None], 2)
+    assert [c.person_id for c in row] == ["b", "a"]  # by their best faces it would be a, 0.9 against 0.85
+    assert row[0].similarity > 0.85 and row[1].similarity < 0.6
+    # A third face moves a's template: the gallery does not answer from the old one.
+    gallery.enroll("a", None, [NewFace("a3", q)])
+    a = np.stack([near(q, 0.9, 1), near(q, -0.3, 2), q]).sum(0)
+    (row,) = gallery.search(q[None], 2)
+    assert row[[c.person_id for c in row].index("a")].similarity == pytest.approx(float(a @ q / np.linalg.norm(a)), abs=1e-5)
     gallery.close()
 
 

@@ -63,6 +63,8 @@ def test_a_replica_sees_another_replicas_enrolments_and_deletes(postgres_url, tm
     a.enroll("ada", "Ada", [NewFace("1.jpg", v[0]), NewFace("2.jpg", v[1])])
     until(lambda: b.index.size == 2)
     assert [c.person_id for c in b.search(v[:1], 1)[0]] == ["ada"] and b.in_sync and b.behind() == 0
+    # scored by her template, read from the shared store: the mean of her two faces, made unit
+    assert b.search(v[:1], 1)[0][0].similarity == pytest.approx((1 + v[0] @ v[1]) / np.linalg.norm(v[0] + v[1]), abs=1e-5)
     b.delete("ada")
     until(lambda: a.index.size == 0)
     assert a.search(v[:1], 1) == [[]]

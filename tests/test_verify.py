@@ -40,6 +40,16 @@ def test_a_photo_against_an_enrolled_person(client, group_faces):
     assert verify(client, jpeg(group_faces[1]), person_id="nobody").status_code == 404
 
 
+def test_against_a_person_with_two_photos_their_template_counts(client, group_faces):
+    first, second = group_faces[4], another_photo(group_faces[4])
+    query = group_faces[4].rotate(-8).filter(ImageFilter.GaussianBlur(2))
+    assert enroll(client, "p4", [first, second]).status_code == 200
+    c1, c2, c12 = (verify(client, jpeg(a), jpeg(b)).json()["similarity"] for a, b in ((query, first), (query, second), (first, second)))
+    template = (c1 + c2) / (2 + 2 * c12) ** 0.5  # the query against the mean of the two faces, made unit
+    r = verify(client, jpeg(query), person_id="p4").json()
+    assert abs(r["similarity"] - template) < 2e-3 and abs(template - max(c1, c2)) > 1e-2
+
+
 def test_a_face_gone_to_glare_is_not_verified_by_its_looks_but_a_copy_is_by_photo_evidence(client, group_faces):
     glared = blown_out(group_faces[0])
     r = verify(client, jpeg(glared), jpeg(group_faces[0]), threshold="-1").json()  # any cosine would do: the looks are not used

@@ -26,12 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from app.gallery.audit import AuditLog
+from app.gallery.face_owners import FaceOwners
 from app.gallery.records import AuditEvent, Change, Committed, Entry, Erased, NewFace, Person, PhotoRecord, StoreError, StoreKind, now
 from app.gallery.snapshot import Built, NoSnapshot, Snapshot, SnapshotRejected
 from app.gallery.store import Store
 from app.gallery.sync import Sync
 from app.gallery.vector_index import IndexSettings, VectorIndex
 from core.constants import EMBEDDING_DIM
+from core.embedding.templates import template
 from core.photos.descriptor import PROJECTED_DIM, SHORTLIST, Descriptor, describe, projected, rerank, search_breadth
 
 SPOT_CHECKS = 32  # stored faces a loaded snapshot must find as themselves before it is trusted
@@ -121,7 +123,7 @@ class Gallery:
         self.model_id = model_id
         self.index_settings = index
         self._lock = threading.RLock()
-        self._person_of: dict[int, str] = {}
+        self._owners = FaceOwners()  # who each indexed face is of
         self._sync: Sync | None = None  # until `follow`, every request reads the store
         self.mismatch: str | None = None
         self.index = VectorIndex(index)
@@ -146,7 +148,7 @@ class Gallery:
         with self._lock:
             version = self.store.version()  # read before the faces: what commits meanwhile is caught up, idempotently
             self.mismatch = self._mismatch(self.store.model_ids())
-            self.index, self._person_of = VectorIndex(self.index_settings), {}
+            self.index, self._owners = VectorIndex(self.index_settings), FaceOwners()
             if self.mismatch:  # nothing is searchable until the gallery is re-embedded; its vectors are not read
                 self.photos, self.applied = VectorIndex(self.index_settings, PROJECTED_DIM), version
                 return
@@ -155,7 +157,7 @@ class Gallery:
                 return
             ids, vectors, persons = self.store.embeddings()
             self.index = self._index_over(ids, vectors)
-            self._person_of = dict(zip(ids.tolist(), persons))
+            self._owners = FaceOwners(zip(ids.tolist(), persons))
             self.applied = version
 
     def _index_over(self, ids: np.ndarray, vectors: np.ndarray, dim: int = EMBEDDING_DIM) -> VectorIndex:
@@ -190,7 +192,7 @@ class Gallery:
             held = set(loaded.face_ids.tolist())
             if gone := sorted(held - person.keys()):  # deleted since: the log's deletes of them would find nothing to remove
                 loaded.index.remove(gone)
-            self.index, self._person_of, self.applied = loaded.index, {i: person[i] for i in held if i in person}, note.version
+            self.index, self._owners, self.applied = loaded.index, FaceOwners((i, person[i]) for i in held if i in person), note.version
             self._catch_up()
             if self.index.size != (faces := self.store.counts()[1]):
                 raise SnapshotRejected(f"after catching up it holds {self.index.size} faces, the store {faces}")
@@ -198,7 +200,7 @@ class Gallery:
         except SnapshotRejected as exc:
             if not isinstance(exc, NoSnapshot):
                 log.warning("snapshot not used (%s); building the index from the store", exc)
-            self.index, self._person_of = VectorIndex(self.index_settings), {}
+            self.index, self._owners = VectorIndex(self.index_settings), FaceOwners()
             return False
         log.info("index loaded from the snapshot at version %d and caught up to %d", note.version, self.applied)
         return True
@@ -223,7 +225,7 @@ class Gallery:
         with self._lock:
             if self.mismatch or self.index.masked:
                 return
-            self.snapshot.save(self.index, np.array(sorted(self._person_of), dtype=np.int64), self._built(), self.applied)
+            self.snapshot.save(self.index, np.array(self._owners.face_ids(), dtype=np.int64), self._built(), self.applied)
 
     # -- keeping in step with the store ---------------------------------------------------
     def follow(self, sync: Sync | None = None) -> None:
@@ -265,17 +267,17 @@ class Gallery:
     def _apply(self, change: Change) -> None:
         """One logged change ('add', 'delete' or 'photo'), idempotently."""
         if change.op == "delete":
-            self._forget([i for i in change.face_ids if i in self._person_of])
+            self._forget([i for i in change.face_ids if i in self._owners])
             return
         faces = self.store.faces_for_index(change.face_ids)  # those deleted since are gone: their delete follows
         if change.op == "add":
-            faces = [f for f in faces if f.face_id not in self._person_of]
+            faces = [f for f in faces if f.face_id not in self._owners]
             if mismatch := self._mismatch({f.model_id: 1 for f in faces}):
                 self.mismatch = mismatch  # another replica runs another model: refuse, as at start
                 return
             if faces:
                 self.index.add(np.array([f.face_id for f in faces], dtype=np.int64), np.stack([f.embedding for f in faces]))
-                self._person_of.update((f.face_id, f.person_id) for f in faces)
+                self._owners.add([f.face_id for f in faces], [f.person_id for f in faces])
         photos = [(f.face_id, f.photo_vector) for f in faces if f.photo_vector is not None]
         if photos:
             if change.op == "photo":
@@ -344,7 +346,7 @@ class Gallery:
                     if ids:  # inside the transaction: if this fails, nothing is committed
                         self.index.add(np.array(ids, dtype=np.int64), np.stack(vectors))
                         indexed = ids
-                        self._person_of.update(zip(ids, persons))
+                        self._owners.add(ids, persons)
                         if photos:
                             self.photos.add(np.array([i for i, _ in photos], dtype=np.int64), np.stack([p.vector for _, p in photos]))
             except BaseException:
@@ -358,11 +360,11 @@ class Gallery:
     def _retrain(self) -> None:
         """Rebuild with freshly trained cells. The faces are committed and in the current index
         already, so a failure here keeps that index and leaves the answer to the caller intact."""
-        current = self.index, dict(self._person_of), self.applied
+        current = self.index, self._owners.copy(), self.applied
         try:
             self.rebuild()
         except (RuntimeError, MemoryError) as exc:
-            self.index, self._person_of, self.applied = current
+            self.index, self._owners, self.applied = current
             log.error("could not retrain the index (%s); keeping the current one", exc)
 
     def delete(self, person_id: str, audit: AuditEvent | None = None) -> Erasure | None:
@@ -414,8 +416,7 @@ class Gallery:
         if ids:
             self.index.remove(ids)
             self.photos.remove(ids)
-            for i in ids:
-                self._person_of.pop(i, None)
+            self._owners.remove(ids)
 
     def set_photos(self, updates: list[tuple[int, PhotoRecord]], audit: AuditEvent | None = None) -> None:
         """Photo evidence for stored faces that had none (bulk import), committed with its index."""
@@ -437,7 +438,8 @@ class Gallery:
         return Lookup(self)
 
     def search(self, queries: np.ndarray, top_k: int) -> list[list[Candidate]]:
-        """Per query, the top_k persons by their best-matching face, most similar first."""
+        """Per query, the top_k persons by their template's similarity (core/embedding/templates.py),
+        most similar first."""
         return self.lookup().faces(queries, top_k)
 
     def search_photos(self, thumb: np.ndarray, descriptor: Descriptor | None = None) -> list[PhotoCandidate]:
@@ -448,14 +450,20 @@ class Gallery:
         with self._lock:
             # Fetch extra faces: several of one person's faces may crowd the top.
             sims, ids = self.index.search(queries, min(self.index.size, top_k * 8) or 1)
-            person_of = self._person_of
-            results = []
+            found: list[dict[str, float]] = []  # per query, each person among its faces: their best face's similarity
             for row_sims, row_ids in zip(sims, ids):
                 best: dict[str, float] = {}
                 for sim, face_id in zip(row_sims, row_ids):
-                    if face_id >= 0 and (p := person_of.get(int(face_id))) is not None and p not in best:
+                    if face_id >= 0 and (p := self._owners.person(int(face_id))) is not None and p not in best:
                         best[p] = float(sim)
-                results.append(list(best.items())[:top_k])
+                found.append(best)
+            several = sorted({p for best in found for p in best if self._owners.faces(p) > 1})
+            held = {p: template(faces) for p, faces in self.store.embeddings_by_person(several).items()} if several else {}
+        results = []
+        for query, best in zip(queries, found):
+            # A person with several faces is scored by their template, with one by that face.
+            scored = {p: float(held[p] @ query) if p in held else sim for p, sim in best.items()}
+            results.append(sorted(scored.items(), key=lambda ps: -ps[1])[:top_k])
         names = self.store.names({p for row in results for p, _ in row})
         # A person deleted by another replica a moment ago is no longer in the store: never answered.
         return [[Candidate(p, names.get(p), s) for p, s in row if p in names] for row in results]
@@ -492,7 +500,7 @@ class Lookup:
         self._gallery = gallery
 
     def faces(self, queries: np.ndarray, top_k: int) -> list[list[Candidate]]:
-        """Per query, the top_k persons by their best-matching face, most similar first."""
+        """Per query, the top_k persons by their template's similarity, most similar first."""
         return self._gallery._faces(queries, top_k)
 
     def photos(self, thumb: np.ndarray, descriptor: Descriptor | None = None) -> list[PhotoCandidate]:
@@ -502,4 +510,6 @@ class Lookup:
     def person(self, person_id: str) -> tuple[Person, np.ndarray] | None:
         """An enrolled person and their faces' embeddings (N×512), or None."""
         person = self._gallery.store.get_person(person_id)
-        return None if person is None else (person, self._gallery.store.person_embeddings(person_id))
+        if person is None:
+            return None
+        return person, self._gallery.store.embeddings_by_person([person_id]).get(person_id, np.zeros((0, EMBEDDING_DIM), np.float32))

@@ -549,9 +549,14 @@ class PostgresStore:
         rows = self._all("SELECT face_id, embedding FROM faces WHERE face_id = ANY(%s)", (face_ids,))
         return np.array([r[0] for r in rows], dtype=np.int64), embeddings_of([self.sealer.open(r[1], EMBEDDING) or b"" for r in rows])
 
-    def person_embeddings(self, person_id: str) -> np.ndarray:
-        rows = self._all("SELECT embedding FROM faces WHERE person_id = %s ORDER BY face_id", (person_id,))
-        return embeddings_of([self.sealer.open(r[0], EMBEDDING) or b"" for r in rows])
+    def embeddings_by_person(self, person_ids: list[str]) -> dict[str, np.ndarray]:
+        if not person_ids:
+            return {}
+        rows = self._all("SELECT person_id, embedding FROM faces WHERE person_id = ANY(%s) ORDER BY face_id", (person_ids,))
+        grouped: dict[str, list[bytes]] = {}
+        for person_id, value in rows:
+            grouped.setdefault(person_id, []).append(self.sealer.open(value, EMBEDDING) or b"")
+        return {person_id: embeddings_of(values) for person_id, values in grouped.items()}
 
     def photo_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         with self._conn() as conn, conn.transaction():

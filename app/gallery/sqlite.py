@@ -463,9 +463,16 @@ class SqliteStore:
         rows = self._all(f"SELECT face_id, embedding FROM faces WHERE face_id IN ({marks})", tuple(face_ids))
         return np.array([r[0] for r in rows], dtype=np.int64), self._embeddings([r[1] for r in rows])
 
-    def person_embeddings(self, person_id: str) -> np.ndarray:
-        """N×512: the embeddings of one person's faces (1:1 verification against them)."""
-        return self._embeddings([r[0] for r in self._all("SELECT embedding FROM faces WHERE person_id = ? ORDER BY face_id", (person_id,))])
+    def embeddings_by_person(self, person_ids: list[str]) -> dict[str, np.ndarray]:
+        """Each person's faces' embeddings (N×512, oldest first); a person without faces is left out."""
+        if not person_ids:
+            return {}
+        marks = ",".join("?" * len(person_ids))
+        rows = self._all(f"SELECT person_id, embedding FROM faces WHERE person_id IN ({marks}) ORDER BY face_id", tuple(person_ids))
+        grouped: dict[str, list[bytes]] = {}
+        for person_id, value in rows:
+            grouped.setdefault(person_id, []).append(value)
+        return {person_id: self._embeddings(values) for person_id, values in grouped.items()}
 
     def faces_for_index(self, face_ids: list[int]) -> list[IndexedFace]:
         """The faces that still exist among `face_ids`, as the indexes take them."""
