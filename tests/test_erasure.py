@@ -28,7 +28,10 @@ def found_in(folder: Path, pieces: dict[str, bytes], skip: tuple[str, ...] = ())
     """Which pieces appear in which files under `folder`."""
     out: dict[str, list[str]] = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not any(s in p.parts for s in skip)):
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:  # a running server's scratch file (PostgreSQL's relcache init file) went meanwhile
+            continue
         for name, piece in pieces.items():
             if piece in data:
                 out.setdefault(name, []).append(str(path.relative_to(folder)))
