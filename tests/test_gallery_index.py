@@ -4,6 +4,7 @@ import faiss
 import numpy as np
 import pytest
 
+from app.gallery.face_owners import FaceOwners
 from app.gallery.gallery import Gallery
 from app.gallery.records import Cells, NewFace
 from app.gallery.store import open_store
@@ -87,6 +88,19 @@ def test_a_person_whose_faces_agree_outranks_one_with_a_single_nearer_face(tmp_p
     (row,) = gallery.search(q[None], 2)
     assert row[[c.person_id for c in row].index("a")].similarity == pytest.approx(float(a @ q / np.linalg.norm(a)), abs=1e-5)
     gallery.close()
+
+
+def test_face_owners_count_each_persons_faces_once():
+    owners = FaceOwners([(1, "a"), (2, "a"), (3, "b")])
+    owners.add([2, 4], ["a", "a"])  # face 2 is held already: a catch-up applying a replica's own write
+    assert owners.faces("a") == 3 and owners.faces("b") == 1 and len(owners) == 4
+    owners.remove([1, 9])  # 9 was never held
+    assert owners.faces("a") == 2 and owners.person(1) is None and owners.person(4) == "a"
+    owners.remove([3])
+    assert owners.faces("b") == 0 and 3 not in owners and owners.face_ids() == [2, 4]
+    copy = owners.copy()
+    owners.remove([2])
+    assert copy.faces("a") == 2 and owners.faces("a") == 1
 
 
 def clustered(n_people, per_person, seed=0, spread=0.35):

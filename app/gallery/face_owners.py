@@ -13,10 +13,9 @@ from collections.abc import Iterable
 
 class FaceOwners:
     def __init__(self, pairs: Iterable[tuple[int, str]] = ()) -> None:
-        self._person_of: dict[int, str] = {}
-        self._faces: Counter[str] = Counter()
-        for face_id, person_id in pairs:
-            self.add([face_id], [person_id])
+        """From (face id, person id) pairs, each face once (a whole gallery's, at a build)."""
+        self._person_of: dict[int, str] = dict(pairs)
+        self._faces: Counter[str] = Counter(self._person_of.values())
 
     def add(self, face_ids: Iterable[int], person_ids: Iterable[str]) -> None:
         """Faces newly indexed, each with its person (a face already held is not counted twice)."""
