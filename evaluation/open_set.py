@@ -2,10 +2,10 @@
 
 The gallery holds every clean photo of the evaluated people, and a query is answered by the
 person whose template (the normalised mean of their photos' embeddings) it is most similar to,
-as `/identify` does. A query whose face the service's
-detection does not find (the data-set pipeline had to fall back to a fixed box) is answered
-"no face". Every person is also a stranger once: their queries are scored against the gallery
-without them, so the stranger figures use every query rather than a few left-out people.
+as `/identify` does. A query whose face the service's detection does not find (the data-set
+pipeline had to fall back to a fixed box) is answered "no face". Every person is also a
+stranger once: their queries are scored against the gallery without them, so the stranger
+figures use every query rather than a few left-out people.
 """
 
 from __future__ import annotations
