@@ -90,7 +90,7 @@ def against_person(engine: Engine, gallery: Gallery, settings: Settings, a: Read
         copy = mine[0] if mine else None
     if face is None and (copy is None or copy.similarity < settings.photo_threshold):
         raise NoFaceFound(a.name, "no face found")
-    # Their template, as /identify scores them: the best of several faces would let more strangers through.
+    # Their template, as /identify scores them: the best of several faces accepts more of other people (docs/results.md).
     similarity = float(template(enrolled) @ engine.embed([face.crop])[0]) if face is not None and len(enrolled) else None
     by_face = similarity is not None and similarity >= threshold and not _gone(face)
     match: PhotoMatch | None = photo_match(copy) if copy is not None and copy.similarity >= settings.photo_threshold else None
