@@ -28,6 +28,7 @@ from core.embedding.onnx_runtime import (
     require_runtime,
 )
 from core.embedding.standardize import network_input
+from core.embedding.templates import unit_rows
 
 __all__ = ["OnnxEmbedder", "RuntimeUnavailable"]
 log = logging.getLogger(__name__)
@@ -82,4 +83,4 @@ class OnnxEmbedder(Embedder):
     def _unit_vectors(self, crops: torch.Tensor, one_core: bool = False) -> np.ndarray:
         session = self.one_core_session if one_core else self.session
         (vectors,) = session.run(None, {"crops": network_input(crops).numpy()})
-        return (vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        return unit_rows(vectors).astype(np.float32)
