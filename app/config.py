@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
         "auto", description=("embedding runtime: auto is ONNX Runtime on the CPU, torch on CUDA; onnx-int8 is its quantized copy, "
                              "checked against fp32 on this CPU at start (fp32 ONNX if refused)"))
+    detect_runtime: Literal["auto", "openvino", "torch"] = Field(
+        "auto", description="MTCNN's nets on the CPU: auto is OpenVINO when installed (torch if it cannot load), torch is eager torch")
     threshold: float | None = Field(None, ge=-1.0, le=1.0, description="cosine below which a face is unknown (default: the model's FAR 1e-3 threshold)")
     verify_threshold: float | None = Field(None, ge=-1.0, le=1.0, description=(
         "/verify's cosine from which two faces are one person (default: the model's 1:1 threshold, chosen for pairs)"))

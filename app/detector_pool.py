@@ -30,6 +30,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from PIL import Image
 
+from core.faces.mtcnn_nets import NetsRuntime
 from core.faces.pipeline import DetectedFace, Face, FacePipeline, PipelineConfig, load_pipeline
 from core.images import Decoded
 
@@ -38,7 +39,7 @@ log = logging.getLogger("faceid")
 _worker_pipeline: FacePipeline | None = None  # each worker process's own, loaded by _load
 
 
-def _load(config: PipelineConfig) -> None:
+def _load(config: PipelineConfig, nets: NetsRuntime) -> None:
     """A worker's start: one torch thread and one BLAS thread (a core each), its nets loaded."""
     global _worker_pipeline
     import torch
@@ -46,7 +47,7 @@ def _load(config: PipelineConfig) -> None:
 
     torch.set_num_threads(1)
     threadpool_limits(1, user_api="blas")
-    _worker_pipeline = load_pipeline(config, "cpu")
+    _worker_pipeline = load_pipeline(config, "cpu", nets)
 
 
 def _detect(images: list[Image.Image]) -> list[list[DetectedFace]]:
@@ -95,9 +96,9 @@ class DetectorPool:
             if self._executor is not None or self._closed:
                 return
             context = multiprocessing.get_context("forkserver")  # no fork of a process with threads running
-            context.set_forkserver_preload(["app.detector_pool"])  # the workers share torch's pages
+            context.set_forkserver_preload(["app.detector_pool", "openvino"])  # the workers share torch's and OpenVINO's pages
             self._executor = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_load,
-                                                 initargs=(self.pipeline.config,))
+                                                 initargs=(self.pipeline.config, self.pipeline.mtcnn.runtime))
         threading.Thread(target=self._warm, args=(self._executor,), name="faceid-detector-pool", daemon=True).start()
 
     def _warm(self, executor: ProcessPoolExecutor) -> None:

@@ -49,7 +49,7 @@ def build_engine(settings: Settings, pipeline: FaceFinder | None = None) -> Engi
     backbone = load_backbone(settings.weights, device)
     pool = None
     if pipeline is None:
-        pipeline = load_pipeline(SERVICE_PIPELINE, device)
+        pipeline = load_pipeline(SERVICE_PIPELINE, device, settings.detect_runtime if device == "cpu" else "torch")
         if device == "cpu" and (workers := settings.detect_workers()) > 0:
             pool = DetectorPool(pipeline, workers)
     return Engine(backbone, pipeline, make_embedder(backbone, device, settings.batch_size, settings.runtime), device, settings.max_pixels,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from concurrent.futures import Executor, ThreadPoolExecutor
 
 import numpy as np
@@ -11,8 +13,10 @@ from facenet_pytorch import MTCNN
 from PIL import Image
 from torch.nn import functional as F
 
+from core.faces import mtcnn_nets
 from core.faces.geometry import iou
 from core.faces.mtcnn import LEVEL_OVERHEAD_PIXELS, AreaSampler, Mtcnn, _levels_here, nms, pyramid_scales
+from core.faces.mtcnn_nets import OpenVinoNet, TorchNet, load_nets
 from core.faces.pipeline import PipelineConfig, load_pipeline
 from core.images import load_image
 from tests.conftest import GROUP, PORTRAIT
@@ -25,9 +29,10 @@ def photos() -> list[Image.Image]:
             group.rotate(8, expand=True)]
 
 
-def test_finds_the_faces_facenet_pytorchs_driver_finds(photos):
+@pytest.mark.parametrize("runtime", ["torch", "openvino"])
+def test_finds_the_faces_facenet_pytorchs_driver_finds(photos, runtime):
     """Same cascade, weights and resampling: the boxes the shipped model was trained on."""
-    reference, mine = MTCNN(min_face_size=20, keep_all=True), Mtcnn(20)
+    reference, mine = MTCNN(min_face_size=20, keep_all=True), Mtcnn(20, runtime=runtime)
     for img in photos:
         boxes, probs = reference.detect(img)
         (found,) = mine.detect([img])
@@ -56,8 +61,8 @@ class Watched(Executor):
         return self.pool.submit(fn, *args, **kwargs)
 
 
-def test_a_helper_thread_takes_part_of_the_work_and_the_same_faces_are_found(photos):
-    detector, helper = Mtcnn(20), Watched()
+def test_a_helper_thread_takes_part_of_torchs_work_and_the_same_faces_are_found(photos):
+    detector, helper = Mtcnn(20, runtime="torch"), Watched()
     for img in photos:
         (alone,) = detector.detect([img])
         (helped,) = detector.detect([img], helper)
@@ -67,6 +72,81 @@ def test_a_helper_thread_takes_part_of_the_work_and_the_same_faces_are_found(pho
             assert np.allclose(a.landmarks, b.landmarks, atol=1e-3)
     assert helper.jobs >= 3 * len(photos)  # the pyramid's smaller levels, half of RNet's crops, half of ONet's
     helper.pool.shutdown()
+
+
+def test_openvinos_nets_give_torchs_outputs_in_fp32():
+    """To float rounding, at any thread count: a bf16 run (OpenVINO's own choice on a CPU with
+    AMX or AVX-512 BF16) would be off by about 1e-2."""
+    torch.manual_seed(0)
+    cases = {0: [(1, 3, 12, 12), (1, 3, 75, 106), (2, 3, 40, 31)], 1: [(1, 3, 24, 24), (37, 3, 24, 24)], 2: [(1, 3, 48, 48), (9, 3, 48, 48)]}
+    ours, reference = load_nets(torch.device("cpu"), "openvino"), load_nets(torch.device("cpu"), "torch")
+    assert ours[3] and not reference[3]  # OpenVINO spreads a call over its threads; torch takes a helper
+    for k, shapes in cases.items():
+        for shape in shapes:
+            batch = torch.randn(*shape).contiguous(memory_format=torch.channels_last)  # as the sampler gives it
+            expected = reference[k](batch)
+            for threads in (1, 2):
+                got = ours[k](batch, threads)
+                assert [g.shape for g in got] == [e.shape for e in expected]
+                assert all(torch.allclose(g, e, atol=1e-5) for g, e in zip(got, expected))
+
+
+def test_openvino_spends_the_helpers_core_inside_each_call(photos):
+    detector, helper = Mtcnn(20, runtime="openvino"), Watched()
+    for img in photos:
+        (alone,) = detector.detect([img])
+        (helped,) = detector.detect([img], helper)
+        assert [d.box for d in helped] == pytest.approx([d.box for d in alone], abs=1e-3)
+    assert helper.jobs == 0
+    pnet = detector.nets[0]
+    assert isinstance(pnet, OpenVinoNet) and {1, 2} <= set(pnet._free)  # a copy compiled for each thread count
+    helper.pool.shutdown()
+
+
+def test_photos_detected_side_by_side_on_openvino_get_their_own_faces(photos):
+    """Each thread takes a compiled copy of its own, and the outputs are copied out of the
+    request before another call can reuse it."""
+    detector = Mtcnn(20, runtime="openvino")
+    alone = [detector.detect([img])[0] for img in photos]
+    results: dict[int, list] = {}
+
+    def detect_all(worker: int) -> None:
+        order = photos if worker % 2 else photos[::-1]
+        for _ in range(3):
+            for img in order:
+                results.setdefault(worker, []).append((photos.index(img), detector.detect([img])[0]))
+
+    threads = [threading.Thread(target=detect_all, args=(w,)) for w in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for found in results.values():
+        for index, faces in found:
+            assert [d.box for d in faces] == pytest.approx([d.box for d in alone[index]], abs=1e-3)
+
+
+def test_an_openvino_answer_survives_the_next_call():
+    """The request's output buffers are reused by its next call: an answer must be a copy."""
+    onet = load_nets(torch.device("cpu"), "openvino")[2]
+    first, second = torch.randn(4, 3, 48, 48), torch.randn(4, 3, 48, 48)
+    answer = onet(first)
+    kept = [t.clone() for t in answer]
+    onet(second)
+    assert all(torch.equal(a, k) for a, k in zip(answer, kept))
+
+
+def test_where_openvino_cannot_load_torch_detects(monkeypatch, caplog):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("this CPU is not supported")
+
+    monkeypatch.setattr(mtcnn_nets, "OpenVinoNet", refuse)
+    with caplog.at_level(logging.ERROR):
+        *nets, spread = load_nets(torch.device("cpu"), "auto")
+    assert all(isinstance(net, TorchNet) for net in nets) and not spread
+    assert "detecting with torch" in caplog.text
+    with pytest.raises(ValueError, match="CPU"):
+        load_nets(torch.device("cuda"), "openvino")
 
 
 def test_the_helper_gets_the_smaller_levels_worth_about_as_much_as_this_threads():

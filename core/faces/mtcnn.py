@@ -5,14 +5,14 @@ The arithmetic is MTCNN's as facenet-pytorch runs it (the pyramid, box generatio
 regression, squaring, the thresholds, the three NMS passes and torch's area resampling), so
 the boxes are the ones the shipped model was trained and evaluated on (tests/test_mtcnn.py).
 What changes is the cost:
+- the nets run on OpenVINO on the CPU, on torch elsewhere (core/faces/mtcnn_nets.py);
 - every resampling, the pyramid's levels and the RNet/ONet crops alike, is read off one
   summed-area table of the batch (`AreaSampler`), a gather per stage;
 - each stage handles the whole batch at once (candidates carry their image's index, NMS
   is torchvision's batched one), so a GPU gets few large launches instead of a Python loop
   per image, and the CPU does the glue in a few vector operations.
-On 2 cores this takes about two thirds of facenet-pytorch's own driver's time (docs/design.md);
-In place, ONNX Runtime ran RNet and ONet no faster than torch and PNet a millisecond a photo
-faster (docs/benchmarks.md), so the nets stay in torch.
+On 2 cores this took about two thirds of facenet-pytorch's own driver's time with torch's nets
+(docs/design.md).
 Resampling with Pillow instead would be cheaper still on the CPU, but moved boxes by ~2% of
 their width and cost the shipped model 0.6 points of top-1 on the validation people.
 """
@@ -22,14 +22,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
-from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
 from PIL import Image
 from torch import nn
 from torchvision.ops import batched_nms
+
+from core.faces.mtcnn_nets import NetsRuntime, load_nets
 
 # MTCNN's published settings, as facenet-pytorch uses them.
 THRESHOLDS = (0.6, 0.7, 0.7)  # face probability to pass PNet, RNet, ONet
@@ -41,7 +43,7 @@ LEVEL_OVERHEAD_PIXELS = 4000
 # Caches of detections key on this: change it whenever the boxes this module finds change.
 VERSION = "1"
 
-Net = Callable[[torch.Tensor], list[torch.Tensor]]  # N×3×H×W standardised → the net's outputs, on its device
+Net = Callable[[torch.Tensor], list[torch.Tensor]]  # N×3×H×W standardised → the net's outputs (mtcnn_nets.Net, threads bound)
 
 
 @dataclass(frozen=True)
@@ -180,29 +182,36 @@ class Mtcnn:
     """Faces in same-sized RGB images, as boxes with MTCNN's probability and five landmarks.
     Every stage runs on the whole batch at once, so a GPU sees few, large launches."""
 
-    def __init__(self, min_face_size: float = 20, device: str | torch.device = "cpu") -> None:
+    def __init__(self, min_face_size: float = 20, device: str | torch.device = "cpu", runtime: NetsRuntime = "auto") -> None:
         self.min_face_size = min_face_size
-        self.device = torch.device(device)  # where the pixels and the nets are
-        self.pnet, self.rnet, self.onet = (_torch_net(n, device) for n in (PNet(), RNet(), ONet()))
+        self.device = torch.device(device)  # where the pixels are
+        self.runtime = runtime  # as asked: detection processes load theirs alike
+        *nets, self.nets_spread_themselves = load_nets(self.device, runtime)
+        self.nets = tuple(nets)  # PNet, RNet, ONet
         self.sample_in_torch: bool | None = None  # None: by device (see AreaSampler)
 
     def detect(self, images: Sequence[Image.Image], helper: Executor | None = None) -> list[list[Detection]]:
         """`helper`: a thread that takes half of the nets' work meanwhile (a lone photo on a CPU
-        with a core to spare: torch's ops release the GIL). The boxes agree to float rounding
-        (1e-4 px), as a batch's do with each image's detected alone."""
+        with a core to spare: torch's ops release the GIL); nets that spread themselves take a
+        thread more per call instead. The boxes agree to float rounding (1e-4 px), as a batch's
+        do with each image's detected alone."""
+        threads = torch.get_num_threads() + (helper is not None)
+        pnet, rnet, onet = (partial(net, threads=threads) for net in self.nets)
+        if self.nets_spread_themselves:
+            helper = None
         stacked = torch.from_numpy(np.stack([np.asarray(img) for img in images])).to(self.device)
         area = AreaSampler(stacked, self.sample_in_torch)
         height, width = stacked.shape[1:3]
-        boxes, image = self._propose(area, len(images), width, height, helper)
-        boxes, image = self._refine(area, boxes, image, width, height, 24, _halved(self.rnet, helper), THRESHOLDS[1])
-        rows, image = self._refine(area, boxes, image, width, height, 48, _halved(self.onet, helper), THRESHOLDS[2])
+        boxes, image = self._propose(area, pnet, len(images), width, height, helper)
+        boxes, image = self._refine(area, boxes, image, width, height, 24, _halved(rnet, helper), THRESHOLDS[1])
+        rows, image = self._refine(area, boxes, image, width, height, 48, _halved(onet, helper), THRESHOLDS[2])
         found: list[list[Detection]] = [[] for _ in images]
         for row, i in zip(rows.tolist(), image.tolist()):
             box = (row[0], row[1], row[2], row[3])
             found[i].append(Detection(box, row[4], tuple((row[5 + k], row[10 + k]) for k in range(5))))
         return found
 
-    def _propose(self, area: AreaSampler, n: int, width: int, height: int,
+    def _propose(self, area: AreaSampler, pnet: Net, n: int, width: int, height: int,
                  helper: Executor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Stage 1: PNet over the pyramid; squared candidate boxes (x1, y1, x2, y2, score) and
         the image each is in."""
@@ -212,7 +221,7 @@ class Mtcnn:
         levels = [_standardise(area(every, whole, int(height * s + 1), int(width * s + 1))) for s in scales]
         boxes, image = [], []
         here = _levels_here([level.shape[2] * level.shape[3] for level in levels])
-        for scale, (offsets, probs) in zip(scales, _each(self.pnet, levels, helper, here)):
+        for scale, (offsets, probs) in zip(scales, _each(pnet, levels, helper, here)):
             i, ys, xs = torch.nonzero(probs[:, 1] >= THRESHOLDS[0], as_tuple=True)
             corner = torch.stack([xs, ys], dim=1).float() * STRIDE
             found = torch.cat([torch.floor((corner + 1) / scale), torch.floor((corner + CELL) / scale),
@@ -306,12 +315,3 @@ def _crop_regions(boxes: torch.Tensor, width: int, height: int) -> torch.Tensor:
     y2 = whole[:, 3].clamp(max=height)
     return torch.stack([x1, y1, x2, y2], dim=1)
 
-
-def _torch_net(net: nn.Module, device: str | torch.device) -> Net:
-    net = net.to(device).eval()
-
-    def run(batch: torch.Tensor) -> list[torch.Tensor]:
-        with torch.inference_mode():
-            return [t.float() for t in net(batch.to(device))]
-
-    return run

@@ -29,6 +29,7 @@ from core.faces.box_regressor import BoxRegressor
 from core.faces.crop import MARGIN, crop_face
 from core.faces.geometry import OVERLAPS_FACE_IOU, Box, area, iou, scaled, scaled_points
 from core.faces.mtcnn import PYRAMID_FACTOR, Mtcnn
+from core.faces.mtcnn_nets import NetsRuntime
 from core.faces.quality import Quality, assess
 from core.images import Decoded
 from core.paths import models_dir
@@ -220,8 +221,9 @@ class FacePipeline:
         return DetectedFace((x1 * w, y1 * h, x2 * w, y2 * h), None, "fallback")
 
 
-def load_pipeline(config: PipelineConfig = SERVICE_PIPELINE, device: str | torch.device = "cpu") -> FacePipeline:
-    """The pipeline with its nets loaded: MTCNN's three, and the box regressor from the models
-    folder when the configuration asks for it."""
+def load_pipeline(config: PipelineConfig = SERVICE_PIPELINE, device: str | torch.device = "cpu",
+                  nets: NetsRuntime = "auto") -> FacePipeline:
+    """The pipeline with its nets loaded: MTCNN's three (on `nets`, core/faces/mtcnn_nets.py),
+    and the box regressor from the models folder when the configuration asks for it."""
     regressor = BoxRegressor.load(models_dir() / BOX_REGRESSOR, device) if config.regress_missing else None
-    return FacePipeline(config, Mtcnn(config.min_face_size, device), regressor)
+    return FacePipeline(config, Mtcnn(config.min_face_size, device, nets), regressor)
