@@ -99,7 +99,7 @@ def test_openvino_spends_the_helpers_core_inside_each_call(photos):
         assert [d.box for d in helped] == pytest.approx([d.box for d in alone], abs=1e-3)
     assert helper.jobs == 0
     pnet = detector.nets[0]
-    assert isinstance(pnet, OpenVinoNet) and {1, 2} <= set(pnet._free)  # a copy compiled for each thread count
+    assert isinstance(pnet, OpenVinoNet) and {1, 2} <= set(pnet.copies.compiled())  # a copy compiled for each thread count
     helper.pool.shutdown()
 
 

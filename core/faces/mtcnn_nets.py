@@ -10,21 +10,20 @@ would otherwise pick bf16 and move the boxes.
 The two spread a lone photo over a second core differently. Torch's nets (one thread in a
 serving process) take a helper thread that runs half the work (`Mtcnn.detect`); an OpenVINO
 call uses as many threads as it is given, so the helper becomes a second thread inside each
-call. A compiled model runs one call at a time, so each thread detecting at once gets its own
-copy (`_Compiled`): photos detected side by side in one process do not queue for one copy.
+call. Each thread detecting at once runs a compiled copy of its own (core/openvino_cpu.py).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import warnings
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
-import numpy as np
 import torch
 from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
 from torch import nn
+
+from core.openvino_cpu import CompiledCopies, openvino
 
 log = logging.getLogger(__name__)
 
@@ -73,55 +72,16 @@ class TorchNet:
 
 
 class OpenVinoNet:
-    """A net converted to OpenVINO once, compiled for the CPU per thread count on first use."""
+    """A net converted to OpenVINO once, compiled for the CPU in fp32 per thread count
+    (core/openvino_cpu.py)."""
 
     def __init__(self, module: nn.Module, side: int) -> None:
-        import openvino as ov
-
-        self._ov = ov
+        ov = openvino()
         with warnings.catch_warnings():  # tracing warns about facenet-pytorch's shape arithmetic
             warnings.simplefilter("ignore")
-            self.model = ov.convert_model(module.eval(), example_input=torch.zeros(1, 3, side, side),
-                                          input=[ov.PartialShape([-1, 3, -1, -1])])
-        self._free: dict[int, list[_Compiled]] = {}
-        self._lock = threading.Lock()
-        self._release(self._compile(1))  # fail here, at load, rather than on the first photo
+            model = ov.convert_model(module.eval(), example_input=torch.zeros(1, 3, side, side),
+                                     input=[ov.PartialShape([-1, 3, -1, -1])])
+        self.copies = CompiledCopies(model, "f32")  # never bf16: the boxes are the reference's
 
     def __call__(self, batch: torch.Tensor, threads: int = 1) -> list[torch.Tensor]:
-        compiled = self._acquire(threads)
-        try:
-            return compiled.run(batch.numpy())
-        finally:
-            self._release(compiled)
-
-    def _acquire(self, threads: int) -> _Compiled:
-        with self._lock:
-            free = self._free.get(threads)
-            if free:
-                return free.pop()
-        return self._compile(threads)
-
-    def _release(self, compiled: _Compiled) -> None:
-        with self._lock:
-            self._free.setdefault(compiled.threads, []).append(compiled)
-
-    def _compile(self, threads: int) -> _Compiled:
-        config = {
-            "INFERENCE_PRECISION_HINT": "f32",  # never bf16: the boxes are the reference's
-            "NUM_STREAMS": 1,  # the calling thread runs the call (with `threads` - 1 of OpenVINO's)
-            "INFERENCE_NUM_THREADS": threads,
-            "ENABLE_CPU_PINNING": False,  # detection processes side by side would pin to the same cores
-        }
-        return _Compiled(self._ov.Core().compile_model(self.model, "CPU", config), threads)
-
-
-class _Compiled:
-    """One compiled copy of a net and its request: one call at a time."""
-
-    def __init__(self, compiled: Any, threads: int) -> None:
-        self.threads, self.outputs = threads, compiled.outputs
-        self.request = compiled.create_infer_request()
-
-    def run(self, batch: np.ndarray) -> list[torch.Tensor]:
-        results = self.request.infer({0: batch})  # copies of the outputs (share_outputs=False): the next call reuses its buffers
-        return [torch.from_numpy(results[output]) for output in self.outputs]
+        return [torch.from_numpy(output) for output in self.copies.run(batch.numpy(), threads)]
