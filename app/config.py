@@ -46,10 +46,9 @@ class Settings(BaseSettings):
         "a file of API keys, one per line: '<key id> <role> <collection or *> <key or sha256:hex>'; roles identify, enrol, admin"))
     open_probes: bool = Field(False, description="with a key set, leave /readyz and /metrics open (for probes that cannot send it)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    runtime: Literal["auto", "torch", "onnx", "onnx-int8", "openvino-int8"] = Field(
-        "auto", description=("embedding runtime: auto is the int8 copy of the ONNX export on the CPU (run by OpenVINO when installed, "
-                             "else ONNX Runtime), torch on CUDA; the int8 copy is checked against fp32 on this CPU at start (fp32 ONNX "
-                             "if refused); onnx (fp32), onnx-int8 (ONNX Runtime) and openvino-int8 force one"))
+    runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+        "auto", description=("embedding runtime: auto is ONNX Runtime on the CPU, torch on CUDA; onnx-int8 is its quantized copy, "
+                             "checked against fp32 on this CPU at start (fp32 ONNX if refused)"))
     detect_runtime: Literal["auto", "openvino", "torch"] = Field(
         "auto", description="MTCNN's nets on the CPU: auto is OpenVINO when installed (torch if it cannot load), torch is eager torch")
     threshold: float | None = Field(None, ge=-1.0, le=1.0, description="cosine below which a face is unknown (default: the model's FAR 1e-3 threshold)")

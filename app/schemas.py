@@ -210,7 +210,7 @@ class Ready(BaseModel):
     faces: int
     index_size: int
     index: str
-    runtime: str = Field(description="what embeds: openvino-int8 or onnx-int8 (the int8 copy on OpenVINO or ONNX Runtime), onnx (fp32) or torch")
+    runtime: str = Field(description="what embeds: onnx-int8, onnx (fp32) or torch")
     writable: bool
     threshold: float = Field(description="the face similarity an answer needs when a request gives no threshold")
     photo_threshold: float | None = Field(description="the photo similarity photo evidence needs; null when photo evidence is off")

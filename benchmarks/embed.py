@@ -62,7 +62,7 @@ def main() -> None:
         results[f"detect_batch{batch}_images_per_s"] = rate(len(decoded), time.perf_counter() - start)
     crops = torch.stack([pipeline.crop(img, subject(f, img.size).box) for img, f in zip(decoded, faces)])
 
-    runtimes = ["torch", "onnx", "onnx-int8", "openvino-int8"] if device == "cpu" else ["torch"]
+    runtimes = ["torch", "onnx", "onnx-int8"] if device == "cpu" else ["torch"]
     for runtime in runtimes:
         for batch in (1, 32):
             embedder = make_embedder(backbone, device, batch_size=batch, runtime=runtime)

@@ -1,6 +1,5 @@
-"""OpenVINO's CPU runtime, as MTCNN's nets (core/faces/mtcnn_nets.py) and the int8 embedder
-(core/embedding/onnx_embedder.py) use it: a model compiled per thread count, one copy per
-caller at a time.
+"""OpenVINO's CPU runtime, as MTCNN's nets use it (core/faces/mtcnn_nets.py): a model compiled
+per thread count, one copy per caller at a time.
 
 A compiled model runs one call at a time: threads calling one copy at once queue behind each
 other, so each thread running at once takes a copy of its own (`CompiledCopies`). A call runs

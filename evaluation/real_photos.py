@@ -310,7 +310,7 @@ def main() -> None:
     ap.add_argument("--weights", default=None, help="pretrained name, weights file or model folder (default: the service's)")
     ap.add_argument("--exclude", type=Path, default=DEFAULT_TRAIN_PEOPLE,
                     help="people never reported on (trained on): a split file")
-    ap.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx", "onnx-int8", "openvino-int8"])
+    ap.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"])
     ap.add_argument("--threshold", type=float, default=None, help="the identification threshold (default: the model's)")
     ap.add_argument("--kinds", default=",".join(KINDS),
                     help="distortions of the report people's queries, comma-separated ('' for clean photos only)")

@@ -416,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-retry", action="store_true", help="no detection retries on enhanced copies")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threshold", type=float, default=None, help="for the open-set figures (default: the service's for the model)")
-    p.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx", "onnx-int8", "openvino-int8"], help="the embedder's, as FACEID_RUNTIME")
+    p.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"], help="the embedder's, as FACEID_RUNTIME")
     p.add_argument("--photo-threshold", type=float, default=None, help="photo evidence's (default: the service's)")
     p.add_argument("--no-photo-evidence", action="store_true", help="face evidence alone (no photo evidence figures)")
     p.add_argument("--baseline", default="casia-webface",

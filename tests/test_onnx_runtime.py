@@ -1,5 +1,4 @@
-"""ONNX Runtime embeds as torch does: same vectors on real face crops, same answers; its int8
-copy, on OpenVINO or ONNX Runtime, stays close to fp32 on this CPU or is refused."""
+"""ONNX Runtime embeds as torch does: same vectors on real face crops, same answers."""
 
 import numpy as np
 import pytest
@@ -98,28 +97,23 @@ def test_a_missing_runtime_is_a_clear_error(backbone, monkeypatch):
 
 
 def test_the_runtime_follows_the_hardware(backbone):
-    auto = make_embedder(backbone, "cpu", runtime="auto")  # on the CPU: the int8 copy on OpenVINO, once it has passed its check here
-    assert isinstance(auto, OnnxEmbedder) and auto.runtime == "openvino-int8"
-    assert make_embedder(backbone, "cpu", runtime="onnx-int8").runtime == "onnx-int8"
+    auto = make_embedder(backbone, "cpu", runtime="auto")  # on the CPU: the int8 copy, once it has passed its check here
+    assert isinstance(auto, OnnxEmbedder) and auto.runtime == "onnx-int8"
     assert make_embedder(backbone, "cpu", runtime="onnx").runtime == "onnx"
     assert type(make_embedder(backbone, "cpu", runtime="torch")) is Embedder
-    with pytest.raises(ValueError, match="choose auto, torch, onnx, onnx-int8, openvino-int8"):
+    with pytest.raises(ValueError, match="choose auto, torch, onnx, onnx-int8"):
         make_embedder(backbone, "cpu", runtime="tensorrt")
 
 
-ENGINES = {"openvino": "openvino-int8", "onnxruntime": "onnx-int8"}  # the int8 file's engine → the runtime it reports
-
-
-@pytest.fixture(scope="module", params=list(ENGINES))
-def int8(backbone, onnx, request) -> OnnxEmbedder:
-    return OnnxEmbedder(backbone.net, backbone.sha256, batch_size=8, cache_dir=onnx.path.parent, int8=True, int8_engine=request.param)
+@pytest.fixture(scope="module")
+def int8(backbone, onnx) -> OnnxEmbedder:
+    return OnnxEmbedder(backbone.net, backbone.sha256, batch_size=8, cache_dir=onnx.path.parent, int8=True)
 
 
 def test_int8_embeddings_stay_close_and_give_the_same_answers(backbone, onnx, int8, crops):
-    """On this CPU, whatever its kind, on either engine: the int8 model passed its load-time
-    check (it is the one embedding), its embeddings of the test faces stay close to fp32, and
-    the answers are the same."""
-    assert int8.runtime in ENGINES.values() and int8.refusal is None
+    """On this CPU, whatever its kind: the int8 model passed its load-time check (it is the one
+    embedding), its embeddings of the test faces stay close to fp32, and the answers are the same."""
+    assert int8.runtime == "onnx-int8" and int8.refusal is None
     assert int8.path.name.startswith(backbone.sha256) and "int8" in int8.path.name
     assert np.sum(int8.embed(crops) * onnx.embed(crops), axis=1).min() >= 0.98
     n = 6
@@ -154,9 +148,8 @@ def test_a_wrong_int8_model_is_refused_on_load_and_fp32_embeds(backbone, onnx, i
             init.CopyFrom(numpy_helper.from_array(rng.permutation(values.ravel()).reshape(values.shape), init.name))
     (tmp_path / onnx.path.name).write_bytes(onnx.path.read_bytes())
     onnx_lib.save(model, str(tmp_path / int8.path.name))
-    engine = next(e for e, runtime in ENGINES.items() if runtime == int8.runtime)
     with caplog.at_level("ERROR"):
-        refused = OnnxEmbedder(backbone.net, backbone.sha256, batch_size=8, cache_dir=tmp_path, int8=True, int8_engine=engine)
+        refused = OnnxEmbedder(backbone.net, backbone.sha256, batch_size=8, cache_dir=tmp_path, int8=True)
     assert refused.runtime == "onnx" and refused.path.name == onnx.path.name
     assert "int8 embeddings refused on this CPU" in refused.refusal and "flags:" in refused.refusal
     assert any("refused" in r.getMessage() and "fp32 ONNX Runtime instead" in r.getMessage() for r in caplog.records)
@@ -168,30 +161,21 @@ def test_a_pass_on_this_machine_is_recorded_and_another_machine_checks_again(bac
 
     from core.embedding import int8 as int8_module
 
-    engine = next(e for e, runtime in ENGINES.items() if runtime == int8.runtime)
-    other = next(e for e in ENGINES if e != engine)
-
-    def again(on: str) -> str:
-        return OnnxEmbedder(backbone.net, backbone.sha256, cache_dir=onnx.path.parent, int8=True, int8_engine=on).runtime
-
     record = int8.path.with_suffix(".checked.json")
-    again(engine)  # the other engine's fixture may have checked last
     assert json.loads(record.read_text())["worst_cosine"] >= int8_module.MIN_COSINE
-    assert engine in json.loads(record.read_text())  # the engine and its version
 
     def no_check(*args):
         raise AssertionError("checked again on the same machine")
 
     with monkeypatch.context() as m:
         m.setattr(int8_module, "check", no_check)
-        assert again(engine) == ENGINES[engine]
+        assert OnnxEmbedder(backbone.net, backbone.sha256, cache_dir=onnx.path.parent, int8=True).runtime == "onnx-int8"
     checked = []
     real = int8_module.check
     monkeypatch.setattr(int8_module, "check", lambda *a: checked.append(1) or real(*a))
-    assert again(other) == ENGINES[other]  # another engine: checked again
     monkeypatch.setattr(int8_module, "cpu_flags", lambda: ("avx2",))  # as if on another CPU
-    assert again(engine) == ENGINES[engine]
-    assert checked == [1, 1] and json.loads(record.read_text())["flags"] == ["avx2"]
+    assert OnnxEmbedder(backbone.net, backbone.sha256, cache_dir=onnx.path.parent, int8=True).runtime == "onnx-int8"
+    assert checked == [1] and json.loads(record.read_text())["flags"] == ["avx2"]
 
 
 def test_the_int8_model_is_made_once(backbone, int8, monkeypatch):
@@ -220,7 +204,5 @@ def test_int8_is_a_runtime_the_settings_accept(backbone, monkeypatch, tmp_path):
     from app.config import Settings
 
     assert Settings(runtime="onnx-int8").runtime == "onnx-int8"
-    assert Settings(runtime="openvino-int8").runtime == "openvino-int8"
-    for runtime in ("onnx-int8", "openvino-int8"):
-        with pytest.raises(ValueError, match="runs on the CPU"):
-            make_embedder(backbone, "cuda", runtime=runtime)
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        make_embedder(backbone, "cuda", runtime="onnx-int8")

@@ -22,7 +22,6 @@ trusts the record instead of checking again, any other machine checks.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import tempfile
@@ -127,30 +126,28 @@ def check(fp32: Any, int8: Any, batch: np.ndarray) -> tuple[float, str | None]:
                    f"(< {MIN_COSINE}) on the calibration faces")
 
 
-def _machine(engine: str) -> dict[str, Any]:
-    """This CPU and the engine running the int8 file ("onnxruntime" or "openvino"), with its version."""
-    module = importlib.import_module(engine)
-    return {"cpu": cpu_model(), "flags": list(cpu_flags()), engine: module.__version__}
+def _machine() -> dict[str, Any]:
+    import onnxruntime
+
+    return {"cpu": cpu_model(), "flags": list(cpu_flags()), "onnxruntime": onnxruntime.__version__}
 
 
 def _record_path(path: Path) -> Path:
     return path.with_suffix(".checked.json")
 
 
-def trusted_here(path: Path, engine: str = "onnxruntime") -> bool:
-    """Whether this int8 file passed its check on this machine (CPU, and the engine and version
-    running it) before."""
+def trusted_here(path: Path) -> bool:
+    """Whether this int8 file passed its check on this machine (CPU and ONNX Runtime) before."""
     try:
         record = json.loads(_record_path(path).read_text())
-        return bool(record == {**_machine(engine), "sha256": sha256_of(path), "worst_cosine": record["worst_cosine"]})
+        return bool(record == {**_machine(), "sha256": sha256_of(path), "worst_cosine": record["worst_cosine"]})
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
 
-def record_pass(path: Path, worst: float, engine: str = "onnxruntime") -> None:
-    """Note beside the file that it passed here, on `engine` (best effort: a read-only folder
-    checks each start)."""
+def record_pass(path: Path, worst: float) -> None:
+    """Note beside the file that it passed here (best effort: a read-only folder checks each start)."""
     try:
-        write_text_atomic(_record_path(path), json.dumps({**_machine(engine), "sha256": sha256_of(path), "worst_cosine": round(worst, 5)}))
+        write_text_atomic(_record_path(path), json.dumps({**_machine(), "sha256": sha256_of(path), "worst_cosine": round(worst, 5)}))
     except OSError as exc:
         log.info("int8 check not recorded (%s); it runs again at the next start", exc)

@@ -7,27 +7,25 @@ import importlib.util
 from core.embedding.embedder import Embedder
 from core.models.backbone import Backbone
 
-RUNTIMES = ("auto", "torch", "onnx", "onnx-int8", "openvino-int8")
+RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
 
 
 def make_embedder(backbone: Backbone, device: str, batch_size: int = 32, runtime: str = "auto") -> Embedder:
-    """The embedder that fits the hardware: on the CPU, the int8 copy of the ONNX export, run by
-    OpenVINO when installed, else by ONNX Runtime (it is checked against fp32 on this CPU when it
-    loads, and fp32 ONNX Runtime embeds if it fails; all are faster than torch at batch 1,
-    docs/benchmarks.md), torch on CUDA. `runtime` "torch", "onnx" (fp32), "onnx-int8" (int8 on
-    ONNX Runtime) or "openvino-int8" forces one."""
+    """The embedder that fits the hardware: on the CPU, ONNX Runtime's int8 copy when installed
+    (it is checked against fp32 on this CPU when it loads, and fp32 ONNX Runtime embeds if it
+    fails; both are faster than torch at batch 1, docs/benchmarks.md), torch on CUDA.
+    `runtime` "torch", "onnx" (fp32) or "onnx-int8" forces one."""
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose {', '.join(RUNTIMES)}")
-    if runtime not in ("auto", "torch") and device != "cpu":
+    if runtime.startswith("onnx") and device != "cpu":
         raise ValueError(f"the {runtime} runtime runs on the CPU here; use runtime torch for CUDA")
     if embeds_on_onnx(device, runtime):
-        from core.embedding.onnx_embedder import Int8Engine, OnnxEmbedder
+        from core.embedding.onnx_embedder import OnnxEmbedder
 
-        engine: Int8Engine = "onnxruntime" if runtime == "onnx-int8" else "openvino" if runtime == "openvino-int8" else "auto"
-        return OnnxEmbedder(backbone.net, backbone.sha256, batch_size, int8=runtime != "onnx", int8_engine=engine)
+        return OnnxEmbedder(backbone.net, backbone.sha256, batch_size, int8=runtime in ("onnx-int8", "auto"))
     return Embedder(backbone.net, device, batch_size)
 
 
 def embeds_on_onnx(device: str, runtime: str = "auto") -> bool:
     """Whether `make_embedder` picks ONNX Runtime for this device and runtime setting."""
-    return runtime not in ("auto", "torch") or (runtime == "auto" and device == "cpu" and importlib.util.find_spec("onnxruntime") is not None)
+    return runtime.startswith("onnx") or (runtime == "auto" and device == "cpu" and importlib.util.find_spec("onnxruntime") is not None)
