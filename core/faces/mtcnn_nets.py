@@ -2,10 +2,12 @@
 device, or OpenVINO's CPU runtime.
 
 On the CPU these nets are many small convolutions, PReLUs and poolings, where torch's per-call
-cost weighs; OpenVINO runs them in fp32 in roughly half torch's time (docs/benchmarks.md). Its
-outputs agree with torch's to float rounding, so the boxes are the reference cascade's
-(tests/test_mtcnn.py). Its precision is pinned to fp32: on a CPU with AMX or AVX-512 BF16 it
-would otherwise pick bf16 and move the boxes.
+cost weighs. OpenVINO runs each faster in fp32, and a call holds the GIL for none of its work,
+which is where most of the gain over HTTP comes from (docs/benchmarks.md, seventh round). A
+shape it has not seen before costs more the first time. Its outputs agree with torch's to float
+rounding, so the boxes are the reference cascade's (tests/test_mtcnn.py). Its precision is
+pinned to fp32: on a CPU with AMX or AVX-512 BF16 it would otherwise pick bf16 and move the
+boxes.
 
 The two spread a lone photo over a second core differently. Torch's nets (one thread in a
 serving process) take a helper thread that runs half the work (`Mtcnn.detect`); an OpenVINO
@@ -34,6 +36,7 @@ class Net(Protocol):
     def __call__(self, batch: torch.Tensor, threads: int = 1) -> list[torch.Tensor]:
         """N×3×H×W standardised input, the threads this call may use → the net's outputs."""
         ...
+
 
 SIDES = (12, 24, 48)  # the input side each net was trained on (PNet's window, RNet's and ONet's crops)
 
